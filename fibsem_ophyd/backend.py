@@ -1,0 +1,101 @@
+"""The hardware contract: what a microscope backend must do for the Ophyd devices.
+
+Devices talk only to an object satisfying :class:`MicroscopeBackend`; the simulator
+(``fibsem_ophyd.sim``) and real-microscope bridges implement it. Units at this boundary are
+the ones users type: metres, seconds, amperes, volts, pascals, and **degrees** for stage
+rotation/tilt, scan rotation and column tilt.
+
+Beam keys (``beam`` is ``"electron"`` or ``"ion"``), all readable, writable unless noted:
+
+=================  ========================  =========================================
+key                type / unit               meaning
+=================  ========================  =========================================
+on                 bool                      beam (high voltage) on
+blanked            bool                      beam blanked
+voltage            float, V                  accelerating voltage
+current            float, A                  beam (probe) current
+hfw                float, m                  horizontal field width of the scan
+working_distance   float, m                  focus distance from the pole piece
+dwell_time         float, s                  per-pixel dwell
+resolution         [int, int], px            scan (width, height)
+scan_rotation      float, deg                scan rotation
+shift              [float, float], m         beam shift (x, y), image frame
+stigmation         [float, float]            stigmator (x, y), unitless
+column_tilt        float, deg (read-only)    column tilt from the electron axis
+detector_type      str                       e.g. "ETD", "TLD"
+detector_mode      str                       e.g. "SecondaryElectrons"
+brightness         float, 0..1               detector offset
+contrast           float, 0..1               detector gain
+=================  ========================  =========================================
+
+Chamber keys (``beam=None``): ``vacuum_state`` (str: "pumped", "vented"), ``pressure`` (Pa).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "MicroscopeBackend",
+    "BEAM_KEYS",
+    "DETECTOR_KEYS",
+    "CHAMBER_KEYS",
+    "STAGE_AXES",
+    "IMAGE_SETTING_KEYS",
+    "BackendError",
+]
+
+STAGE_AXES = ("x", "y", "z", "r", "t")
+BEAM_KEYS = (
+    "on", "blanked", "voltage", "current", "hfw", "working_distance", "dwell_time",
+    "resolution", "scan_rotation", "shift", "stigmation", "column_tilt",
+)
+DETECTOR_KEYS = ("detector_type", "detector_mode", "brightness", "contrast")
+CHAMBER_KEYS = ("vacuum_state", "pressure")
+#: keys of the ``settings`` mapping accepted by :meth:`MicroscopeBackend.acquire_image`
+IMAGE_SETTING_KEYS = (
+    "resolution", "dwell_time", "hfw", "reduced_area", "line_integration",
+    "frame_integration", "autocontrast",
+)
+
+
+class BackendError(RuntimeError):
+    """The microscope refused or failed an operation (beam trip, stall, vacuum...)."""
+
+
+@runtime_checkable
+class MicroscopeBackend(Protocol):
+    """What the devices need from a microscope."""
+
+    #: the validated configuration (``fibsem_ophyd.config.MicroscopeConfig``)
+    config: Any
+
+    def get(self, key: str, beam: str | None = None) -> Any:
+        """Read one setting (see the module table for keys and units)."""
+
+    def set(self, key: str, value: Any, beam: str | None = None) -> None:
+        """Write one setting; raise ``ValueError`` naming the limit if out of range."""
+
+    def available_values(self, key: str, beam: str | None = None) -> list:
+        """Allowed values of an enumerated setting (detector type/mode, currents...)."""
+
+    def get_stage_position(self) -> dict[str, float]:
+        """Raw stage position: x, y, z in metres; r, t in degrees."""
+
+    def move_stage_absolute(self, position: dict[str, float]) -> None:
+        """Move the given axes (others stay); returns when the move is complete."""
+
+    def acquire_image(self, beam: str, settings: dict | None = None) -> np.ndarray:
+        """Acquire one frame (2-D uint8, (height, width)); ``settings`` overrides keys of
+        :data:`IMAGE_SETTING_KEYS` for this frame only."""
+
+    def pump(self) -> None:
+        """Pump the chamber to high vacuum."""
+
+    def vent(self) -> None:
+        """Vent the chamber."""
+
+    def time(self) -> float:
+        """The microscope's clock in seconds (simulated time on the simulator)."""
