@@ -88,8 +88,12 @@ class MicroscopeBackend(Protocol):
         """Move the given axes (others stay); returns when the move is complete."""
 
     def acquire_image(self, beam: str, settings: dict | None = None) -> np.ndarray:
-        """Acquire one frame (2-D uint8, (height, width)); ``settings`` overrides keys of
-        :data:`IMAGE_SETTING_KEYS` for this frame only."""
+        """Acquire one frame (2-D uint8, (height, width)).
+
+        ``settings`` (keys of :data:`IMAGE_SETTING_KEYS`) are applied first, as the vendor
+        APIs do: ``resolution``, ``dwell_time`` and ``hfw`` persist on the beam afterwards;
+        ``reduced_area``, integrations and ``autocontrast`` apply to this frame only.
+        """
 
     def pump(self) -> None:
         """Pump the chamber to high vacuum."""

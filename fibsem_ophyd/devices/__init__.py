@@ -1,0 +1,24 @@
+"""Ophyd devices of a dual-beam FIB-SEM. They talk only to a backend (``fibsem_ophyd.backend``)."""
+
+from ._beam import Beam, Chamber
+from ._detector import TIFF_TEMPLATE, ImagingDetector
+from ._microscope import FibsemMicroscope, make_microscope
+from ._signals import BackendSignal, SettingSignal
+from ._stage import AXES, NamedPositions, Stage, StageAxis, load_positions, save_positions
+
+__all__ = [
+    "AXES",
+    "BackendSignal",
+    "Beam",
+    "Chamber",
+    "FibsemMicroscope",
+    "ImagingDetector",
+    "NamedPositions",
+    "SettingSignal",
+    "Stage",
+    "StageAxis",
+    "TIFF_TEMPLATE",
+    "load_positions",
+    "make_microscope",
+    "save_positions",
+]

@@ -1,0 +1,34 @@
+"""Bluesky plans for a dual-beam FIB-SEM. Plans speak only bluesky messages."""
+
+from ._imaging import acquire_image, apply_image_settings, take_reference_images
+from ._movement import (
+    go_to_position,
+    move_flat_to_beam,
+    move_to_milling_angle,
+    read_geometry,
+    read_stage_position,
+    safe_absolute_move,
+    save_position,
+    stable_move,
+    vertical_move,
+)
+from ._state import restore_state, snapshot_state
+from ._workflow import demo_workflow
+
+__all__ = [
+    "acquire_image",
+    "apply_image_settings",
+    "demo_workflow",
+    "go_to_position",
+    "move_flat_to_beam",
+    "move_to_milling_angle",
+    "read_geometry",
+    "read_stage_position",
+    "restore_state",
+    "safe_absolute_move",
+    "save_position",
+    "snapshot_state",
+    "stable_move",
+    "take_reference_images",
+    "vertical_move",
+]

@@ -1,0 +1,63 @@
+"""Electron and ion beams, and the chamber."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ophyd import Component as Cpt
+from ophyd import Device
+from ophyd.status import DeviceStatus
+
+from ._signals import BackendSignal, find_backend
+
+__all__ = ["Beam", "Chamber"]
+
+
+class Beam(Device):
+    """One charged-particle column: ``beam`` is ``"electron"`` or ``"ion"``.
+
+    Units: voltage V, current A, hfw m, working_distance m, dwell_time s, resolution px,
+    scan_rotation deg, shift m (x, y in the image frame), column_tilt deg (read-only).
+    """
+
+    on = Cpt(BackendSignal, key="on", vtype="bool", kind="config")
+    blanked = Cpt(BackendSignal, key="blanked", vtype="bool", kind="config")
+    voltage = Cpt(BackendSignal, key="voltage", units="V", kind="config")
+    current = Cpt(BackendSignal, key="current", units="A", kind="config")
+    hfw = Cpt(BackendSignal, key="hfw", units="m", kind="config")
+    working_distance = Cpt(BackendSignal, key="working_distance", units="m", kind="config")
+    dwell_time = Cpt(BackendSignal, key="dwell_time", units="s", kind="config")
+    resolution = Cpt(BackendSignal, key="resolution", vtype="intpair", length=2, units="px",
+                     limits=(1, 16384), kind="config")
+    scan_rotation = Cpt(BackendSignal, key="scan_rotation", units="deg", limits=(-360.0, 360.0),
+                        kind="config")
+    shift = Cpt(BackendSignal, key="shift", vtype="pair", length=2, units="m", kind="config")
+    stigmation = Cpt(BackendSignal, key="stigmation", vtype="pair", length=2, kind="config")
+    column_tilt = Cpt(BackendSignal, key="column_tilt", units="deg", read_only=True,
+                      kind="config")
+
+    def __init__(self, *args, beam: str, setting_limits: Mapping | None = None, **kwargs):
+        self.beam = beam
+        self.setting_limits = dict(setting_limits or {})
+        super().__init__(*args, **kwargs)
+
+
+class Chamber(Device):
+    """Vacuum chamber. ``set("pumped")`` pumps, ``set("vented")`` vents; pressure in Pa."""
+
+    vacuum_state = Cpt(BackendSignal, key="vacuum_state", vtype="str",
+                       choices=("pumped", "vented"), read_only=True, kind="normal")
+    pressure = Cpt(BackendSignal, key="pressure", units="Pa", read_only=True, kind="normal")
+
+    def set(self, value, **kwargs):
+        if value not in ("pumped", "vented"):
+            raise ValueError(f"chamber state must be 'pumped' or 'vented', got {value!r}")
+        backend = find_backend(self)
+        status = DeviceStatus(self)
+        try:
+            backend.pump() if value == "pumped" else backend.vent()
+        except Exception as exc:
+            status.set_exception(exc)
+        else:
+            status.set_finished()
+        return status

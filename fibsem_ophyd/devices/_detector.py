@@ -1,0 +1,242 @@
+"""Imaging detectors: one TIFF per frame, announced with StreamResource/StreamDatum documents.
+
+Data flow of one frame: ``stage()`` opens a TIFF series directory under the microscope's
+``images_dir``; ``trigger()`` asks the backend for a frame, writes it as one TIFF whose
+ImageDescription holds the full metadata JSON (OpenFIBSEM layout), and records the per-frame
+readings; ``collect_asset_docs()`` yields the series' StreamResource once and a StreamDatum
+per frame; ``read()`` returns the per-frame readings (never the image itself).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from event_model import compose_stream_resource
+from ophyd import Component as Cpt
+from ophyd import Device
+from ophyd.status import DeviceStatus
+
+from ..storage import image_metadata, image_settings, write_tiff
+from ._signals import BackendSignal, SettingSignal, find_backend
+
+__all__ = ["ImagingDetector", "TIFF_TEMPLATE"]
+
+TIFF_TEMPLATE = "img_{:06d}.tif"
+TIFF_MIMETYPE = "multipart/related;type=image/tiff"
+
+# Per-frame readings: (suffix, units, dtype)
+_READINGS = (
+    ("pixel_size", "m", "number"),
+    ("hfw", "m", "number"),
+    ("dwell_time", "s", "number"),
+    ("current", "A", "number"),
+    ("voltage", "V", "number"),
+    ("working_distance", "m", "number"),
+    ("mean_intensity", "", "number"),
+    ("frame_number", "", "integer"),
+    ("acquisition_time", "s", "number"),
+)
+
+
+class ImagingDetector(Device):
+    """Imaging detector of one beam (``beam`` is ``"electron"`` or ``"ion"``).
+
+    Detector settings (on the microscope): ``detector_type``, ``detector_mode``,
+    ``brightness`` and ``contrast`` (0..1). Image settings (applied to the beam for each
+    frame, as OpenFIBSEM's ``ImageSettings``): ``resolution`` [w, h] px, ``dwell_time`` s,
+    ``hfw`` m, ``reduced_area`` (left, top, width, height in 0..1), ``line_integration``,
+    ``frame_integration``, ``autocontrast``.
+    """
+
+    detector_type = Cpt(BackendSignal, key="detector_type", vtype="str", kind="config")
+    detector_mode = Cpt(BackendSignal, key="detector_mode", vtype="str", kind="config")
+    brightness = Cpt(BackendSignal, key="brightness", limits=(0.0, 1.0), kind="config")
+    contrast = Cpt(BackendSignal, key="contrast", limits=(0.0, 1.0), kind="config")
+
+    resolution = Cpt(SettingSignal, vtype="intpair", length=2, units="px", limits=(1, 16384),
+                     value=[1536, 1024], kind="config")
+    dwell_time = Cpt(SettingSignal, units="s", limits_key="dwell_time", value=1e-6,
+                     kind="config")
+    hfw = Cpt(SettingSignal, units="m", limits_key="hfw", value=150e-6, kind="config")
+    reduced_area = Cpt(SettingSignal, vtype="area", value=None, kind="config")
+    line_integration = Cpt(SettingSignal, vtype="int", limits=(1, 255), value=1, kind="config")
+    frame_integration = Cpt(SettingSignal, vtype="int", limits=(1, 255), value=1, kind="config")
+    autocontrast = Cpt(SettingSignal, vtype="bool", value=False, kind="config")
+
+    def __init__(self, *args, beam: str, setting_limits=None, **kwargs):
+        self.beam = beam
+        self.setting_limits = dict(setting_limits or {})
+        super().__init__(*args, **kwargs)
+        self._series_dir: Path | None = None
+        self._index = 0
+        self._emitted = 0
+        self._bundle = None
+        self._shape: tuple[int, int] | None = None
+        self._readings: dict = {}
+        self._last_path: Path | None = None
+
+    # -- image settings ---------------------------------------------------------------------
+    @property
+    def image_key(self) -> str:
+        return f"{self.name}_image"
+
+    def image_settings(self) -> dict:
+        """The image settings applied to the next frame (units as in the class docstring)."""
+        area = self.reduced_area._readback
+        return {
+            "resolution": list(self.resolution.get()),
+            "dwell_time": float(self.dwell_time.get()),
+            "hfw": float(self.hfw.get()),
+            "reduced_area": list(area) if area is not None else None,
+            "line_integration": int(self.line_integration.get()),
+            "frame_integration": int(self.frame_integration.get()),
+            "autocontrast": bool(self.autocontrast.get()),
+        }
+
+    def _expected_shape(self) -> tuple[int, int]:
+        if self._shape is not None:
+            return self._shape
+        w, h = self.resolution.get()
+        area = self.reduced_area._readback
+        if area is not None:
+            left, top, width, height = area
+            return max(1, int(round(height * h))), max(1, int(round(width * w)))
+        return int(h), int(w)
+
+    # -- staging ----------------------------------------------------------------------------
+    def stage(self):
+        images_dir = Path(self.root.images_dir)
+        self._series_dir = images_dir / f"{self.name}_{uuid.uuid4().hex[:12]}"
+        self._series_dir.mkdir(parents=True, exist_ok=True)
+        self._index = 0
+        self._emitted = 0
+        self._bundle = None
+        self._shape = None
+        return super().stage()
+
+    def unstage(self):
+        self._series_dir = None
+        self._bundle = None
+        return super().unstage()
+
+    # -- acquisition ------------------------------------------------------------------------
+    def trigger(self):
+        if self._series_dir is None:
+            raise RuntimeError(
+                f"{self.name} must be staged before it is triggered: use the acquire_image plan "
+                "or wrap your plan in bluesky.preprocessors.stage_decorator"
+            )
+        settings = self.image_settings()
+        status = DeviceStatus(self)
+
+        def acquire():
+            try:
+                self._acquire(settings)
+            except Exception as exc:
+                status.set_exception(exc)
+            else:
+                status.set_finished()
+
+        # Frames take seconds on hardware: acquire off the RunEngine's thread.
+        threading.Thread(target=acquire, daemon=True, name=f"{self.name}-acquire").start()
+        return status
+
+    def _acquire(self, settings: dict) -> None:
+        backend = find_backend(self)
+        frame = backend.acquire_image(self.beam, settings)
+        frame = np.asarray(frame)
+        if frame.ndim != 2:
+            raise RuntimeError(f"{self.name}: backend returned a {frame.ndim}-D frame")
+        if self._shape is None:
+            self._shape = frame.shape
+        elif frame.shape != self._shape:
+            raise RuntimeError(
+                f"{self.name}: frame shape changed from {self._shape} to {frame.shape} within one "
+                "staging; change resolution or reduced area between runs (or re-stage)"
+            )
+        acq_time = backend.time()
+        state = self.root.microscope_state()
+        beam_state = state["electron_beam" if self.beam == "electron" else "ion_beam"]
+        width = frame.shape[1]
+        full_width = settings["resolution"][0]
+        pixel_size = settings["hfw"] / full_width
+        md = image_metadata(
+            image_settings(self.beam, {**settings, "filename": TIFF_TEMPLATE.format(self._index)}),
+            self.root.microscope_state_metadata(state),
+            pixel_size,
+            system=self.root.system_metadata(),
+        )
+        path = self._series_dir / TIFF_TEMPLATE.format(self._index)
+        write_tiff(path, frame, md)
+        self._last_path = path
+        self._readings = {
+            "pixel_size": pixel_size,
+            "hfw": pixel_size * width if settings["reduced_area"] else settings["hfw"],
+            "dwell_time": settings["dwell_time"],
+            "current": float(beam_state["current"]),
+            "voltage": float(beam_state["voltage"]),
+            "working_distance": float(beam_state["working_distance"]),
+            "mean_intensity": float(frame.mean()) / (255.0 if frame.dtype == np.uint8 else 65535.0),
+            "frame_number": self._index,
+            "acquisition_time": float(acq_time),
+        }
+        self._index += 1
+
+    @property
+    def last_file(self) -> Path | None:
+        """Path of the last TIFF written."""
+        return self._last_path
+
+    # -- Readable ---------------------------------------------------------------------------
+    def read(self):
+        out = super().read()
+        ts = time.time()
+        for suffix, _, _ in _READINGS:
+            if suffix in self._readings:
+                out[f"{self.name}_{suffix}"] = {"value": self._readings[suffix], "timestamp": ts}
+        return out
+
+    def describe(self):
+        out = super().describe()
+        h, w = self._expected_shape()
+        out[self.image_key] = {
+            "source": f"backend:{self.beam}:image",
+            "dtype": "array",
+            "shape": [1, h, w],
+            "dtype_numpy": "|u1",
+            "external": "STREAM:",
+        }
+        for suffix, units, dtype in _READINGS:
+            desc = {"source": f"backend:{self.beam}:{suffix}", "dtype": dtype, "shape": []}
+            desc["dtype_numpy"] = "<i8" if dtype == "integer" else "<f8"
+            if units:
+                desc["units"] = units
+            out[f"{self.name}_{suffix}"] = desc
+        return out
+
+    # -- WritesStreamAssets -----------------------------------------------------------------
+    def get_index(self) -> int:
+        return self._index
+
+    def collect_asset_docs(self, index: int | None = None):
+        stop = self._index if index is None else min(index, self._index)
+        if stop <= self._emitted:
+            return
+        if self._bundle is None:
+            h, w = self._shape
+            self._bundle = compose_stream_resource(
+                mimetype=TIFF_MIMETYPE,
+                uri=f"file://localhost{self._series_dir.resolve().as_posix()}/",
+                data_key=self.image_key,
+                parameters={"template": TIFF_TEMPLATE, "chunk_shape": [1, h, w]},
+                validate=False,
+            )
+            yield "stream_resource", self._bundle.stream_resource_doc
+        yield "stream_datum", self._bundle.compose_stream_datum(
+            indices={"start": self._emitted, "stop": stop}, validate=False
+        )
+        self._emitted = stop

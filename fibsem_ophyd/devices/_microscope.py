@@ -1,0 +1,123 @@
+"""The top-level microscope device: stage, both beams, their detectors and the chamber."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ophyd import Component as Cpt
+from ophyd import Device
+
+from ..backend import BEAM_KEYS, DETECTOR_KEYS, MicroscopeBackend
+from ..storage import microscope_state as _state_metadata
+from ..storage import system_info
+from ._beam import Beam, Chamber
+from ._detector import ImagingDetector
+from ._stage import AXES, Stage
+
+__all__ = ["FibsemMicroscope", "make_microscope", "STATE_BEAM_KEYS"]
+
+#: beam settings captured in a microscope state snapshot (OpenFIBSEM's BeamSettings)
+STATE_BEAM_KEYS = tuple(k for k in BEAM_KEYS if k not in ("column_tilt",))
+
+
+class FibsemMicroscope(Device):
+    """A dual-beam FIB-SEM. Build it with :func:`make_microscope` (it needs a backend)."""
+
+    stage = Cpt(Stage)
+    electron_beam = Cpt(Beam, beam="electron")
+    ion_beam = Cpt(Beam, beam="ion")
+    sem = Cpt(ImagingDetector, beam="electron")
+    fib = Cpt(ImagingDetector, beam="ion")
+    chamber = Cpt(Chamber)
+
+    def __init__(self, *args, backend: MicroscopeBackend, images_dir: str | Path, **kwargs):
+        if not isinstance(backend, MicroscopeBackend):
+            raise TypeError(f"backend must implement MicroscopeBackend, got {type(backend)!r}")
+        self._backend = backend
+        self.images_dir = Path(images_dir)
+        cfg = backend.config
+        limits = {
+            "stage": cfg.stage_limits(),
+            "electron": cfg.beam_limits("electron"),
+            "ion": cfg.beam_limits("ion"),
+        }
+        self._component_kwargs = limits
+        super().__init__(*args, **kwargs)
+
+    @property
+    def backend(self) -> MicroscopeBackend:
+        return self._backend
+
+    # ophyd builds components lazily; pass configuration-derived limits at build time.
+    def _instantiate_component(self, attr):
+        cpt = getattr(type(self), attr)
+        extra = {}
+        if attr == "stage":
+            extra = {"limits": self._component_kwargs["stage"]}
+        elif attr in ("electron_beam", "sem"):
+            extra = {"setting_limits": self._component_kwargs["electron"]}
+        elif attr in ("ion_beam", "fib"):
+            extra = {"setting_limits": self._component_kwargs["ion"]}
+        saved = dict(cpt.kwargs)
+        cpt.kwargs = {**saved, **extra}
+        try:
+            return super()._instantiate_component(attr)
+        finally:
+            cpt.kwargs = saved
+
+    def detector(self, beam: str) -> ImagingDetector:
+        return self.sem if beam == "electron" else self.fib
+
+    def beam(self, beam: str) -> Beam:
+        return self.electron_beam if beam == "electron" else self.ion_beam
+
+    # -- state (one vocabulary, shared with the TIFF metadata) -----------------------------
+    def microscope_state(self) -> dict:
+        """Stage, both beams and both detectors, read from the backend (m, s, A, V, deg)."""
+        b = self._backend
+        pos = b.get_stage_position()
+        state = {"timestamp": b.time(), "stage": {ax: float(pos[ax]) for ax in AXES}}
+        for beam in ("electron", "ion"):
+            state[f"{beam}_beam"] = {k: _plain(b.get(k, beam)) for k in STATE_BEAM_KEYS}
+            state[f"{beam}_detector"] = {k: _plain(b.get(k, beam)) for k in DETECTOR_KEYS}
+        return state
+
+    def microscope_state_metadata(self, state: dict | None = None) -> dict:
+        """The state in OpenFIBSEM's MicroscopeState layout (as stored in every TIFF)."""
+        state = state or self.microscope_state()
+        return _state_metadata(
+            state["stage"],
+            {"electron": state["electron_beam"], "ion": state["ion_beam"]},
+            {"electron": state["electron_detector"], "ion": state["ion_detector"]},
+            state["timestamp"],
+        )
+
+    def system_metadata(self) -> dict:
+        if not hasattr(self, "_system_md"):
+            self._system_md = system_info(self._backend.config.data)
+        return self._system_md
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def make_microscope(backend: MicroscopeBackend, images_dir: str | Path,
+                    name: str = "microscope") -> FibsemMicroscope:
+    """Build the device tree for ``backend`` and load image settings from its config."""
+    scope = FibsemMicroscope(name=name, backend=backend, images_dir=images_dir)
+    cfg = backend.config
+    for key in ("shuttle_pre_tilt", "rotation_reference", "rotation_180"):
+        getattr(scope.stage, key).put(float(cfg["stage"][key]), _init=True)
+    positions_file = Path(images_dir).parent / "positions.yaml"
+    scope.stage.positions.load(positions_file)
+    for beam, det in (("electron", scope.sem), ("ion", scope.fib)):
+        section = cfg[beam]
+        det.resolution.put(list(section["resolution"]))
+        det.dwell_time.put(float(section["dwell_time"]))
+        det.hfw.put(float(section["hfw"]))
+    return scope

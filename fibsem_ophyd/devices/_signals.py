@@ -1,0 +1,241 @@
+"""Signals backed by a :class:`~fibsem_ophyd.backend.MicroscopeBackend` key.
+
+Every signal declares ``units`` and limits in ``describe()`` and validates before it writes:
+a NaN, a wrong type or an out-of-range value raises ``ValueError`` naming the value and the
+limit, and nothing is sent to the microscope.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from ophyd import Signal
+from ophyd.status import Status
+
+__all__ = [
+    "BackendSignal", "SettingSignal", "find_backend", "validate_value", "check_area",
+]
+
+
+def find_backend(obj):
+    """The backend of the device tree ``obj`` belongs to (stored on the root as ``_backend``)."""
+    node = obj
+    while node is not None:
+        backend = getattr(node, "_backend", None)
+        if backend is not None:
+            return backend
+        node = node.parent
+    raise RuntimeError(f"{obj.name!r} is not attached to a microscope backend")
+
+
+def _describe_value(value: Any) -> tuple[str, list[int], str | None]:
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean", [], "|b1"
+    if isinstance(value, (int, np.integer)):
+        return "integer", [], "<i8"
+    if isinstance(value, (float, np.floating)):
+        return "number", [], "<f8"
+    if isinstance(value, str):
+        return "string", [], None
+    if value is None:
+        return "string", [], None
+    arr = np.asarray(value)
+    return "array", list(arr.shape), arr.dtype.str
+
+
+def validate_value(name: str, value: Any, *, vtype: str, units: str | None,
+                   limits: tuple[float, float] | None, length: int | None = None,
+                   choices: Sequence[str] | None = None) -> Any:
+    """Check one value against type, finiteness, limits and choices; return it normalised."""
+    unit = f" {units}" if units else ""
+    if vtype == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+        return bool(value)
+    if vtype == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{name}: unknown value {value!r}; choose one of {list(choices)}")
+        return value
+    if vtype in ("float", "int"):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise ValueError(f"{name} must be a number in{unit}, got {value!r}")
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        if limits is not None and not limits[0] <= v <= limits[1]:
+            raise ValueError(
+                f"{name} = {v:g}{unit} is outside its limits [{limits[0]:g}, {limits[1]:g}]{unit}"
+            )
+        if vtype == "int":
+            if v != int(v):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            return int(v)
+        return v
+    if vtype in ("pair", "intpair"):
+        try:
+            arr = [float(v) for v in value]
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a pair of numbers in{unit}, got {value!r}") from None
+        if length is not None and len(arr) != length:
+            raise ValueError(f"{name} must have {length} elements, got {value!r}")
+        for v in arr:
+            if not math.isfinite(v):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+            if limits is not None and not limits[0] <= v <= limits[1]:
+                raise ValueError(
+                    f"{name} = {value!r}{unit} is outside its limits "
+                    f"[{limits[0]:g}, {limits[1]:g}]{unit}"
+                )
+        if vtype == "intpair":
+            if any(v != int(v) for v in arr):
+                raise ValueError(f"{name} must hold integers, got {value!r}")
+            return [int(v) for v in arr]
+        return arr
+    raise TypeError(f"unknown value type {vtype!r}")
+
+
+class _ValidatingSignal(Signal):
+    def __init__(self, *, vtype: str = "float", units: str | None = None,
+                 limits: tuple[float, float] | None = None, length: int | None = None,
+                 choices: Sequence[str] | None = None, read_only: bool = False,
+                 limits_key: str | None = None, **kwargs):
+        self._vtype = vtype
+        self._units = units
+        self._limits_cfg = limits
+        self._length = length
+        self._choices = choices
+        self._read_only = read_only
+        super().__init__(**kwargs)
+        # Signals of a beam or detector take their limits from the parent's configuration.
+        parent = kwargs.get("parent")
+        if self._limits_cfg is None and limits_key and parent is not None:
+            self._limits_cfg = getattr(parent, "setting_limits", {}).get(limits_key)
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        return self._limits_cfg if self._limits_cfg is not None else (0, 0)
+
+    @property
+    def units(self) -> str | None:
+        return self._units
+
+    def check_value(self, value: Any) -> Any:
+        if self._read_only:
+            raise ValueError(f"{self.name} is read-only")
+        return validate_value(self.name, value, vtype=self._vtype, units=self._units,
+                              limits=self._limits_cfg, length=self._length,
+                              choices=self._choices)
+
+    def set(self, value, **kwargs):
+        # Writes are immediate on the backends we support; the status is done on return.
+        self.put(value)
+        st = Status(self)
+        st.set_finished()
+        return st
+
+    def describe(self):
+        value = self.get()
+        dtype, shape, dtype_numpy = _describe_value(value)
+        desc = {"source": self._source(), "dtype": dtype, "shape": shape}
+        if dtype_numpy:
+            desc["dtype_numpy"] = dtype_numpy
+        if self._units:
+            desc["units"] = self._units
+        if self._limits_cfg is not None:
+            desc["limits"] = {"control": {"low": self._limits_cfg[0], "high": self._limits_cfg[1]}}
+        if self._choices is not None:
+            desc["choices"] = list(self._choices)
+        return {self.name: desc}
+
+    def _source(self) -> str:
+        return f"SIM:{self.name}"
+
+
+class BackendSignal(_ValidatingSignal):
+    """A microscope setting read from and written to the backend by ``key``."""
+
+    def __init__(self, *, key: str, beam: str | None = None, **kwargs):
+        self._key = key
+        self._beam = beam
+        kwargs.setdefault("limits_key", key)
+        super().__init__(**kwargs)
+        # Signals of a beam or detector take the beam name from their parent.
+        parent = kwargs.get("parent")
+        if beam is None and parent is not None and getattr(parent, "beam", None):
+            self._beam = parent.beam
+
+    def _source(self) -> str:
+        return f"backend:{self._beam or 'chamber'}:{self._key}"
+
+    def get(self, **kwargs):
+        value = find_backend(self).get(self._key, self._beam)
+        if isinstance(value, tuple):
+            value = list(value)
+        self._readback = value
+        self._metadata["timestamp"] = time.time()
+        return value
+
+    def put(self, value, **kwargs):
+        value = self.check_value(value)
+        old = self._readback
+        find_backend(self).set(self._key, value, self._beam)
+        self._readback = value
+        ts = time.time()
+        self._metadata["timestamp"] = ts
+        self._run_subs(sub_type=self.SUB_VALUE, old_value=old, value=value, timestamp=ts)
+
+
+class SettingSignal(_ValidatingSignal):
+    """A client-side setting (e.g. an image setting applied at acquisition), validated."""
+
+    def put(self, value, **kwargs):
+        if value is None and self._vtype == "area":
+            return super(_ValidatingSignal, self).put(None, **kwargs)
+        value = self.check_value(value)
+        return super().put(value, **kwargs)
+
+    def check_value(self, value: Any) -> Any:
+        if self._vtype == "area":
+            return check_area(self.name, value)
+        return super().check_value(value)
+
+    def describe(self):
+        if self._vtype == "area":
+            return {self.name: {"source": self._source(), "dtype": "array", "shape": [4],
+                                "dtype_numpy": "<f8"}}
+        return super().describe()
+
+    def get(self, **kwargs):
+        value = super().get(**kwargs)
+        if self._vtype == "area" and value is None:
+            return [0.0, 0.0, 1.0, 1.0]
+        return value
+
+
+def check_area(name: str, value: Any) -> list[float] | None:
+    """Reduced area (left, top, width, height), normalised to the full frame."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        try:
+            value = [value["left"], value["top"], value["width"], value["height"]]
+        except KeyError as exc:
+            raise ValueError(f"{name} needs left, top, width, height; missing {exc}") from None
+    try:
+        left, top, width, height = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (left, top, width, height) in 0..1, got {value!r}") \
+            from None
+    vals = (left, top, width, height)
+    if not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if width <= 0 or height <= 0 or left < 0 or top < 0 or left + width > 1 + 1e-9 \
+            or top + height > 1 + 1e-9:
+        raise ValueError(f"{name} = {value!r} must lie inside the frame (0..1, width/height > 0)")
+    return [left, top, width, height]

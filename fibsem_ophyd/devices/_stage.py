@@ -1,0 +1,260 @@
+"""The sample stage: five axes (x, y, z in metres; r, t in degrees) and named positions."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
+from ophyd.status import DeviceStatus, Status
+
+from ._signals import find_backend, validate_value
+
+__all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS"]
+
+AXES = ("x", "y", "z", "r", "t")
+AXIS_UNITS = {"x": "m", "y": "m", "z": "m", "r": "deg", "t": "deg"}
+
+
+def _stage(obj) -> Stage:
+    node = obj
+    while node is not None and not isinstance(node, Stage):
+        node = node.parent
+    if node is None:
+        raise RuntimeError(f"{obj.name} is not part of a Stage")
+    return node
+
+
+class _AxisReadback(Signal):
+    def get(self, **kwargs):
+        axis = self.parent.axis
+        value = float(find_backend(self).get_stage_position()[axis])
+        self._readback = value
+        self._metadata["timestamp"] = time.time()
+        return value
+
+    def describe(self):
+        axis = self.parent.axis
+        lo, hi = self.parent.limits
+        return {self.name: {
+            "source": f"backend:stage:{axis}", "dtype": "number", "shape": [],
+            "dtype_numpy": "<f8", "units": AXIS_UNITS[axis],
+            "limits": {"control": {"low": lo, "high": hi}},
+        }}
+
+
+class StageAxis(Device):
+    """One stage axis. ``set(v)`` validates (finite, within limits) before anything moves."""
+
+    readback = Cpt(_AxisReadback, kind="hinted")
+    setpoint = Cpt(Signal, kind="normal")
+
+    def __init__(self, *args, axis: str, **kwargs):
+        self.axis = axis
+        super().__init__(*args, **kwargs)
+        self.readback.name = self.name
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        return _stage(self).axis_limits[self.axis]
+
+    @property
+    def egu(self) -> str:
+        return AXIS_UNITS[self.axis]
+
+    @property
+    def position(self) -> float:
+        return self.readback.get()
+
+    def check_value(self, value) -> float:
+        return validate_value(f"stage.{self.axis}", value, vtype="float",
+                              units=AXIS_UNITS[self.axis], limits=self.limits)
+
+    def set(self, value, **kwargs):
+        return _stage(self).set({self.axis: value})
+
+    def stop(self, *, success: bool = False):
+        pass
+
+
+class NamedPositions(Signal):
+    """Named stage positions, persisted to a YAML file in OpenFIBSEM's positions.yaml layout.
+
+    ``get()`` returns ``{name: {x, y, z (m), r, t (deg)}}``. ``set({name: position})`` adds or
+    replaces positions (``position=None`` deletes one) and rewrites the file. The file stores
+    r and t in radians with ``coordinate_system: RAW``, as OpenFIBSEM's ``save_positions`` does.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, value={}, **kwargs)
+        self.path: Path | None = None
+
+    def load(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._readback = load_positions(self.path) if self.path.exists() else {}
+
+    def get(self, **kwargs):
+        return dict(self._readback)
+
+    def check_value(self, value):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"named positions must be a mapping of name -> position, got {value!r}")
+        stage = _stage(self)
+        for name, pos in value.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"position name must be a non-empty string, got {name!r}")
+            if pos is not None:
+                stage.check_position(pos)
+
+    def put(self, value, **kwargs):
+        self.check_value(value)
+        new = dict(self._readback)
+        for name, pos in value.items():
+            if pos is None:
+                new.pop(name, None)
+            else:
+                new[name] = {k: float(v) for k, v in pos.items() if k in AXES}
+        if self.path is not None:
+            save_positions(self.path, new)
+        old, self._readback = self._readback, new
+        self._run_subs(sub_type=self.SUB_VALUE, old_value=old, value=new, timestamp=time.time())
+
+    def set(self, value, **kwargs):
+        self.put(value)
+        st = Status(self)
+        st.set_finished()
+        return st
+
+    def describe(self):
+        return {self.name: {"source": "file:positions.yaml", "dtype": "object", "shape": []}}
+
+
+def load_positions(path: str | Path) -> dict[str, dict[str, float]]:
+    """Read an OpenFIBSEM positions.yaml (list of positions, r/t in radians)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"malformed positions file {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, list):
+        raise ValueError(f"positions file {path} must hold a list of positions, got "
+                         f"{type(data).__name__}")
+    out = {}
+    for i, item in enumerate(data):
+        if not isinstance(item, Mapping) or "name" not in item:
+            raise ValueError(f"positions file {path}: entry {i} has no name: {item!r}")
+        pos = {}
+        for ax in AXES:
+            v = item.get(ax)
+            if v is None:
+                continue
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"positions file {path}: {item['name']}.{ax} = {v!r} "
+                                 "is not a finite number")
+            pos[ax] = math.degrees(v) if ax in ("r", "t") else float(v)
+        out[str(item["name"])] = pos
+    return out
+
+
+def save_positions(path: str | Path, positions: Mapping[str, Mapping[str, float]]) -> None:
+    path = Path(path)
+    items = []
+    for name, pos in positions.items():
+        item = {"name": name}
+        for ax in AXES:
+            if ax in pos:
+                v = float(pos[ax])
+                item[ax] = math.radians(v) if ax in ("r", "t") else v
+        item["coordinate_system"] = "RAW"
+        items.append(item)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(items, sort_keys=False))
+    tmp.replace(path)
+
+
+class _ConstSignal(Signal):
+    """A fixed configuration value (degrees), read-only."""
+
+    def __init__(self, *args, units: str = "deg", **kwargs):
+        self._units = units
+        super().__init__(*args, **kwargs)
+
+    def put(self, value, **kwargs):
+        if kwargs.pop("_init", False):
+            return super().put(value, **kwargs)
+        raise ValueError(f"{self.name} is read-only configuration")
+
+    def describe(self):
+        return {self.name: {"source": "config:stage", "dtype": "number", "shape": [],
+                            "dtype_numpy": "<f8", "units": self._units}}
+
+
+class Stage(Device):
+    """Five-axis stage. ``set({"x": .., "z": ..})`` validates every axis, then moves once.
+
+    Configuration (read-only, degrees): ``shuttle_pre_tilt``, ``rotation_reference``,
+    ``rotation_180``.
+    """
+
+    x = Cpt(StageAxis, axis="x")
+    y = Cpt(StageAxis, axis="y")
+    z = Cpt(StageAxis, axis="z")
+    r = Cpt(StageAxis, axis="r")
+    t = Cpt(StageAxis, axis="t")
+    positions = Cpt(NamedPositions, kind="omitted")
+    shuttle_pre_tilt = Cpt(_ConstSignal, value=35.0, kind="config")
+    rotation_reference = Cpt(_ConstSignal, value=0.0, kind="config")
+    rotation_180 = Cpt(_ConstSignal, value=180.0, kind="config")
+
+    def __init__(self, *args, limits: Mapping[str, tuple[float, float]] | None = None, **kwargs):
+        self.axis_limits = dict(limits or {ax: (-math.inf, math.inf) for ax in AXES})
+        super().__init__(*args, **kwargs)
+
+    @property
+    def position(self) -> dict[str, float]:
+        pos = find_backend(self).get_stage_position()
+        return {ax: float(pos[ax]) for ax in AXES}
+
+    def check_position(self, position: Mapping[str, float]) -> dict[str, float]:
+        if not isinstance(position, Mapping):
+            raise ValueError(f"a stage position must be a mapping of axis -> value, got "
+                             f"{position!r}")
+        unknown = set(position) - set(AXES)
+        if unknown:
+            raise ValueError(f"unknown stage axis {sorted(unknown)}; axes are {list(AXES)}")
+        out = {}
+        for ax, v in position.items():
+            if v is None:
+                continue  # OpenFIBSEM: None means "don't move this axis"
+            out[ax] = getattr(self, ax).check_value(v)
+        return out
+
+    def set(self, position, **kwargs):
+        target = self.check_position(position)
+        status = DeviceStatus(self)
+        backend = find_backend(self)
+
+        def move():
+            try:
+                backend.move_stage_absolute(target)
+            except Exception as exc:
+                status.set_exception(exc)
+            else:
+                for ax in target:
+                    getattr(self, ax).setpoint.put(target[ax])
+                status.set_finished()
+
+        # Moves take seconds on hardware: run them off the RunEngine's thread.
+        threading.Thread(target=move, daemon=True, name=f"{self.name}-move").start()
+        return status
+
+    def stop(self, *, success: bool = False):
+        pass

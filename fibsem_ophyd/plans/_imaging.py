@@ -1,0 +1,153 @@
+"""Imaging plans: one image, reference images with both beams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.protocols import Readable
+from bluesky.utils import MsgGenerator
+
+from ..beams import as_beam
+
+__all__ = ["acquire_image", "take_reference_images", "apply_image_settings"]
+
+_SETTINGS = ("resolution", "dwell_time", "hfw", "reduced_area", "line_integration",
+             "frame_integration", "autocontrast")
+
+
+def _settings_dict(**kwargs) -> dict:
+    return {k: v for k, v in kwargs.items() if k in _SETTINGS and v is not None}
+
+
+def apply_image_settings(detector: Readable, settings: dict) -> MsgGenerator[None]:
+    """Validate every image setting first (nothing is written if one is bad), then set them.
+
+    ``reduced_area=[0, 0, 1, 1]`` means the full frame.
+    """
+    unknown = set(settings) - set(_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown image setting(s) {sorted(unknown)}; known: {list(_SETTINGS)}")
+    checked = {k: getattr(detector, k).check_value(v) for k, v in settings.items()}
+    if checked.get("reduced_area") == [0.0, 0.0, 1.0, 1.0]:
+        checked["reduced_area"] = None
+    for key, value in checked.items():
+        yield from bps.abs_set(getattr(detector, key), value, wait=True)
+
+
+def _image_md(plan_name: str, detectors, plan_args: dict, md: dict | None) -> dict:
+    _md = {
+        "plan_name": plan_name,
+        "plan_args": {k: repr(v) for k, v in plan_args.items()},
+        "detectors": [d.name for d in detectors],
+        "beams": [d.beam for d in detectors],
+        "hints": {},
+    }
+    _md.update(md or {})
+    return _md
+
+
+def acquire_image(
+    detector: Readable,
+    resolution: list[int] | None = None,
+    dwell_time: float | None = None,
+    hfw: float | None = None,
+    reduced_area: list[float] | None = None,
+    line_integration: int | None = None,
+    frame_integration: int | None = None,
+    autocontrast: bool | None = None,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """Acquire one image with ``detector`` (``microscope.sem`` or ``microscope.fib``).
+
+    Parameters
+    ----------
+    detector : Readable
+        The imaging detector.
+    resolution : list[int], optional
+        [width, height] in pixels.
+    dwell_time : float, optional
+        Per-pixel dwell, seconds.
+    hfw : float, optional
+        Horizontal field width, metres.
+    reduced_area : list[float], optional
+        [left, top, width, height] as fractions of the frame.
+    line_integration, frame_integration : int, optional
+        Number of integrated lines / frames.
+    autocontrast : bool, optional
+        Run the microscope's auto contrast/brightness before the frame.
+    md : dict, optional
+        Extra run metadata (e.g. ``sample``, ``lamella``).
+
+    Returns
+    -------
+    str
+        The run uid. The event (stream "primary") holds the image (external TIFF) and the
+        stage position.
+    """
+    settings = _settings_dict(resolution=resolution, dwell_time=dwell_time, hfw=hfw,
+                              reduced_area=reduced_area, line_integration=line_integration,
+                              frame_integration=frame_integration, autocontrast=autocontrast)
+    microscope = detector.root
+    _md = _image_md("acquire_image", [detector], {"detector": detector.name, **settings}, md)
+    _md["hints"] = {"dimensions": [(["time"], "primary")]}
+
+    @bpp.stage_decorator([detector])
+    @bpp.run_decorator(md=_md)
+    def inner():
+        yield from apply_image_settings(detector, settings)
+        yield from bps.trigger_and_read([detector, microscope.stage])
+
+    return (yield from inner())
+
+
+def take_reference_images(
+    microscope: Readable,
+    hfw: float | None = None,
+    resolution: list[int] | None = None,
+    dwell_time: float | None = None,
+    autocontrast: bool | None = None,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """One image with each beam at the same settings: streams "electron" and "ion".
+
+    Parameters
+    ----------
+    hfw : float, optional
+        Horizontal field width for both beams, metres.
+    resolution : list[int], optional
+        [width, height] in pixels.
+    dwell_time : float, optional
+        Per-pixel dwell, seconds.
+    autocontrast : bool, optional
+        Run auto contrast/brightness before each frame.
+    md : dict, optional
+        Extra run metadata.
+
+    Returns
+    -------
+    str
+        The run uid.
+    """
+    settings = _settings_dict(hfw=hfw, resolution=resolution, dwell_time=dwell_time,
+                              autocontrast=autocontrast)
+    dets = [microscope.sem, microscope.fib]
+    _md = _image_md("take_reference_images", dets, settings, md)
+
+    @bpp.stage_decorator(dets)
+    @bpp.run_decorator(md=_md)
+    def inner():
+        for det in dets:
+            # Validate for both detectors before either frame is taken.
+            for k, v in settings.items():
+                getattr(det, k).check_value(v)
+        for det in dets:
+            yield from apply_image_settings(det, settings)
+            yield from bps.trigger_and_read([det, microscope.stage], name=det.beam)
+
+    return (yield from inner())
+
+
+def _detector_for(microscope, beam) -> Readable:
+    return microscope.sem if as_beam(beam) == "electron" else microscope.fib

@@ -1,0 +1,192 @@
+"""Stage movement plan stubs: stable, vertical, flat-to-beam, safe absolute, named positions.
+
+They open no run (like ``bps.mv``): call them inside your own run to have the moves recorded,
+or on their own. Each computes its full target and validates it against the stage limits
+before anything moves; each returns the target it moved to (m, deg).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import bluesky.plan_stubs as bps
+from bluesky.protocols import Readable
+from bluesky.utils import MsgGenerator
+
+from .. import geometry
+from ..beams import as_beam
+
+__all__ = [
+    "read_stage_position",
+    "stable_move",
+    "vertical_move",
+    "move_flat_to_beam",
+    "move_to_milling_angle",
+    "safe_absolute_move",
+    "save_position",
+    "go_to_position",
+    "read_geometry",
+]
+
+_AXES = ("x", "y", "z", "r", "t")
+
+
+def read_stage_position(microscope: Readable) -> MsgGenerator[dict]:
+    """Read the stage position: ``{x, y, z (m), r, t (deg)}``."""
+    stage = microscope.stage
+    pos = {}
+    for ax in _AXES:
+        pos[ax] = float((yield from bps.rd(getattr(stage, ax))))
+    return pos
+
+
+def read_geometry(microscope: Readable) -> MsgGenerator[geometry.SystemGeometry]:
+    """Column and holder geometry read from the devices' configuration signals."""
+    st = microscope.stage
+    pre = yield from bps.rd(st.shuttle_pre_tilt)
+    r_ref = yield from bps.rd(st.rotation_reference)
+    r_180 = yield from bps.rd(st.rotation_180)
+    ion_tilt = yield from bps.rd(microscope.ion_beam.column_tilt)
+    e_tilt = yield from bps.rd(microscope.electron_beam.column_tilt)
+    return geometry.SystemGeometry(
+        ion_column_tilt=math.radians(ion_tilt),
+        electron_column_tilt=math.radians(e_tilt),
+        shuttle_pre_tilt=math.radians(pre),
+        rotation_reference=math.radians(r_ref),
+        rotation_180=math.radians(r_180),
+    )
+
+
+def _finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number in metres, got {value!r}")
+    return float(value)
+
+
+def _move(microscope, target: Mapping[str, float]) -> MsgGenerator[dict]:
+    target = microscope.stage.check_position(target)
+    yield from bps.mv(microscope.stage, target)
+    return target
+
+
+def stable_move(microscope: Readable, dx: float, dy: float,
+                beam: str = "electron") -> MsgGenerator[dict]:
+    """Move the stage in the sample plane so the image content shifts by (dx, dy).
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    dx, dy : float
+        Shift of the image content in ``beam``'s view, metres (+x right, +y up). To centre a
+        feature seen at image offset ``f``, move by ``-f``.
+    beam : str
+        View the shift is expressed in: "electron" or "ion" (or a ``BeamType``).
+
+    Returns
+    -------
+    dict
+        The stage target moved to (x, y, z in m).
+    """
+    beam = as_beam(beam)
+    dx, dy = _finite("dx", dx), _finite("dy", dy)
+    geom = yield from read_geometry(microscope)
+    pos = yield from read_stage_position(microscope)
+    rot = yield from bps.rd(microscope.beam(beam).scan_rotation)
+    ddx, ddy, ddz = geometry.stable_move_delta(
+        dx, dy, beam, math.radians(pos["r"]), math.radians(pos["t"]), geom,
+        scan_rotation=math.radians(rot),
+    )
+    target = {"x": pos["x"] + ddx, "y": pos["y"] + ddy, "z": pos["z"] + ddz}
+    return (yield from _move(microscope, target))
+
+
+def vertical_move(microscope: Readable, dy: float, dx: float = 0.0) -> MsgGenerator[dict]:
+    """Move the sample chamber-vertically so it shifts by ``dy`` (m, +up) in the ion image.
+
+    The feature stays put in the electron image: this is how coincidence is restored.
+    Exact form: m = dy / sin(ion column tilt); stage (dy, dz) = (m sin t, m cos t).
+    """
+    dx, dy = _finite("dx", dx), _finite("dy", dy)
+    geom = yield from read_geometry(microscope)
+    pos = yield from read_stage_position(microscope)
+    rot = yield from bps.rd(microscope.ion_beam.scan_rotation)
+    ddx, ddy, ddz = geometry.vertical_move_delta(
+        dy, math.radians(pos["t"]), geom, dx=dx, scan_rotation=math.radians(rot)
+    )
+    target = {"x": pos["x"] + ddx, "y": pos["y"] + ddy, "z": pos["z"] + ddz}
+    return (yield from _move(microscope, target))
+
+
+def safe_absolute_move(microscope: Readable, position: dict) -> MsgGenerator[dict]:
+    """Move to an absolute stage position, tilting flat first for large rotations.
+
+    Parameters
+    ----------
+    position : dict
+        Any of x, y, z (m), r, t (deg); missing or ``None`` axes stay where they are.
+
+    Follows OpenFIBSEM's safe movement: if the rotation changes by more than 90 deg, tilt to
+    0 deg first, then rotate, then move to the full target. Every intermediate and the final
+    target are validated before the first move.
+    """
+    stage = microscope.stage
+    target = stage.check_position(position)
+    pos = yield from read_stage_position(microscope)
+    steps = []
+    if "r" in target:
+        dr = (target["r"] - pos["r"] + 180.0) % 360.0 - 180.0
+        if abs(dr) > 90.0:
+            if abs(pos["t"]) > 1e-6:
+                steps.append({"t": 0.0})
+            steps.append({"r": target["r"]})
+    steps.append(target)
+    for step in steps:
+        stage.check_position(step)
+    for step in steps:
+        yield from bps.mv(stage, step)
+    return {**pos, **target}
+
+
+def move_flat_to_beam(microscope: Readable, beam: str = "electron") -> MsgGenerator[dict]:
+    """Rotate and tilt so the (pre-tilted) sample surface faces ``beam`` squarely.
+
+    Electron: (rotation_reference, pre_tilt + electron column tilt); ion: (rotation_180,
+    ion column tilt - pre_tilt). x, y, z are unchanged.
+    """
+    beam = as_beam(beam)
+    geom = yield from read_geometry(microscope)
+    r, t = geometry.flat_to_beam(beam, geom)
+    return (yield from safe_absolute_move(microscope, {"r": math.degrees(r), "t": math.degrees(t)}))
+
+
+def move_to_milling_angle(microscope: Readable, milling_angle: float = 15.0) -> MsgGenerator[dict]:
+    """Tilt (at the reference rotation) so the ion beam meets the surface at ``milling_angle``
+    degrees."""
+    angle = _finite("milling_angle", milling_angle)
+    if not 0.0 <= angle <= 90.0:
+        raise ValueError(f"milling_angle must be within [0, 90] deg, got {angle}")
+    geom = yield from read_geometry(microscope)
+    t = geometry.milling_tilt(math.radians(angle), geom)
+    return (yield from safe_absolute_move(
+        microscope, {"r": math.degrees(geom.rotation_reference), "t": math.degrees(t)}
+    ))
+
+
+def save_position(microscope: Readable, name: str) -> MsgGenerator[dict]:
+    """Save the current stage position under ``name`` (persisted to positions.yaml)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"position name must be a non-empty string, got {name!r}")
+    pos = yield from read_stage_position(microscope)
+    yield from bps.mv(microscope.stage.positions, {name: pos})
+    return pos
+
+
+def go_to_position(microscope: Readable, name: str) -> MsgGenerator[dict]:
+    """Move (safely) to the stage position saved as ``name``."""
+    positions = yield from bps.rd(microscope.stage.positions, default_value={})
+    if name not in positions:
+        raise ValueError(f"unknown position {name!r}; saved positions: {sorted(positions)}")
+    return (yield from safe_absolute_move(microscope, positions[name]))

@@ -1,0 +1,78 @@
+"""Microscope state snapshot and restore (OpenFIBSEM's ``MicroscopeState``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bluesky.plan_stubs as bps
+from bluesky.protocols import Readable
+from bluesky.utils import MsgGenerator
+
+from ._movement import read_stage_position, safe_absolute_move
+
+__all__ = ["snapshot_state", "restore_state", "STATE_BEAM_KEYS", "STATE_DETECTOR_KEYS"]
+
+#: beam settings in a state (OpenFIBSEM BeamSettings); units m, s, A, V, deg
+STATE_BEAM_KEYS = ("on", "blanked", "voltage", "current", "hfw", "working_distance",
+                   "dwell_time", "resolution", "scan_rotation", "shift", "stigmation")
+#: detector settings in a state (OpenFIBSEM FibsemDetectorSettings)
+STATE_DETECTOR_KEYS = ("detector_type", "detector_mode", "brightness", "contrast")
+_SECTIONS = ("electron_beam", "ion_beam", "electron_detector", "ion_detector")
+
+
+def _parts(microscope):
+    return {
+        "electron_beam": (microscope.electron_beam, STATE_BEAM_KEYS),
+        "ion_beam": (microscope.ion_beam, STATE_BEAM_KEYS),
+        "electron_detector": (microscope.sem, STATE_DETECTOR_KEYS),
+        "ion_detector": (microscope.fib, STATE_DETECTOR_KEYS),
+    }
+
+
+def snapshot_state(microscope: Readable) -> MsgGenerator[dict]:
+    """Read the stage, both beams and both detectors.
+
+    Returns
+    -------
+    dict
+        ``{"stage": {x, y, z (m), r, t (deg)}, "electron_beam": {...}, "ion_beam": {...},
+        "electron_detector": {...}, "ion_detector": {...}}``.
+    """
+    state: dict[str, Any] = {"stage": (yield from read_stage_position(microscope))}
+    for section, (device, keys) in _parts(microscope).items():
+        values = {}
+        for key in keys:
+            value = yield from bps.rd(getattr(device, key))
+            values[key] = list(value) if isinstance(value, tuple) else value
+        state[section] = values
+    return state
+
+
+def restore_state(microscope: Readable, state: dict) -> MsgGenerator[dict]:
+    """Restore a state from :func:`snapshot_state` (any subset of its sections and keys).
+
+    Every value is validated before anything is written; the stage moves last, safely.
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"state must be a dict from snapshot_state, got {type(state).__name__}")
+    unknown = set(state) - set(_SECTIONS) - {"stage", "timestamp"}
+    if unknown:
+        raise ValueError(f"unknown state section(s) {sorted(unknown)}")
+    parts = _parts(microscope)
+    writes = []
+    for section in _SECTIONS:
+        values = state.get(section) or {}
+        device, keys = parts[section]
+        bad = set(values) - set(keys)
+        if bad:
+            raise ValueError(f"unknown key(s) {sorted(bad)} in state section {section!r}")
+        for key, value in values.items():
+            sig = getattr(device, key)
+            writes.append((sig, sig.check_value(value)))
+    if state.get("stage"):
+        microscope.stage.check_position(state["stage"])
+    for sig, value in writes:
+        yield from bps.abs_set(sig, value, wait=True)
+    if state.get("stage"):
+        yield from safe_absolute_move(microscope, state["stage"])
+    return state

@@ -1,0 +1,127 @@
+"""``setup_session``: configuration -> backend -> devices -> RunEngine -> catalog.
+
+The only module that chooses a backend: devices and plans never import the simulator.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bluesky import RunEngine
+
+from .backend import MicroscopeBackend
+from .config import MicroscopeConfig, load_config
+from .devices import FibsemMicroscope, make_microscope
+from .storage import CatalogWriter, open_catalog, open_remote_catalog
+
+__all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR"]
+
+DEFAULT_DATA_DIR = "fibsem_data"
+
+
+class _StoringRunEngine(RunEngine):
+    """A RunEngine that returns only once the catalog holds everything the plan produced."""
+
+    _writer: CatalogWriter | None = None
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            if self._writer is not None:
+                self._writer.wait()
+
+
+@dataclass
+class Session:
+    """A ready microscope session.
+
+    Attributes
+    ----------
+    RE : RunEngine
+        Subscribed to the catalog writer (and its JSON-lines backup).
+    microscope : FibsemMicroscope
+        The top-level Ophyd device (``stage``, ``electron_beam``, ``ion_beam``, ``sem``,
+        ``fib``, ``chamber``).
+    catalog : tiled client
+        Where runs are stored; ``catalog[uid]`` reads one back.
+    backend : MicroscopeBackend
+        The simulator or a hardware bridge.
+    data_dir : Path
+        Images (``images/``), catalog files and document backups (``backup/``).
+    """
+
+    RE: RunEngine
+    microscope: FibsemMicroscope
+    catalog: Any
+    backend: MicroscopeBackend
+    data_dir: Path
+    config: MicroscopeConfig
+    writer: CatalogWriter
+    extras: dict = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Flush the writer and stop its thread."""
+        self.writer.close()
+
+
+def _make_backend(backend: str | MicroscopeBackend, config: MicroscopeConfig,
+                  seed: int) -> MicroscopeBackend:
+    if isinstance(backend, str):
+        if backend == "sim":
+            from .sim import SimulatedMicroscope
+
+            return SimulatedMicroscope(config, seed=seed)
+        raise ValueError(f"unknown backend {backend!r}; available: 'sim' (or pass a backend "
+                         "object implementing fibsem_ophyd.backend.MicroscopeBackend)")
+    if not isinstance(backend, MicroscopeBackend):
+        raise TypeError(f"backend {backend!r} does not implement MicroscopeBackend")
+    return backend
+
+
+def setup_session(
+    config: str | Path | dict | None = None,
+    data_dir: str | Path | None = None,
+    backend: str | MicroscopeBackend = "sim",
+    seed: int = 0,
+    tiled_uri: str | None = None,
+    api_key: str | None = None,
+) -> Session:
+    """Build a session: microscope devices on a backend, a RunEngine, a Tiled catalog.
+
+    Parameters
+    ----------
+    config : str, Path or dict, optional
+        Microscope configuration (OpenFIBSEM layout): a YAML path or a dict merged over the
+        packaged default. Malformed input raises ``ConfigError`` before anything starts.
+    data_dir : str or Path, optional
+        Where images, the embedded catalog and backups go (default ``./fibsem_data`` or
+        ``$FIBSEM_OPHYD_DATA_DIR``).
+    backend : str or MicroscopeBackend
+        ``"sim"`` (the simulator) or a backend object.
+    seed : int
+        Simulator seed: same seed, same images.
+    tiled_uri, api_key : str, optional
+        Write to a Tiled server instead of the embedded catalog.
+    """
+    cfg = load_config(config)
+    data_dir = Path(data_dir or os.environ.get("FIBSEM_OPHYD_DATA_DIR", DEFAULT_DATA_DIR))
+    data_dir = data_dir.expanduser().resolve()
+    images_dir = data_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    be = _make_backend(backend, cfg, seed)
+    microscope = make_microscope(be, images_dir)
+    if tiled_uri:
+        catalog = open_remote_catalog(tiled_uri, api_key=api_key)
+    else:
+        catalog = open_catalog(data_dir)
+    writer = CatalogWriter(catalog, backup_dir=data_dir / "backup")
+    RE = _StoringRunEngine({})
+    RE._writer = writer
+    RE.subscribe(writer)
+    RE.md["instrument"] = cfg["info"].get("name", "fibsem")
+    return Session(RE=RE, microscope=microscope, catalog=catalog, backend=be,
+                   data_dir=data_dir, config=cfg, writer=writer)
