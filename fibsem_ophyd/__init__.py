@@ -5,7 +5,6 @@ Start with :func:`setup_session`; plans live in :mod:`fibsem_ophyd.plans`.
 
 from .beams import BeamType, as_beam
 from .config import ConfigError, MicroscopeConfig, load_config
-from .session import Session, setup_session
 
 __all__ = [
     "BeamType",
@@ -18,3 +17,13 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # The session pulls in bluesky, ophyd and tiled: import it only when asked for, so the
+    # pure modules (geometry, alignment) stay light to import.
+    if name in ("Session", "setup_session"):
+        from . import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module 'fibsem_ophyd' has no attribute {name!r}")

@@ -21,7 +21,7 @@ def _contact_sheet(images, path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, (title, img) in zip(axes.ravel(), images):
+    for ax, (title, img) in zip(axes.ravel(), images, strict=False):
         ax.imshow(img.data, cmap="gray", vmin=0, vmax=255)
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
@@ -57,7 +57,7 @@ def demo(args: argparse.Namespace) -> int:
         print("  from fibsem_ophyd.storage import open_catalog, load_images")
         print(f"  catalog = open_catalog({str(session.data_dir)!r})")
         print(f"  images = load_images(catalog[{uids[0]!r}], 'electron')")
-        print(f"  images[0].data.shape, images[0].pixel_size")
+        print("  images[0].data.shape, images[0].pixel_size")
     finally:
         session.close()
     return 0
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fibsem-ophyd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run the demo workflow on the simulator")
-    p.add_argument("--data-dir", default="fibsem_data", help="where to store (default ./fibsem_data)")
+    p.add_argument("--data-dir", default="fibsem_data", help="storage folder")
     p.add_argument("--config", default=None, help="microscope configuration YAML")
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
     p.add_argument("--hfw", type=float, default=150e-6, help="horizontal field width, m")

@@ -136,7 +136,9 @@ class MicroscopeConfig:
                 isinstance(res, (list, tuple)) and len(res) == 2
                 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in res)
             ):
-                raise ConfigError(f"{beam}.resolution must be [width, height] integers, got {res!r}")
+                raise ConfigError(
+                    f"{beam}.resolution must be [width, height] integers, got {res!r}"
+                )
         if d["ion"]["column_tilt"] <= 0:
             raise ConfigError("ion.column_tilt must be > 0 degrees (the ion column is tilted)")
 

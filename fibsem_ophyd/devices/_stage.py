@@ -103,7 +103,7 @@ class NamedPositions(Signal):
 
     def check_value(self, value):
         if not isinstance(value, Mapping):
-            raise ValueError(f"named positions must be a mapping of name -> position, got {value!r}")
+            raise ValueError(f"named positions must map name -> position, got {value!r}")
         stage = _stage(self)
         for name, pos in value.items():
             if not isinstance(name, str) or not name:
@@ -215,7 +215,7 @@ class Stage(Device):
     rotation_180 = Cpt(_ConstSignal, value=180.0, kind="config")
 
     def __init__(self, *args, limits: Mapping[str, tuple[float, float]] | None = None, **kwargs):
-        self.axis_limits = dict(limits or {ax: (-math.inf, math.inf) for ax in AXES})
+        self.axis_limits = dict(limits or dict.fromkeys(AXES, (-math.inf, math.inf)))
         super().__init__(*args, **kwargs)
 
     @property
