@@ -37,8 +37,8 @@ def demo(args: argparse.Namespace) -> int:
     session = setup_session(config=args.config, data_dir=args.data_dir, seed=args.seed)
     try:
         res = [int(v) for v in args.resolution.split("x")]
-        uids = session.RE(demo_workflow(session.microscope, hfw=args.hfw, resolution=res))
-        uids = list(uids)
+        result = session.RE(demo_workflow(session.microscope, hfw=args.hfw, resolution=res))
+        uids = list(result.plan_result)
         print(f"Stored {len(uids)} runs in {session.data_dir}:")
         sheet = []
         for uid in uids:

@@ -119,7 +119,9 @@ def setup_session(
     else:
         catalog = open_catalog(data_dir)
     writer = CatalogWriter(catalog, backup_dir=data_dir / "backup")
-    RE = _StoringRunEngine({})
+    # RE(plan) returns a RunEngineResult: .plan_result (e.g. a state or a uid),
+    # .run_start_uids, .exit_status.
+    RE = _StoringRunEngine({}, call_returns_result=True)
     RE._writer = writer
     RE.subscribe(writer)
     RE.md["instrument"] = cfg["info"].get("name", "fibsem")

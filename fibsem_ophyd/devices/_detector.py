@@ -206,7 +206,7 @@ class ImagingDetector(Device):
         out[self.image_key] = {
             "source": f"backend:{self.beam}:image",
             "dtype": "array",
-            "shape": [1, h, w],
+            "shape": [h, w],
             "dtype_numpy": "|u1",
             "external": "STREAM:",
         }

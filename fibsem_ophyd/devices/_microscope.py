@@ -21,9 +21,14 @@ STATE_BEAM_KEYS = tuple(k for k in BEAM_KEYS if k not in ("column_tilt",))
 
 
 class FibsemMicroscope(Device):
-    """A dual-beam FIB-SEM. Build it with :func:`make_microscope` (it needs a backend)."""
+    """A dual-beam FIB-SEM. Build it with :func:`make_microscope` (it needs a backend).
 
-    stage = Cpt(Stage)
+    Children: ``stage``, ``electron_beam``, ``ion_beam``, ``sem``, ``fib``, ``chamber``.
+    ``stage`` is the name microscopists use, but ophyd reserves it for the staging verb, so
+    the stage is attached as an attribute rather than a component; it is callable, and
+    ``microscope.stage()`` still stages the microscope as the bluesky interface requires.
+    """
+
     electron_beam = Cpt(Beam, beam="electron")
     ion_beam = Cpt(Beam, beam="ion")
     sem = Cpt(ImagingDetector, beam="electron")
@@ -43,6 +48,7 @@ class FibsemMicroscope(Device):
         }
         self._component_kwargs = limits
         super().__init__(*args, **kwargs)
+        self.stage = Stage(name=f"{self.name}_stage", parent=self, limits=limits["stage"])
 
     @property
     def backend(self) -> MicroscopeBackend:
@@ -52,9 +58,7 @@ class FibsemMicroscope(Device):
     def _instantiate_component(self, attr):
         cpt = getattr(type(self), attr)
         extra = {}
-        if attr == "stage":
-            extra = {"limits": self._component_kwargs["stage"]}
-        elif attr in ("electron_beam", "sem"):
+        if attr in ("electron_beam", "sem"):
             extra = {"setting_limits": self._component_kwargs["electron"]}
         elif attr in ("ion_beam", "fib"):
             extra = {"setting_limits": self._component_kwargs["ion"]}

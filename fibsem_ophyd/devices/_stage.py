@@ -218,6 +218,13 @@ class Stage(Device):
         self.axis_limits = dict(limits or dict.fromkeys(AXES, (-math.inf, math.inf)))
         super().__init__(*args, **kwargs)
 
+    def __call__(self):
+        # The microscope exposes this device as ``microscope.stage``, shadowing ophyd's
+        # ``Device.stage()`` verb: calling it stages the microscope, as bluesky expects.
+        if self.parent is None:
+            raise TypeError("'Stage' object is not callable")
+        return Device.stage(self.parent)
+
     @property
     def position(self) -> dict[str, float]:
         pos = find_backend(self).get_stage_position()

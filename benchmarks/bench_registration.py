@@ -1,0 +1,221 @@
+"""Registration speed and accuracy: ``fibsem_ophyd.alignment.register`` vs an OpenFIBSEM baseline.
+
+Both methods register the same 1536x1024 image pairs: two views of a periodic, band-limited,
+sample-like texture, the moving view shifted by a known sub-pixel amount (uniform in +-30 px) in
+Fourier space, then Poisson noise at 5 and 50 mean counts/px. Error = Euclidean distance in px
+between the measured and the true shift. Times are wall-clock per call with warm caches,
+interleaved (ours, theirs) so that the load of the machine affects both alike.
+
+The baseline re-implements OpenFIBSEM's ``shift_from_crosscorrelation`` as used by its alignment
+(``fibsem/alignment``, ``/work/shared/reference/physics.md`` section 8): z-score both images,
+multiply both full ``fft2`` spectra by a radial ring mask (``hp <= r <= lp`` frequency px,
+``lp=50``, ``hp=4``) smoothed by a Gaussian of ``sigma=5`` px and normalise their energies,
+``xcorr = fftshift(real(ifft2(F1 conj(F2))))``, integer ``argmax``, no sub-pixel refinement. Its
+band-pass mask is rebuilt on every call, as in OpenFIBSEM; "theirs (cached mask)" times the same
+method with the mask built once.
+
+    python benchmarks/bench_registration.py [N_PER_DOSE]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import ndimage as ndi
+
+from fibsem_ophyd.alignment import register
+
+SHAPE = (1024, 1536)  # rows, cols
+MARGIN = 64  # texture px around each view (> largest shift)
+MAX_SHIFT = 30.0
+DOSES = (5, 50)  # mean counts/px
+TARGET_MS = 60.0
+TARGET_ERROR = {5: 0.2, 50: 0.05}
+
+
+# ---------------------------------------------------------------------------------------------
+# test images
+
+
+def _gaussian(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    k2 = sfft.fftfreq(shape[0])[:, None] ** 2 + sfft.rfftfreq(shape[1])[None, :] ** 2
+    return np.exp(-2.0 * np.pi**2 * sigma**2 * k2)
+
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    return sfft.irfft2(sfft.rfft2(img, workers=-1) * _gaussian(img.shape, sigma), s=img.shape)
+
+
+def _noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
+    half = (shape[0], shape[1] // 2 + 1)
+    white = rng.standard_normal(half) + 1j * rng.standard_normal(half)
+    field = sfft.irfft2(white * _gaussian(shape, sigma), s=shape, workers=-1)
+    return (field - field.mean()) / field.std()
+
+
+def sample_texture(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Periodic sample-like image (grain, regions, particles, 0.7 px probe blur), mean 1."""
+    grain = 0.25 * _noise(shape, 1.5, rng) + 0.25 * _noise(shape, 8.0, rng)
+    regions = _blur((_noise(shape, 30.0, rng) > 0).astype(float), 1.0)
+    n = shape[0] * shape[1] // 9000
+    particles = np.zeros((shape[0], shape[1] // 2 + 1), dtype=complex)
+    for sigma in (2.0, 4.0, 7.0):
+        deltas = np.zeros(shape)
+        deltas[rng.integers(0, shape[0], n), rng.integers(0, shape[1], n)] = rng.uniform(1, 1.5, n)
+        particles += sfft.rfft2(deltas, workers=-1) * _gaussian(shape, sigma) * 2 * np.pi * sigma**2
+    img = 1.0 + grain + 0.5 * regions + sfft.irfft2(particles, s=shape, workers=-1)
+    img = _blur(np.clip(img, 0.05, None), 0.7)
+    return img / img.mean()
+
+
+def noisy_pair(
+    big: np.ndarray, rng: np.random.Generator, counts: float
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """uint16 Poisson views and the true (dx, dy) in px, +x right, +y up."""
+    rows, cols = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)
+    ky = sfft.fftfreq(big.shape[0])[:, None]
+    kx = sfft.rfftfreq(big.shape[1])[None, :]
+    ramp = np.exp(-2j * np.pi * (ky * rows + kx * cols))
+    moved = sfft.irfft2(sfft.rfft2(big, workers=-1) * ramp, s=big.shape, workers=-1)
+    crop = (slice(MARGIN, MARGIN + SHAPE[0]), slice(MARGIN, MARGIN + SHAPE[1]))
+    ref = rng.poisson(counts * big[crop]).astype(np.uint16)
+    mov = rng.poisson(counts * np.clip(moved[crop], 0.0, None)).astype(np.uint16)
+    return ref, mov, cols, -rows
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenFIBSEM-style baseline
+
+
+def _circ_mask(shape: tuple[int, int], radius: float) -> np.ndarray:
+    """Filled disc of ``radius`` frequency px about the fftshifted centre (PIL ellipse)."""
+    y = np.arange(shape[0])[:, None] - shape[0] / 2
+    x = np.arange(shape[1])[None, :] - shape[1] / 2
+    return (x * x + y * y <= radius * radius).astype(float)
+
+
+def openfibsem_bandpass(shape: tuple[int, int], lp=50, hp=4, sigma=5) -> np.ndarray:
+    ring = _circ_mask(shape, lp) * (1.0 - _circ_mask(shape, hp))
+    return ndi.gaussian_filter(ring, sigma=sigma)
+
+
+def openfibsem_shift(ref, new, bandpass: np.ndarray | None = None) -> tuple[float, float]:
+    """(dx, dy) in px of ``new`` relative to ``ref``, +x right, +y up (converted from +y down)."""
+    if bandpass is None:  # OpenFIBSEM rebuilds it on every call
+        bandpass = openfibsem_bandpass(ref.shape)
+    a = (ref - ref.mean()) / ref.std()
+    b = (new - new.mean()) / new.std()
+    n = a.size
+    fa = sfft.ifftshift(bandpass * sfft.fftshift(sfft.fft2(a)))
+    fa = n * fa / np.sqrt(np.sum(fa * np.conj(fa)))
+    fb = sfft.ifftshift(bandpass * sfft.fftshift(sfft.fft2(b)))
+    fb[0, 0] = 0
+    fb = n * fb / np.sqrt(np.sum(fb * np.conj(fb)))
+    xcorr = np.real(sfft.fftshift(sfft.ifft2(fa * np.conj(fb))))
+    iy, ix = np.unravel_index(np.argmax(xcorr), xcorr.shape)
+    cen = np.asarray(xcorr.shape) / 2
+    err = np.array(cen - [iy, ix], int)  # (rows down, cols right)
+    return float(err[1]), float(-err[0])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def main(n: int = 10) -> dict:
+    rng = np.random.default_rng(0)
+    big_shape = (SHAPE[0] + 2 * MARGIN, SHAPE[1] + 2 * MARGIN)
+    textures = [sample_texture(big_shape, rng) for _ in range(2)]
+    cached_mask = openfibsem_bandpass(SHAPE)
+
+    # warm caches (window, filters, FFT plans) for both methods
+    ref, mov, _, _ = noisy_pair(textures[0], rng, 50)
+    for _ in range(3):
+        register(ref, mov)
+        openfibsem_shift(ref, mov, cached_mask)
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"registration benchmark: {SHAPE[1]}x{SHAPE[0]} px, {n} shifts in +-{MAX_SHIFT:g} px "
+        f"per dose, {os.cpu_count()} CPUs, load average {load:.2f}"
+    )
+    header = (
+        f"{'counts/px':>9} {'method':<24} {'median ms':>9} {'min ms':>7} {'median err px':>13} "
+    )
+    print(header + f"{'max err px':>10} {'min score':>9}")
+    results: dict = {}
+    for counts in DOSES:
+        rows: dict[str, dict[str, list[float]]] = {
+            k: {"t": [], "e": [], "s": []} for k in ("ours", "theirs", "theirs_cached")
+        }
+        for i in range(n):
+            ref, mov, dx, dy = noisy_pair(textures[i % 2], rng, counts)
+            res, t = _timed(register, ref, mov)
+            rows["ours"]["t"].append(t)
+            rows["ours"]["e"].append(np.hypot(res.dx - dx, res.dy - dy))
+            rows["ours"]["s"].append(res.score)
+            (bx, by), t = _timed(openfibsem_shift, ref, mov)
+            rows["theirs"]["t"].append(t)
+            rows["theirs"]["e"].append(np.hypot(bx - dx, by - dy))
+            (bx, by), t = _timed(openfibsem_shift, ref, mov, cached_mask)
+            rows["theirs_cached"]["t"].append(t)
+            rows["theirs_cached"]["e"].append(np.hypot(bx - dx, by - dy))
+        summary = {
+            k: {
+                "median_ms": 1e3 * float(np.median(v["t"])),
+                "min_ms": 1e3 * float(np.min(v["t"])),
+                "median_err": float(np.median(v["e"])),
+                "max_err": float(np.max(v["e"])),
+                "min_score": float(np.min(v["s"])) if v["s"] else float("nan"),
+            }
+            for k, v in rows.items()
+        }
+        results[counts] = summary
+        names = {
+            "ours": "ours (register)",
+            "theirs": "OpenFIBSEM-style",
+            "theirs_cached": "OpenFIBSEM (cached mask)",
+        }
+        for k, s in summary.items():
+            print(
+                f"{counts:>9} {names[k]:<24} {s['median_ms']:>9.1f} {s['min_ms']:>7.1f} "
+                f"{s['median_err']:>13.3f} {s['max_err']:>10.3f} {s['min_score']:>9.2f}"
+            )
+        ours, theirs, cached = summary["ours"], summary["theirs"], summary["theirs_cached"]
+        print(
+            f"{'':>9} ratio ours/theirs: time {ours['median_ms'] / theirs['median_ms']:.2f} "
+            f"(vs cached mask {ours['median_ms'] / cached['median_ms']:.2f}), "
+            f"error {ours['median_err'] / theirs['median_err']:.3f}"
+        )
+
+    print("targets:")
+    ok = True
+    for counts in DOSES:
+        s = results[counts]["ours"]
+        good = s["median_err"] <= TARGET_ERROR[counts]
+        ok &= good
+        print(
+            f"  median error at {counts} counts/px <= {TARGET_ERROR[counts]} px: "
+            f"{s['median_err']:.3f} {'OK' if good else 'NOT MET'}"
+        )
+    median_ms = float(np.median([results[c]["ours"]["median_ms"] for c in DOSES]))
+    good = median_ms <= TARGET_MS
+    ok &= good
+    print(
+        f"  median time <= {TARGET_MS:g} ms: {median_ms:.1f} ms {'OK' if good else 'NOT MET'}"
+        f" (load average {load:.2f} on {os.cpu_count()} CPUs)"
+    )
+    return results
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)

@@ -1,0 +1,72 @@
+"""Frame-time benchmark of the simulated microscope (1536 x 1024 frames).
+
+Prints the warm (cached pose: noise + detector transfer only) and cold (new stage pose: full
+render) frame times, and their ratios to ``rng.standard_normal((1024, 1536), float32)`` timed in
+the same run, so the numbers are comparable across machines. Run::
+
+    python benchmarks/bench_sim_frame.py [--repeats N]
+
+Targets: warm <= 3x the normal draw; cold as fast as possible (aim <= 250 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from fibsem_ophyd.sim import SimulatedMicroscope
+
+
+def _times(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=15)
+    args = ap.parse_args(argv)
+    n = args.repeats
+
+    rng = np.random.default_rng(0)
+    rng.standard_normal((1024, 1536), dtype=np.float32)
+    draw = _times(lambda: rng.standard_normal((1024, 1536), dtype=np.float32), n)
+
+    sim = SimulatedMicroscope(seed=0)
+    results: dict[str, float] = {"normal_draw_ms": 1e3 * min(draw)}
+    for beam in ("electron", "ion"):
+        sim.acquire_image(beam)                       # warm-up: caches, FFT plans
+        warm = _times(lambda b=beam: sim.acquire_image(b), n)
+        x0 = sim.get_stage_position()["x"]
+        cold = []
+        for k in range(n):
+            # a new pose every frame: 1.3 um steps, never a cache hit
+            sim.move_stage_absolute({"x": x0 + (k + 1) * 1.3e-6})
+            t0 = time.perf_counter()
+            sim.acquire_image(beam)
+            cold.append(time.perf_counter() - t0)
+        sim.move_stage_absolute({"x": x0})
+        results[f"{beam}_warm_ms"] = 1e3 * min(warm)
+        results[f"{beam}_warm_median_ms"] = 1e3 * statistics.median(warm)
+        results[f"{beam}_cold_ms"] = 1e3 * min(cold)
+        results[f"{beam}_cold_median_ms"] = 1e3 * statistics.median(cold)
+
+    ref = results["normal_draw_ms"]
+    print(f"standard_normal((1024, 1536), float32): {ref:7.1f} ms (best of {n})")
+    for beam in ("electron", "ion"):
+        w, wm = results[f"{beam}_warm_ms"], results[f"{beam}_warm_median_ms"]
+        c, cm = results[f"{beam}_cold_ms"], results[f"{beam}_cold_median_ms"]
+        print(f"{beam:8s} warm: {w:7.1f} ms best, {wm:7.1f} ms median  ratio {w / ref:5.2f}x")
+        print(f"{beam:8s} cold: {c:7.1f} ms best, {cm:7.1f} ms median  ratio {c / ref:5.2f}x")
+    return results
+
+
+if __name__ == "__main__":
+    main()

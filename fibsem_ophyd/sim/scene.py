@@ -1,0 +1,760 @@
+"""Procedural sample: a cryo-EM grid with ice, cells and particles, in the SAMPLE frame.
+
+Everything is a function of the sample-frame position (metres), so the scene can be evaluated
+at any point, at any stage position and magnification:
+
+* a 3 mm TEM grid centred at sample (0, 0): square holes on a ``pitch`` lattice (a hole centre
+  at the origin), metal bars raised ``bar_height`` above the support film, a solid rim outside
+  ``mesh_radius``, the holder below the film outside ``grid_radius``;
+* a carbon film in every hole; most holes carry an ice layer of per-hole thickness with a
+  meniscus rising towards the bars;
+* a band-limited random surface (sum of plane waves with random direction and phase,
+  log-spaced wavelengths): a large-scale waviness of the whole grid plus a fine texture whose
+  amplitude depends on the material;
+* cells (ellipsoidal domes with a nucleus) placed by hashing the hole index, particles (bright
+  spherical caps) placed by hashing a 10 um lattice: deterministic from the seed, no storage.
+
+:meth:`Scene.evaluate` works at arbitrary points (used by the ground truth). :meth:`Scene.rasterize`
+is the fast path of the renderer: it evaluates the same functions on an affine grid of sample
+points (the plane intersections of an image's pixels), where the plane-wave texture becomes a
+low-rank matrix product and the objects are stamped only over their footprints. Both paths are
+anti-aliased for the node spacing they are given (waves shorter than ~2 nodes are dropped,
+sub-node particles are widened with their volume kept).
+
+Local modifications (milling, deposition) are :class:`HeightPatch` objects added on top of the
+procedural height with :meth:`Scene.add_patch`; every change bumps :attr:`Scene.version`, which
+the renderer's caches key on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .materials import MATERIAL_IDS, material_table
+
+__all__ = ["SceneParameters", "HeightPatch", "RasterGrid", "Scene", "SceneObjects"]
+
+_AU = MATERIAL_IDS["Au"]
+_C = MATERIAL_IDS["C"]
+_ICE = MATERIAL_IDS["ice"]
+_ORG = MATERIAL_IDS["organic"]
+_PT = MATERIAL_IDS["Pt"]
+_CU = MATERIAL_IDS["Cu"]
+
+# salts of the per-object hash streams
+_S_ICED, _S_THICK, _S_NCELL, _S_CELL, _S_PART, _S_FROST = 11, 12, 13, 100, 200, 300
+
+# particle caps: apex height / base radius, and the sphere radius / base radius
+_CAP = 0.6
+_CAP_R = (1.0 + _CAP**2) / (2 * _CAP)
+
+_G = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = x + _G
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def _uniform(seed: int, salt: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Deterministic uniform [0, 1) per integer pair (i, j) for a stream ``salt``."""
+    i = np.asarray(i, dtype=np.int64).view(np.uint64)
+    j = np.asarray(j, dtype=np.int64).view(np.uint64)
+    h = _splitmix(np.full(i.shape, seed, dtype=np.uint64) * _M2 + np.uint64(salt))
+    h = _splitmix(h ^ i)
+    h = _splitmix(h ^ (j * _M1))
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def _smoothstep(t):
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+@dataclass(frozen=True)
+class SceneParameters:
+    """Dimensions of the procedural grid (metres unless noted)."""
+
+    grid_radius: float = 1.5e-3
+    mesh_radius: float = 1.05e-3
+    pitch: float = 125e-6               # 200 mesh
+    bar_width: float = 35e-6
+    bar_height: float = 10e-6           # bar top above the support film
+    bar_edge: float = 8e-6              # width of the rounded bar edge (walls ~60 deg)
+    rim_edge: float = 20e-6             # width of the grid's outer edge down to the holder
+    holder_depth: float = 20e-6         # holder surface below the film, outside the grid
+    ice_thickness: tuple[float, float] = (1e-6, 3e-6)
+    meniscus_height: float = 1.5e-6
+    meniscus_length: float = 8e-6
+    bare_fraction: float = 0.15         # holes with bare carbon film (no ice)
+    max_cells_per_hole: int = 4
+    cell_diameter: tuple[float, float] = (5e-6, 20e-6)
+    cell_height: tuple[float, float] = (2e-6, 6e-6)
+    particle_spacing: float = 10e-6     # hash lattice of the particles
+    particle_probability: float = 0.6
+    particle_diameter: tuple[float, float] = (0.3e-6, 1.5e-6)
+    frost_spacing: float = 2e-6         # ice-crystal contamination
+    frost_probability: float = 0.5
+    frost_diameter: tuple[float, float] = (0.06e-6, 0.3e-6)
+    waviness_rms: float = 0.5e-6        # large-scale undulation of the whole grid
+    waviness_wavelengths: tuple[float, float] = (20e-6, 1.28e-3)
+    texture_slope: float = 0.05         # rms slope contributed by each octave of texture
+    texture_wavelengths: tuple[float, float] = (20e-9, 20e-6)
+    waves_per_octave: int = 8
+
+
+@dataclass
+class HeightPatch:
+    """A local raster modification of the scene (milling, deposition).
+
+    Node ``(a, b)`` sits at sample ``(x0 + a*spacing, y0 + b*spacing)``; ``dh[b, a]`` (m) is
+    added to the procedural height (bilinear between nodes); ``material[b, a]`` replaces the
+    material where it is not 255 (nearest node).
+    """
+
+    x0: float
+    y0: float
+    spacing: float
+    dh: np.ndarray
+    material: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.dh = np.ascontiguousarray(self.dh, dtype=np.float32)
+        if self.dh.ndim != 2 or min(self.dh.shape) < 2:
+            raise ValueError(f"HeightPatch.dh must be 2-D with >= 2 nodes a side, got {self.dh.shape}")
+        if not (math.isfinite(self.spacing) and self.spacing > 0):
+            raise ValueError(f"HeightPatch.spacing must be > 0, got {self.spacing}")
+        if self.material is not None:
+            self.material = np.ascontiguousarray(self.material, dtype=np.uint8)
+            if self.material.shape != self.dh.shape:
+                raise ValueError("HeightPatch.material must have the shape of dh")
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        ny, nx = self.dh.shape
+        return (self.x0, self.x0 + (nx - 1) * self.spacing,
+                self.y0, self.y0 + (ny - 1) * self.spacing)
+
+
+@dataclass(frozen=True)
+class RasterGrid:
+    """Affine grid of sample points: node ``(i, j)`` (column i, row j) is at
+    ``origin + i*di + j*dj`` (sample frame, metres); the array shape is ``(nj, ni)``."""
+
+    origin: tuple[float, float]
+    di: tuple[float, float]
+    dj: tuple[float, float]
+    ni: int
+    nj: int
+
+    def jacobian(self) -> np.ndarray:
+        """2x2 matrix whose columns are ``di`` and ``dj``."""
+        return np.array([[self.di[0], self.dj[0]], [self.di[1], self.dj[1]]])
+
+    def bbox(self) -> tuple[float, float, float, float]:
+        o = np.array(self.origin)
+        corners = [o, o + (self.ni - 1) * np.array(self.di), o + (self.nj - 1) * np.array(self.dj),
+                   o + (self.ni - 1) * np.array(self.di) + (self.nj - 1) * np.array(self.dj)]
+        c = np.array(corners)
+        return float(c[:, 0].min()), float(c[:, 0].max()), float(c[:, 1].min()), float(c[:, 1].max())
+
+    def spacing(self) -> float:
+        """Geometric-mean node spacing (m)."""
+        return math.sqrt(math.hypot(*self.di) * math.hypot(*self.dj))
+
+
+@dataclass
+class SceneObjects:
+    """Objects of one kind in a region, as parallel arrays (sample frame, metres)."""
+
+    kind: str
+    ids: np.ndarray                 # (n, 3) int64 identifiers
+    x: np.ndarray
+    y: np.ndarray
+    radius: np.ndarray              # bounding radius
+    params: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass(frozen=True)
+class _Waves:
+    kx: np.ndarray
+    ky: np.ndarray
+    phase: np.ndarray
+    amp: np.ndarray
+
+    @property
+    def bound(self) -> float:
+        """Practical bound of the field: 4.5 rms (or the hard sum of amplitudes if lower)."""
+        rms = math.sqrt(float(np.sum(self.amp**2)) / 2)
+        return min(float(np.abs(self.amp).sum()), 4.5 * rms)
+
+
+def _make_waves(rng: np.random.Generator, lo: float, hi: float, per_octave: int, amp_fn) -> _Waves:
+    n_oct = max(1, int(round(math.log2(hi / lo))))
+    n = n_oct * per_octave
+    # stratified log-spaced wavelengths so every octave is represented evenly
+    strata = (np.arange(n) + rng.random(n)) / n
+    lam = lo * (hi / lo) ** strata
+    # orientations evenly spread within each octave (a random permutation of strata), so
+    # every band is isotropic instead of a few dominant ripples
+    q = np.arange(n) % per_octave
+    theta = np.empty(n)
+    for o in range(n_oct):
+        sl = slice(o * per_octave, (o + 1) * per_octave)
+        theta[sl] = (rng.permutation(q[sl]) + rng.random(per_octave)) * (math.pi / per_octave)
+    k = 2 * math.pi / lam
+    return _Waves(k * np.cos(theta), k * np.sin(theta), rng.random(n) * 2 * math.pi, amp_fn(lam, n))
+
+
+class Scene:
+    """The procedural sample (see the module docstring).
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the texture tables and of the object hashes.
+    params : SceneParameters, optional
+        Dimensions; the defaults describe a 200-mesh gold grid with vitrified cells.
+    """
+
+    def __init__(self, seed: int = 0, params: SceneParameters | None = None):
+        self.seed = int(seed) & 0x7FFFFFFFFFFFFFFF
+        self.params = params or SceneParameters()
+        self.patches: list[HeightPatch] = []
+        #: bumped on every modification; renderer caches key on it
+        self.version = 0
+        p = self.params
+        rng = np.random.default_rng([self.seed, 0x5CE7E])
+        n_wav = max(1, round(math.log2(p.waviness_wavelengths[1] / p.waviness_wavelengths[0])))
+        k_w = n_wav * max(2, p.waves_per_octave // 2)
+        self._waviness = _make_waves(
+            rng, *p.waviness_wavelengths, max(2, p.waves_per_octave // 2),
+            lambda lam, n: np.full(n, p.waviness_rms * math.sqrt(2.0 / k_w)),
+        )
+        # constant rms slope per octave: amplitude proportional to wavelength
+        per = p.waves_per_octave
+        self._texture = _make_waves(
+            rng, *p.texture_wavelengths, per,
+            lambda lam, n: p.texture_slope * lam / (2 * math.pi) * math.sqrt(2.0 / per),
+        )
+        self._tex_factor = material_table("texture")
+        self._max_tex_factor = float(self._tex_factor.max())
+        self._populations = {
+            "particle": {"spacing": p.particle_spacing, "probability": p.particle_probability,
+                         "diameter": p.particle_diameter, "salt": _S_PART, "material": _PT},
+            "frost": {"spacing": p.frost_spacing, "probability": p.frost_probability,
+                      "diameter": p.frost_diameter, "salt": _S_FROST, "material": _ICE},
+        }
+
+    # ------------------------------------------------------------------ modification
+    def add_patch(self, patch: HeightPatch) -> None:
+        """Add a local height/material modification (e.g. from milling)."""
+        self.patches.append(patch)
+        self.version += 1
+
+    def clear_patches(self) -> None:
+        self.patches.clear()
+        self.version += 1
+
+    # ------------------------------------------------------------------ hole properties
+    def _hole_props(self, m: np.ndarray, n: np.ndarray):
+        p = self.params
+        iced = _uniform(self.seed, _S_ICED, m, n) >= p.bare_fraction
+        lo, hi = p.ice_thickness
+        thick = np.where(iced, lo + (hi - lo) * _uniform(self.seed, _S_THICK, m, n), 0.0)
+        return iced, thick
+
+    def hole_index(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """Integer (m, n) of the hole whose cell of the bar lattice contains (x, y)."""
+        pitch = self.params.pitch
+        return (np.round(np.asarray(x) / pitch).astype(np.int64),
+                np.round(np.asarray(y) / pitch).astype(np.int64))
+
+    # ------------------------------------------------------------------ base surface
+    def _hole_tables(self, m0: int, m1: int, n0: int, n1: int, dtype):
+        """Ice thickness per hole (0 = bare film) for holes m0..m1 x n0..n1, as (n, m)."""
+        mm, nn = np.meshgrid(np.arange(m0, m1 + 1), np.arange(n0, n1 + 1))
+        _, thick = self._hole_props(mm, nn)
+        return thick.astype(dtype)
+
+    def _compose(self, w, men, thick, dtype):
+        """Height and material from the bar weight, meniscus profile and hole ice."""
+        p = self.params
+        iced = thick > 0
+        men *= dtype(p.meniscus_height)
+        men *= iced
+        men += thick                                  # ice surface in the hole
+        h = dtype(p.bar_height) - men
+        h *= w
+        h += men
+        mat = np.where(iced, np.uint8(_ICE), np.uint8(_C))
+        mat[w > 0.5] = _AU
+        return h, mat
+
+    def _axis_terms(self, u, dtype):
+        """1-D (or n-D) bar weight and meniscus profile from one coordinate in pitch units."""
+        p = self.params
+        r = np.rint(u)
+        a = np.abs(u - r)                             # 0 at the hole centre, 0.5 on the bar axis
+        # bar weight rises from 0 to 1 across the rounded edge at |f| = (pitch - bw)/2
+        t = (a - dtype((p.pitch - p.bar_width) / (2 * p.pitch))) * dtype(p.pitch / p.bar_edge)
+        t += dtype(0.5)
+        w = _smoothstep(t)
+        d_edge = (dtype(0.5) - a) * dtype(p.pitch) - dtype(p.bar_width / 2)   # into the hole
+        men = np.exp(-np.maximum(d_edge, 0) / dtype(p.meniscus_length))
+        return r, w.astype(dtype, copy=False), men.astype(dtype, copy=False)
+
+    def _base(self, lx, ly, ox: float, oy: float, need_radius: bool, dtype=np.float32):
+        """Grid + film + ice height and material at local coordinates ``(lx, ly)`` relative
+        to an origin ``(ox, oy)`` that is a multiple of the pitch (keeps float32 exact).
+        ``lx`` and ``ly`` may be broadcastable (e.g. a row and a column vector: separable)."""
+        p = self.params
+        inv = dtype(1.0 / p.pitch)
+        rx_, wx, mx = self._axis_terms(np.asarray(lx, dtype=dtype) * inv, dtype)
+        ry_, wy, my = self._axis_terms(np.asarray(ly, dtype=dtype) * inv, dtype)
+        # w and the meniscus are monotonic in max(|fx|, |fy|): combine the axes by max
+        w = np.maximum(wx, wy)
+        men = np.maximum(mx, my)
+        mo, no = int(round(ox / p.pitch)), int(round(oy / p.pitch))
+        m0, m1 = int(rx_.min()), int(rx_.max())
+        n0, n1 = int(ry_.min()), int(ry_.max())
+        tab = self._hole_tables(m0 + mo, m1 + mo, n0 + no, n1 + no, dtype)
+        ncol = m1 - m0 + 1
+        # hole index as float (exact small integers), one gather from the per-hole table
+        flat = (ry_ - dtype(n0)) * dtype(ncol) + (rx_ - dtype(m0))
+        thick = tab.reshape(-1)[flat.astype(np.intp)]
+        shape = np.broadcast_shapes(np.shape(lx), np.shape(ly))
+        if thick.shape != shape:
+            thick = np.broadcast_to(thick, shape)
+        if men.shape != shape:
+            men = np.broadcast_to(men, shape).copy()
+        h, mat = self._compose(w, men, thick, dtype)
+        if need_radius:
+            r = np.sqrt((np.asarray(lx, dtype=dtype) + dtype(ox)) ** 2
+                        + (np.asarray(ly, dtype=dtype) + dtype(oy)) ** 2)
+            w_rim = _smoothstep((r - dtype(p.mesh_radius)) / dtype(p.bar_edge) + dtype(0.5))
+            h = h + w_rim * (dtype(p.bar_height) - h)
+            mat = np.where(w_rim > 0.5, np.uint8(_AU), mat)
+            w_out = _smoothstep((r - dtype(p.grid_radius)) / dtype(p.rim_edge) + dtype(0.5))
+            h = h + w_out * (dtype(-p.holder_depth) - h)
+            mat = np.where(w_out > 0.5, np.uint8(_CU), mat)
+        return h.astype(dtype, copy=False), mat
+
+    def _needs_radius(self, bbox) -> bool:
+        xmin, xmax, ymin, ymax = bbox
+        # farthest corner beyond the mesh radius or nearest point ... either way check corners
+        far = max(math.hypot(x, y) for x in (xmin, xmax) for y in (ymin, ymax))
+        return far > self.params.mesh_radius - 2 * self.params.bar_edge
+
+    def _origin(self, x: float, y: float) -> tuple[float, float]:
+        pitch = self.params.pitch
+        return round(x / pitch) * pitch, round(y / pitch) * pitch
+
+    # ------------------------------------------------------------------ objects
+    def cells(self, bbox) -> SceneObjects:
+        """Cells whose hole intersects ``bbox`` = (xmin, xmax, ymin, ymax) (m)."""
+        p = self.params
+        m0, n0 = (math.floor(bbox[0] / p.pitch + 0.5) - 1, math.floor(bbox[2] / p.pitch + 0.5) - 1)
+        m1, n1 = (math.floor(bbox[1] / p.pitch + 0.5) + 1, math.floor(bbox[3] / p.pitch + 0.5) + 1)
+        m1 = min(m1, m0 + 4000)
+        n1 = min(n1, n0 + 4000)
+        mm, nn = np.meshgrid(np.arange(m0, m1 + 1), np.arange(n0, n1 + 1))
+        mm, nn = mm.ravel(), nn.ravel()
+        iced, _ = self._hole_props(mm, nn)
+        inside = np.hypot(mm * p.pitch, nn * p.pitch) < p.mesh_radius - p.pitch
+        ncell = np.floor(_uniform(self.seed, _S_NCELL, mm, nn) * (p.max_cells_per_hole + 1))
+        ncell = np.where(iced & inside, ncell, 0).astype(np.int64)
+        sel = [np.nonzero(ncell > k)[0] for k in range(p.max_cells_per_hole)]
+        ks = np.concatenate([np.full(len(s), k) for k, s in enumerate(sel)]).astype(np.int64)
+        idx = np.concatenate(sel)
+        m, n = mm[idx], nn[idx]
+
+        def u(q):
+            return _uniform(self.seed, _S_CELL + 16 * ks + q, m, n)
+
+        dlo, dhi = p.cell_diameter
+        a = 0.5 * (dlo + (dhi - dlo) * u(0))
+        b = a * (0.6 + 0.4 * u(1))
+        theta = 2 * math.pi * u(2)
+        # "several um" high, but never steeper than ~50 deg at the rim (H <= 0.6 b)
+        height = np.minimum(p.cell_height[0] + (p.cell_height[1] - p.cell_height[0]) * u(3),
+                            0.6 * b)
+        room = (p.pitch - p.bar_width) / 2 - a - 2e-6
+        room = np.maximum(room, 0.0)
+        cx = m * p.pitch + (2 * u(4) - 1) * room
+        cy = n * p.pitch + (2 * u(5) - 1) * room
+        nr = 0.3 * b * u(6)
+        nphi = 2 * math.pi * u(7)
+        ids = np.stack([m, n, ks], axis=1)
+        return SceneObjects(
+            "cell", ids, cx, cy, a.copy(),
+            {"a": a, "b": b, "cos": np.cos(theta), "sin": np.sin(theta), "height": height,
+             "nx": cx + nr * np.cos(nphi), "ny": cy + nr * np.sin(nphi), "nradius": 0.35 * b,
+             "nheight": 0.25 * height},
+        )
+
+    def particles(self, bbox, spacing: float | None = None,
+                  population: str = "particle") -> SceneObjects:
+        """Particles of a ``population`` whose lattice cell intersects ``bbox`` (m).
+
+        Populations: ``"particle"`` (bright Pt blobs, 0.3-1.5 um, one lattice cell per 10 um)
+        and ``"frost"`` (ice-crystal contamination, 60-300 nm, per 2 um). ``spacing`` (m, node
+        spacing of a raster) widens particles smaller than ~0.75 node keeping their volume, so
+        they neither alias nor vanish; a population far below the node spacing is skipped.
+        """
+        p = self.params
+        pop = self._populations[population]
+        L, prob, (dlo, dhi), salt = pop["spacing"], pop["probability"], pop["diameter"], pop["salt"]
+        empty = SceneObjects(population, np.zeros((0, 3), dtype=np.int64), np.zeros(0),
+                             np.zeros(0), np.zeros(0), {"r_true": np.zeros(0),
+                                                        "height": np.zeros(0)})
+        if spacing is not None and dhi < spacing / 1.5:
+            return empty
+        i0, i1 = math.floor(bbox[0] / L) - 1, math.floor(bbox[1] / L) + 1
+        j0, j1 = math.floor(bbox[2] / L) - 1, math.floor(bbox[3] / L) + 1
+        if (i1 - i0 + 1) * (j1 - j0 + 1) > 4_000_000:
+            raise ValueError(f"{population} query region too large: {bbox}")
+        ii, jj = np.meshgrid(np.arange(i0, i1 + 1), np.arange(j0, j1 + 1))
+        ii, jj = ii.ravel(), jj.ravel()
+        exists = _uniform(self.seed, salt, ii, jj) < prob
+        ii, jj = ii[exists], jj[exists]
+        r = 0.5 * dlo * (dhi / dlo) ** _uniform(self.seed, salt + 1, ii, jj)
+        margin = r + 0.05 * L
+        cx = ii * L + margin + (L - 2 * margin) * _uniform(self.seed, salt + 2, ii, jj)
+        cy = jj * L + margin + (L - 2 * margin) * _uniform(self.seed, salt + 3, ii, jj)
+        keep = np.hypot(cx, cy) < p.grid_radius - 5e-6
+        ii, jj, r, cx, cy = ii[keep], jj[keep], r[keep], cx[keep], cy[keep]
+        r_eff = r if spacing is None else np.maximum(r, 0.75 * spacing)
+        # spherical caps 0.6 r high (rim ~62 deg); a widened cap keeps its volume: its
+        # height scales with (r / r_eff)^2
+        height = _CAP * r * (r / r_eff) ** 2
+        ids = np.stack([ii, jj, np.zeros_like(ii)], axis=1)
+        return SceneObjects(population, ids, cx, cy, r_eff.copy(),
+                            {"r_true": r, "height": height})
+
+    @staticmethod
+    def _cell_profile(dx, dy, P: dict, k) -> np.ndarray:
+        """Dome height of cell(s) ``k`` at offsets (dx, dy) from the cell centre."""
+        c, s = P["cos"][k], P["sin"][k]
+        xr = (c * dx + s * dy) / P["a"][k]
+        yr = (-s * dx + c * dy) / P["b"][k]
+        rho2 = xr * xr + yr * yr
+        h = P["height"][k] * np.maximum(1.0 - rho2, 0.0)
+        nx = dx - (P["nx"][k] - P["cx"][k])
+        ny = dy - (P["ny"][k] - P["cy"][k])
+        rn2 = (nx * nx + ny * ny) / P["nradius"][k] ** 2
+        h = h + P["nheight"][k] * np.maximum(1.0 - rn2, 0.0) ** 2 * (rho2 < 1)
+        return h
+
+    @staticmethod
+    def _particle_profile(dx, dy, P: dict, k) -> np.ndarray:
+        """Spherical cap of base radius ``radius`` and apex ``height``."""
+        r = P["radius"][k]
+        rho2 = (dx * dx + dy * dy) / (r * r)
+        f = (np.sqrt(np.maximum(_CAP_R * _CAP_R - rho2, 0.0)) - (_CAP_R - _CAP)) / _CAP
+        return P["height"][k] * np.maximum(f, 0.0)
+
+    def _objects(self, bbox, spacing):
+        """Cells and every particle population in ``bbox``, ready for the profile functions."""
+        cells = self.cells(bbox)
+        cells.params.update(cx=cells.x, cy=cells.y)
+        pops = []
+        for name in self._populations:
+            objs = self.particles(bbox, spacing, name)
+            objs.params.update(radius=objs.radius)
+            pops.append(objs)
+        return cells, pops
+
+    # ------------------------------------------------------------------ texture
+    def _taper(self, waves: _Waves, steps: list[np.ndarray]) -> np.ndarray:
+        """Anti-aliasing weight per wave: 1 below pi/2 phase per node, 0 at Nyquist."""
+        worst = np.zeros_like(waves.amp)
+        for st in steps:
+            worst = np.maximum(worst, np.abs(st))
+        return np.clip(2.0 - worst / (math.pi / 2), 0.0, 1.0)
+
+    def _waves_on_grid(self, waves: _Waves, grid: RasterGrid) -> np.ndarray:
+        """Sum of the waves on an affine grid as one rank-2K matrix product (float32)."""
+        ox, oy = grid.origin
+        b = waves.kx * grid.di[0] + waves.ky * grid.di[1]      # phase step per column
+        g = waves.kx * grid.dj[0] + waves.ky * grid.dj[1]      # phase step per row
+        amp = waves.amp * self._taper(waves, [b, g])
+        keep = amp != 0
+        if not keep.any():
+            return np.zeros((grid.nj, grid.ni), dtype=np.float32)
+        amp, b, g = amp[keep], b[keep], g[keep]
+        alpha = np.mod(waves.kx[keep] * ox + waves.ky[keep] * oy + waves.phase[keep], 2 * math.pi)
+        ii = np.arange(grid.ni)
+        jj = np.arange(grid.nj)
+        pc = alpha[:, None] + b[:, None] * ii[None, :]          # (K, ni)
+        pr = g[None, :] * jj[:, None]                           # (nj, K)
+        # sin(pc + pr) = sin(pc) cos(pr) + cos(pc) sin(pr)
+        left = np.concatenate([np.cos(pr) * amp, np.sin(pr) * amp], axis=1).astype(np.float32)
+        right = np.concatenate([np.sin(pc), np.cos(pc)], axis=0).astype(np.float32)
+        return left @ right
+
+    @staticmethod
+    def _waves_at(waves: _Waves, x: np.ndarray, y: np.ndarray, spacing: float | None):
+        amp = waves.amp
+        if spacing is not None:
+            k = np.hypot(waves.kx, waves.ky)
+            amp = amp * np.clip(2.0 - k * spacing / (math.pi / 2), 0.0, 1.0)
+        out = np.zeros(x.shape, dtype=np.float64)
+        xf, yf, of = x.ravel(), y.ravel(), out.reshape(-1)
+        for s in range(0, xf.size, 4096):
+            ph = np.outer(xf[s:s + 4096], waves.kx) + np.outer(yf[s:s + 4096], waves.ky)
+            of[s:s + 4096] = np.sin(ph + waves.phase) @ amp
+        return out
+
+    # ------------------------------------------------------------------ public evaluation
+    def evaluate(self, x, y, spacing: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Height (m, above the film plane) and material id at sample points.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Sample-frame coordinates (m), any matching shape.
+        spacing : float, optional
+            Band limit (m): drop detail finer than ~2 ``spacing`` as the renderer does at that
+            node spacing. ``None`` gives the full-detail surface.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        shape = np.broadcast_shapes(x.shape, y.shape)
+        x, y = np.broadcast_to(x, shape).ravel(), np.broadcast_to(y, shape).ravel()
+        if x.size == 0:
+            return np.zeros(shape), np.zeros(shape, dtype=np.uint8)
+        bbox = (float(x.min()), float(x.max()), float(y.min()), float(y.max()))
+        ox, oy = self._origin(0.5 * (bbox[0] + bbox[1]), 0.5 * (bbox[2] + bbox[3]))
+        h, mat = self._base(x - ox, y - oy, ox, oy, self._needs_radius(bbox), dtype=np.float64)
+        h = h + self._waves_at(self._waviness, x, y, spacing)
+        cells, pops = self._objects(bbox, spacing)
+        for objs, prof in [(cells, self._cell_profile)] + [(q, self._particle_profile) for q in pops]:
+            acc = np.zeros_like(h)
+            for k in range(len(objs)):
+                r = objs.radius[k]
+                near = np.nonzero((np.abs(x - objs.x[k]) <= r) & (np.abs(y - objs.y[k]) <= r))[0]
+                if near.size:
+                    v = prof(x[near] - objs.x[k], y[near] - objs.y[k], objs.params, k)
+                    acc[near] = np.maximum(acc[near], v)
+            h = h + acc
+            if objs.kind == "cell":
+                mat = np.where(acc > 5e-8, np.uint8(_ORG), mat)
+            else:
+                mat = np.where(acc > 0, np.uint8(self._populations[objs.kind]["material"]), mat)
+        h = h + self._tex_factor[mat] * self._waves_at(self._texture, x, y, spacing)
+        for patch in self.patches:
+            h, mat = self._apply_patch_points(patch, x, y, h, mat)
+        return h.reshape(shape), mat.reshape(shape)
+
+    def height(self, x, y, spacing: float | None = None) -> np.ndarray:
+        """Surface height (m) above the film plane at sample points (see :meth:`evaluate`)."""
+        return self.evaluate(x, y, spacing)[0]
+
+    @staticmethod
+    def _apply_patch_points(patch: HeightPatch, x, y, h, mat):
+        fa = (x - patch.x0) / patch.spacing
+        fb = (y - patch.y0) / patch.spacing
+        ny, nx = patch.dh.shape
+        inside = (fa >= 0) & (fa <= nx - 1) & (fb >= 0) & (fb <= ny - 1)
+        if not inside.any():
+            return h, mat
+        a, b = fa[inside], fb[inside]
+        a0 = np.minimum(np.floor(a).astype(np.int64), nx - 2)
+        b0 = np.minimum(np.floor(b).astype(np.int64), ny - 2)
+        ta, tb = a - a0, b - b0
+        d = patch.dh
+        v = ((d[b0, a0] * (1 - ta) + d[b0, a0 + 1] * ta) * (1 - tb)
+             + (d[b0 + 1, a0] * (1 - ta) + d[b0 + 1, a0 + 1] * ta) * tb)
+        h = h.copy()
+        h[inside] += v
+        if patch.material is not None:
+            m = patch.material[np.rint(b).astype(np.int64), np.rint(a).astype(np.int64)]
+            mat = mat.copy()
+            sub = mat[inside]
+            mat[inside] = np.where(m != 255, m, sub)
+        return h, mat
+
+    # ------------------------------------------------------------------ bounds
+    def height_bounds(self, bbox) -> tuple[float, float]:
+        """Conservative (min, max) of the height (m) over a sample-frame ``bbox``.
+
+        The grid, film, ice and the surface waves are sampled on a coarse lattice (<= 32 x 32,
+        a quarter bar width apart where possible); each wave adds the most it can deviate
+        between lattice points; cells and particles add their heights.
+        """
+        p = self.params
+        xmin, xmax, ymin, ymax = bbox
+        step = p.bar_width / 4
+        nx = int(min(32, max(2, math.ceil((xmax - xmin) / step) + 1)))
+        ny = int(min(32, max(2, math.ceil((ymax - ymin) / step) + 1)))
+        xs, ys = np.meshgrid(np.linspace(xmin, xmax, nx), np.linspace(ymin, ymax, ny))
+        xs, ys = xs.ravel(), ys.ravel()
+        d = max((xmax - xmin) / (nx - 1), (ymax - ymin) / (ny - 1))
+        ox, oy = self._origin(0.5 * (xmin + xmax), 0.5 * (ymin + ymax))
+        need_r = self._needs_radius(bbox)
+        hb, mat = self._base(xs - ox, ys - oy, ox, oy, need_r, dtype=np.float64)
+        slack = 0.0
+        for waves, factor in ((self._waviness, None), (self._texture, self._tex_factor)):
+            v = self._waves_at(waves, xs, ys, None)
+            hb = hb + (v if factor is None else v * factor[mat])
+            k = np.hypot(waves.kx, waves.ky)
+            dev = float(np.sum(waves.amp * np.minimum(1.0, (k * d / 2) ** 2 / 2)))
+            slack += dev * (1.0 if factor is None else self._max_tex_factor)
+        lo, hi = float(hb.min()) - slack, float(hb.max()) + slack
+        if d > step * 1.01:
+            hi = max(hi, p.bar_height + slack)    # the lattice may step over a bar
+        if need_r:
+            lo = min(lo, -p.holder_depth - slack)
+            hi = max(hi, p.bar_height + slack)
+        cells = self.cells(bbox)
+        if len(cells):
+            r = cells.radius
+            near = ((cells.x + r >= xmin) & (cells.x - r <= xmax)
+                    & (cells.y + r >= ymin) & (cells.y - r <= ymax))
+            if near.any():
+                hi += float((cells.params["height"] + cells.params["nheight"])[near].max())
+        hi += max(q["diameter"][1] for q in self._populations.values()) / 2
+        for patch in self.patches:
+            lo += min(0.0, float(patch.dh.min()))
+            hi += max(0.0, float(patch.dh.max()))
+        return lo, hi
+
+    # ------------------------------------------------------------------ raster (fast path)
+    def rasterize(self, grid: RasterGrid) -> tuple[np.ndarray, np.ndarray]:
+        """Height (float32, m) and material (uint8) on an affine grid of sample points.
+
+        Same surface as :meth:`evaluate` with ``spacing`` = the grid's node spacing (up to the
+        float32 rounding and the per-wave anti-aliasing taper, which here uses the true phase
+        step along each grid axis).
+        """
+        ni, nj = grid.ni, grid.nj
+        bbox = grid.bbox()
+        ox, oy = self._origin(0.5 * (bbox[0] + bbox[1]), 0.5 * (bbox[2] + bbox[3]))
+        lx0, ly0 = grid.origin[0] - ox, grid.origin[1] - oy
+        ii = np.arange(ni, dtype=np.float64)
+        jj = np.arange(nj, dtype=np.float64)
+        (dix, diy), (djx, djy) = grid.di, grid.dj
+        tol = 1e-9 * math.hypot(*grid.di) + 1e-9 * math.hypot(*grid.dj)
+        f32 = np.float32
+        if abs(diy) <= tol and abs(djx) <= tol:        # x along columns, y along rows
+            lx = (lx0 + ii * dix).astype(f32)[None, :]
+            ly = (ly0 + jj * djy).astype(f32)[:, None]
+        elif abs(dix) <= tol and abs(djy) <= tol:      # x along rows, y along columns
+            lx = (lx0 + jj * djx).astype(f32)[:, None]
+            ly = (ly0 + ii * diy).astype(f32)[None, :]
+        else:
+            lx = (lx0 + jj * djx)[:, None].astype(f32) + (ii * dix)[None, :].astype(f32)
+            ly = (ly0 + jj * djy)[:, None].astype(f32) + (ii * diy)[None, :].astype(f32)
+        h, mat = self._base(lx, ly, ox, oy, self._needs_radius(bbox))
+        del lx, ly
+        h += self._waves_on_grid(self._waviness, grid)
+        spacing = grid.spacing()
+        cells, pops = self._objects(bbox, spacing)
+        if len(cells):
+            hc = self._stamp(grid, cells, self._cell_profile)
+            if hc is not None:
+                h += hc
+                mat[hc > 5e-8] = _ORG
+        for objs in pops:
+            if len(objs):
+                hp = self._stamp(grid, objs, self._particle_profile)
+                if hp is not None:
+                    h += hp
+                    mat[hp > 0] = self._populations[objs.kind]["material"]
+        tex = self._waves_on_grid(self._texture, grid)
+        tex *= self._tex_factor[mat]
+        h += tex
+        for patch in self.patches:
+            self._apply_patch_grid(patch, grid, h, mat)
+        return h, mat
+
+    def _stamp(self, grid: RasterGrid, objs: SceneObjects, profile) -> np.ndarray | None:
+        """Max-composite the objects' profiles onto the grid (float32 (nj, ni)); ``None`` if
+        none is visible."""
+        ni, nj = grid.ni, grid.nj
+        out = np.zeros((nj, ni), dtype=np.float32)
+        jac = grid.jacobian()
+        jinv = np.linalg.inv(jac)
+        rel = np.stack([objs.x - grid.origin[0], objs.y - grid.origin[1]])
+        ic, jc = jinv @ rel
+        ext_i = objs.radius * math.hypot(*jinv[0])
+        ext_j = objs.radius * math.hypot(*jinv[1])
+        vis = (ic + ext_i >= 0) & (ic - ext_i <= ni - 1) & (jc + ext_j >= 0) & (jc - ext_j <= nj - 1)
+        idx = np.nonzero(vis)[0]
+        if idx.size == 0:
+            return None
+        ei = np.ceil(ext_i[idx]).astype(np.int64)
+        ej = np.ceil(ext_j[idx]).astype(np.int64)
+        big = (2 * ei + 1) * (2 * ej + 1) > 4096
+        di, dj = grid.di, grid.dj
+        for k in idx[big]:
+            i0 = max(0, int(math.floor(ic[k] - ext_i[k])))
+            i1 = min(ni, int(math.ceil(ic[k] + ext_i[k])) + 1)
+            j0 = max(0, int(math.floor(jc[k] - ext_j[k])))
+            j1 = min(nj, int(math.ceil(jc[k] + ext_j[k])) + 1)
+            ci = (np.arange(i0, i1) - ic[k])
+            cj = (np.arange(j0, j1) - jc[k])
+            dx = (cj * dj[0])[:, None].astype(np.float32) + (ci * di[0])[None, :].astype(np.float32)
+            dy = (cj * dj[1])[:, None].astype(np.float32) + (ci * di[1])[None, :].astype(np.float32)
+            v = profile(dx, dy, objs.params, k).astype(np.float32, copy=False)
+            blk = out[j0:j1, i0:i1]
+            np.maximum(blk, v, out=blk)
+        small = idx[~big]
+        if small.size == 0:
+            return out
+        # bucket by stamp size (powers of two) to bound the padding
+        bi = np.ceil(np.log2(np.maximum(ei[~big], 1))).astype(np.int64)
+        bj = np.ceil(np.log2(np.maximum(ej[~big], 1))).astype(np.int64)
+        for key in set(zip(bi.tolist(), bj.tolist(), strict=True)):
+            sel = small[(bi == key[0]) & (bj == key[1])]
+            hi_ = 2 ** key[0]
+            hj_ = 2 ** key[1]
+            ri = np.rint(ic[sel]).astype(np.int64)
+            rj = np.rint(jc[sel]).astype(np.int64)
+            oi = np.arange(-hi_, hi_ + 1)
+            oj = np.arange(-hj_, hj_ + 1)
+            I = ri[:, None, None] + oi[None, None, :]
+            J = rj[:, None, None] + oj[None, :, None]
+            ci = I - ic[sel][:, None, None]
+            cj = J - jc[sel][:, None, None]
+            dx = ci * di[0] + cj * dj[0]
+            dy = ci * di[1] + cj * dj[1]
+            ks = sel[:, None, None]
+            v = profile(dx, dy, objs.params, ks)
+            ok = (v > 0) & (I >= 0) & (I < ni) & (J >= 0) & (J < nj)
+            flat = (J * ni + I)[ok]
+            np.maximum.at(out.reshape(-1), flat, v[ok].astype(np.float32))
+        return out
+
+    @staticmethod
+    def _apply_patch_grid(patch: HeightPatch, grid: RasterGrid, h: np.ndarray, mat: np.ndarray):
+        px0, px1, py0, py1 = patch.bbox
+        jinv = np.linalg.inv(grid.jacobian())
+        corners = np.array([[px0, px0, px1, px1], [py0, py1, py0, py1]])
+        ij = jinv @ (corners - np.array(grid.origin)[:, None])
+        i0 = max(0, int(math.floor(ij[0].min())))
+        i1 = min(grid.ni, int(math.ceil(ij[0].max())) + 1)
+        j0 = max(0, int(math.floor(ij[1].min())))
+        j1 = min(grid.nj, int(math.ceil(ij[1].max())) + 1)
+        if i0 >= i1 or j0 >= j1:
+            return
+        ii = np.arange(i0, i1)
+        jj = np.arange(j0, j1)
+        x = grid.origin[0] + ii[None, :] * grid.di[0] + jj[:, None] * grid.dj[0]
+        y = grid.origin[1] + ii[None, :] * grid.di[1] + jj[:, None] * grid.dj[1]
+        hb = h[j0:j1, i0:i1].astype(np.float64)
+        mb = mat[j0:j1, i0:i1]
+        hn, mn = Scene._apply_patch_points(patch, x.ravel(), y.ravel(), hb.ravel(), mb.ravel())
+        h[j0:j1, i0:i1] = hn.reshape(hb.shape)
+        mat[j0:j1, i0:i1] = mn.reshape(mb.shape)

@@ -1,0 +1,128 @@
+"""Movement plans end to end: images stored in Tiled, read back, shifts predicted by geometry."""
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+from bluesky import plan_stubs as bps
+
+from fibsem_ophyd.alignment import register
+from fibsem_ophyd.plans import (
+    acquire_image,
+    go_to_position,
+    move_flat_to_beam,
+    move_to_milling_angle,
+    safe_absolute_move,
+    save_position,
+    stable_move,
+    vertical_move,
+)
+from fibsem_ophyd.storage import load_images
+
+HFW = 100e-6  # 384 px -> 260 nm pixels
+
+
+def _run(session, plan):
+    """Run a plan and return what the plan returned (a uid, a state...)."""
+    return session.RE(plan).plan_result
+
+
+def _image(session, det, **kw):
+    uid = _run(session, acquire_image(det, hfw=HFW, dwell_time=3e-6, **kw))
+    (img,) = load_images(session.catalog[uid], "primary")
+    return img
+
+
+def test_stable_move_shifts_sem_image_as_geometry_predicts(session, microscope):
+    ref = _image(session, microscope.sem)
+    d = (6e-6, -4e-6)
+    session.RE(stable_move(microscope, *d, "electron"))
+    new = _image(session, microscope.sem)
+    reg = register(ref.data, new.data)
+    p = ref.pixel_size
+    assert reg.dx == pytest.approx(d[0] / p, abs=0.3)
+    assert reg.dy == pytest.approx(d[1] / p, abs=0.3)
+
+
+def test_stable_move_in_ion_view_at_milling_tilt(session, microscope):
+    session.RE(move_to_milling_angle(microscope, 15.0))
+    assert microscope.stage.t.position == pytest.approx(12.0)
+    ref = _image(session, microscope.fib)
+    session.RE(stable_move(microscope, 0.0, 5e-6, "ion"))
+    new = _image(session, microscope.fib)
+    reg = register(ref.data, new.data)
+    assert reg.dx == pytest.approx(0.0, abs=0.3)
+    assert reg.dy == pytest.approx(5e-6 / ref.pixel_size, abs=0.3)
+
+
+def test_vertical_move_shifts_fib_not_sem(session, microscope):
+    sem0, fib0 = _image(session, microscope.sem), _image(session, microscope.fib)
+    session.RE(vertical_move(microscope, 4e-6))
+    sem1, fib1 = _image(session, microscope.sem), _image(session, microscope.fib)
+    rs, rf = register(sem0.data, sem1.data), register(fib0.data, fib1.data)
+    assert (rs.dx, rs.dy) == pytest.approx((0.0, 0.0), abs=0.3)
+    assert rf.dy == pytest.approx(4e-6 / fib0.pixel_size, abs=0.3)
+    assert rf.dx == pytest.approx(0.0, abs=0.3)
+
+
+def test_move_flat_to_ion_and_back(session, microscope):
+    session.RE(move_flat_to_beam(microscope, "ion"))
+    assert microscope.stage.r.position == pytest.approx(180.0)
+    assert microscope.stage.t.position == pytest.approx(17.0)
+    session.RE(move_flat_to_beam(microscope, "ELECTRON"))
+    assert microscope.stage.r.position == pytest.approx(0.0)
+    assert microscope.stage.t.position == pytest.approx(35.0)
+
+
+def test_safe_absolute_move_tilts_flat_before_large_rotation(session, microscope):
+    sets = []
+    session.RE.msg_hook = lambda msg: sets.append(msg.args[0]) if msg.command == "set" else None
+    target = {"x": 1e-4, "r": 180.0, "t": 17.0}
+    session.RE(safe_absolute_move(microscope, target))
+    session.RE.msg_hook = None
+    assert sets == [{"t": 0.0}, {"r": 180.0}, {"x": 1e-4, "r": 180.0, "t": 17.0}]
+    assert microscope.stage.x.position == pytest.approx(1e-4)
+
+
+def test_safe_absolute_move_validates_before_first_move(session, microscope):
+    before = microscope.stage.position
+    with pytest.raises(ValueError, match="stage.x = 1 m is outside"):
+        session.RE(safe_absolute_move(microscope, {"r": 180.0, "x": 1.0}))
+    assert microscope.stage.position == before
+
+
+def test_named_positions_round_trip_in_openfibsem_layout(session, microscope):
+    session.RE(bps.mv(microscope.stage, {"x": 2e-4, "y": -1e-4, "t": 20.0}))
+    session.RE(save_position(microscope, "lamella-01"))
+    saved = yaml.safe_load((session.data_dir / "positions.yaml").read_text())
+    assert saved[0]["name"] == "lamella-01"
+    assert saved[0]["t"] == pytest.approx(math.radians(20.0))  # OpenFIBSEM stores radians
+    assert saved[0]["coordinate_system"] == "RAW"
+    session.RE(bps.mv(microscope.stage, {"x": 0.0, "y": 0.0, "t": 35.0}))
+    session.RE(go_to_position(microscope, "lamella-01"))
+    pos = microscope.stage.position
+    assert (pos["x"], pos["y"], pos["t"]) == pytest.approx((2e-4, -1e-4, 20.0))
+
+
+def test_unknown_position_name(session, microscope):
+    with pytest.raises(ValueError, match="unknown position 'nope'"):
+        session.RE(go_to_position(microscope, "nope"))
+
+
+def test_bad_move_inputs(session, microscope):
+    before = microscope.stage.position
+    with pytest.raises(ValueError, match="dx must be a finite number"):
+        session.RE(stable_move(microscope, float("nan"), 0.0))
+    with pytest.raises(ValueError, match="unknown beam 'xray'"):
+        session.RE(stable_move(microscope, 1e-6, 0.0, "xray"))
+    with pytest.raises(ValueError, match="outside its limits"):
+        session.RE(stable_move(microscope, 0.5, 0.0))
+    assert microscope.stage.position == before
+
+
+def test_stage_position_recorded_with_each_image(session, microscope):
+    session.RE(bps.mv(microscope.stage, {"x": 3e-4}))
+    uid = _run(session, acquire_image(microscope.sem))
+    table = session.catalog[uid]["primary"].read()
+    assert float(np.asarray(table["microscope_stage_x"])[0]) == pytest.approx(3e-4)
