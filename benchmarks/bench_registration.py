@@ -153,6 +153,7 @@ def main(n: int = 10) -> dict:
     )
     print(header + f"{'max err px':>10} {'min score':>9}")
     results: dict = {}
+    all_times: list[float] = []  # ours, both doses
     for counts in DOSES:
         rows: dict[str, dict[str, list[float]]] = {
             k: {"t": [], "e": [], "s": []} for k in ("ours", "theirs", "theirs_cached")
@@ -180,15 +181,17 @@ def main(n: int = 10) -> dict:
             for k, v in rows.items()
         }
         results[counts] = summary
+        all_times += rows["ours"]["t"]
         names = {
             "ours": "ours (register)",
             "theirs": "OpenFIBSEM-style",
             "theirs_cached": "OpenFIBSEM (cached mask)",
         }
         for k, s in summary.items():
+            score = f"{s['min_score']:.2f}" if k == "ours" else "-"  # baseline: not computed
             print(
                 f"{counts:>9} {names[k]:<24} {s['median_ms']:>9.1f} {s['min_ms']:>7.1f} "
-                f"{s['median_err']:>13.3f} {s['max_err']:>10.3f} {s['min_score']:>9.2f}"
+                f"{s['median_err']:>13.3f} {s['max_err']:>10.3f} {score:>9}"
             )
         ours, theirs, cached = summary["ours"], summary["theirs"], summary["theirs_cached"]
         print(
@@ -198,20 +201,18 @@ def main(n: int = 10) -> dict:
         )
 
     print("targets:")
-    ok = True
     for counts in DOSES:
         s = results[counts]["ours"]
         good = s["median_err"] <= TARGET_ERROR[counts]
-        ok &= good
         print(
             f"  median error at {counts} counts/px <= {TARGET_ERROR[counts]} px: "
             f"{s['median_err']:.3f} {'OK' if good else 'NOT MET'}"
         )
-    median_ms = float(np.median([results[c]["ours"]["median_ms"] for c in DOSES]))
+    median_ms = 1e3 * float(np.median(all_times))
     good = median_ms <= TARGET_MS
-    ok &= good
     print(
-        f"  median time <= {TARGET_MS:g} ms: {median_ms:.1f} ms {'OK' if good else 'NOT MET'}"
+        f"  median time per call <= {TARGET_MS:g} ms: {median_ms:.1f} ms "
+        f"{'OK' if good else 'NOT MET'}"
         f" (load average {load:.2f} on {os.cpu_count()} CPUs)"
     )
     return results

@@ -58,6 +58,10 @@ _CHANCE_SIGMAS = 8.0
 #: ~ 1e-3, i.e. ``k > 0.418 / sigma_lo`` cycles/px.
 _LOWPASS_CUT = 0.418
 
+#: Complex multiply-adds per BLAS call in the local DFT: OpenBLAS ran products of 6.5e4 on one
+#: thread, of 1.3e5 sometimes on two (measured, numpy's bundled OpenBLAS 0.3).
+_GEMM_CHUNK = 32768
+
 _Envelope = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -179,9 +183,12 @@ class _Grid:
 
     def energy(self, spec: np.ndarray) -> float:
         """``sum_x a(x)**2`` of the real image whose kept spectrum is ``spec`` (Parseval)."""
-        total = 2.0 * float(np.vdot(spec, spec).real)
+        # einsum, not BLAS (vdot): BLAS threads wake up slowly right after the FFTs
+        v = spec.view(np.float32 if spec.dtype == np.complex64 else np.float64)
+        total = 2.0 * float(np.einsum("ij,ij->", v, v))
         for col in np.flatnonzero(self.wts == 1.0):  # DC (and Nyquist) columns count once
-            total -= float(np.vdot(spec[:, col], spec[:, col]).real)
+            c = v[:, 2 * col : 2 * col + 2]
+            total -= float(np.einsum("ij,ij->", c, c))
         return total / (self.shape[0] * self.shape[1])
 
 
@@ -344,7 +351,7 @@ def _weighted_spectrum(
         spec[index] -= np.complex64(spec[0, 0].real / total) * values
         return spec
     a = np.asarray(img, dtype=np.float32)
-    mean = float(np.vdot(a.ravel(), weight.ravel())) / float(np.sum(weight, dtype=np.float64))
+    mean = float(np.einsum("ij,ij->", a, weight)) / float(np.sum(weight, dtype=np.float64))
     return grid.rfft2((a - np.float32(mean)) * weight)
 
 
@@ -387,8 +394,22 @@ def _correlation_at(xspec: np.ndarray, grid: _Grid, ty: np.ndarray, tx: np.ndarr
     kx = np.arange(grid.ncol, dtype=np.float64)
     ey = np.exp(2j * np.pi * np.outer(ty, grid.ky) / ny).astype(np.complex64)
     ex = (np.exp(2j * np.pi * np.outer(kx, tx) / nx) * grid.wts[:, None]).astype(np.complex64)
-    out = (ey @ xspec) @ ex
+    out = _single_thread_matmul(ey, xspec) @ ex
     return out.real.astype(np.float64) / (ny * nx)
+
+
+def _single_thread_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` as a sum of products small enough for BLAS to run them on one thread.
+
+    OpenBLAS splits larger GEMMs over threads. Right after the multi-threaded FFTs, waiting
+    for those threads cost 15 ms (median, 2 busy cores) for a product that takes 0.5 ms on
+    one thread.
+    """
+    step = max(1, _GEMM_CHUNK // (a.shape[0] * b.shape[1]))
+    out = a[:, :step] @ b[:step]
+    for k in range(step, b.shape[0], step):
+        out += a[:, k : k + step] @ b[k : k + step]
+    return out
 
 
 def _parabolic_offset(cm: float, c0: float, cp: float) -> float:
@@ -466,9 +487,9 @@ def register(
         Gaussian-blurred mask) avoid that.
     upsample : int, optional
         Sub-pixel refinement factor (default 20): the correlation is evaluated exactly on a grid
-        of ``1 / upsample`` px around the peak and a parabola is fitted through it.
-        ``upsample <= 1`` fits the parabola through the integer lags only (slightly faster;
-        bias up to a few 0.01 px).
+        of ``1 / upsample`` px spanning at least +-0.1 px around the peak and a parabola is
+        fitted through it. ``upsample <= 1`` fits the parabola through the integer lags only
+        (about 1 ms faster; bias up to ~0.03 px at high dose).
 
     Returns
     -------
@@ -487,6 +508,12 @@ def register(
     Shifts are found modulo the image size: a shift over half the image in one axis is
     reported as its wrapped (opposite-sign) equivalent. The overlap of the windowed images, and
     with it the precision, falls with the shift; keep shifts below ~1/4 of the image.
+
+    Measured on sample-like textures with Poisson noise, shifts within +-30 px: median error
+    0.044 px at 5 counts/px and 0.016 px at 50 counts/px (768x512); 0.023 and 0.007 px at
+    1536x1024, in ~20-30 ms per call on 2 cores (``benchmarks/bench_registration.py``). Small
+    images are less precise even without noise (~0.1 px median at 100x64 with the default
+    band-pass, as the window leaves few independent texture samples).
 
     Examples
     --------
