@@ -30,8 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import BEAM_KEYS, CHAMBER_KEYS, DETECTOR_KEYS, IMAGE_SETTING_KEYS, STAGE_AXES
-from ..backend import BackendError
+from ..backend import (
+    BEAM_KEYS,
+    CHAMBER_KEYS,
+    DETECTOR_KEYS,
+    IMAGE_SETTING_KEYS,
+    STAGE_AXES,
+    BackendError,
+)
 from ..config import load_config
 from ..geometry import ELECTRON, ION, rx
 from .clock import CURRENT_CHANGE, PUMP_TIME, VENT_TIME, VOLTAGE_CHANGE, SimClock
@@ -90,7 +96,8 @@ class _Drift:
         self.amplitude = float(d.get("settle_amplitude", 50e-9))
         self.tau = float(d.get("settle_tau", 30.0))
         if self.velocity.shape != (3,) or not np.all(np.isfinite(self.velocity)):
-            raise ValueError(f"sim.drift.velocity must be 3 finite numbers (m/s), got {self.velocity}")
+            raise ValueError(
+                f"sim.drift.velocity must be 3 finite numbers (m/s), got {self.velocity}")
         if not (math.isfinite(self.amplitude) and math.isfinite(self.tau) and self.tau > 0):
             raise ValueError("sim.drift.settle_amplitude must be finite and settle_tau > 0")
         self._base = np.zeros(3)
@@ -349,7 +356,8 @@ class SimulatedMicroscope:
         target = dict(self._stage)
         for ax, v in position.items():
             if ax not in STAGE_AXES:
-                raise ValueError(f"unknown stage axis {ax!r}; expected a subset of {list(STAGE_AXES)}")
+                raise ValueError(
+                    f"unknown stage axis {ax!r}; expected a subset of {list(STAGE_AXES)}")
             unit = "deg" if ax in ("r", "t") else "m"
             lo, hi = self._stage_limits[ax]
             if not _is_number(v):
@@ -455,7 +463,8 @@ class SimulatedMicroscope:
         if s.get("resolution") is not None:
             out["resolution"] = self._resolution("resolution", s["resolution"])
         if s.get("dwell_time") is not None:
-            out["dwell_time"] = self._number(f"{beam}.dwell_time", s["dwell_time"], lim["dwell_time"])
+            out["dwell_time"] = self._number(f"{beam}.dwell_time", s["dwell_time"],
+                                             lim["dwell_time"])
         if s.get("hfw") is not None:
             out["hfw"] = self._number(f"{beam}.hfw", s["hfw"], lim["hfw"])
         for k in ("line_integration", "frame_integration"):
@@ -494,7 +503,8 @@ class SimulatedMicroscope:
                                     for n, v in zip(("left", "top", "width", "height"), vals,
                                                     strict=True))
         if width <= 0 or height <= 0 or left + width > 1 + 1e-9 or top + height > 1 + 1e-9:
-            raise ValueError(f"reduced_area {vals!r} must have width, height > 0 and lie in the frame")
+            raise ValueError(
+                f"reduced_area {vals!r} must have width, height > 0 and lie in the frame")
         return left, top, width, height
 
     def _view(self, beam: str, frame: Mapping | None = None, t: float | None = None) -> BeamView:

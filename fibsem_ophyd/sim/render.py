@@ -7,11 +7,13 @@ For one beam the pipeline is:
    beam's image axes (``geometry.beam_axes``), pixel size, scan rotation and beam shift. A
    pixel's image metres ``(u, v)`` (``geometry.pixel_to_image``) give the chamber ray
    ``q = a1*right + a2*up + lambda*source`` with ``(a1, a2) = R(rho) ((u, v) + b)``;
-2. the rays are intersected with the plane ``s_z = offset`` (an affine map of the pixel grid into
-   the sample), the scene is rasterised on those sample points (with margins), and parallax is
-   solved by fixed-point iterations ``s = s_plane + k h(s)`` along the image direction in which a
-   raised point moves (the projection of the sample normal) -- no stable/vertical-move shortcut is
-   used anywhere;
+2. the rays are intersected with a plane ``s_z = offset + h_ref`` (an affine map of the pixel
+   grid into the sample; ``h_ref`` is the middle of the heights the footprint can hold), the
+   scene is rasterised on those sample points (with margins) and parallax is solved exactly
+   along the image direction in which a raised point moves (the projection of the sample
+   normal): each raster column is a 1-D height profile whose visible envelope gives occlusion,
+   and each output pixel integrates the signal over its extent of that envelope (see
+   :func:`_warp`). No stable/vertical-move shortcut is used anywhere;
 3. the yield at each surface point: SE ``sec^n`` law of the local incidence angle, detector
    directionality, edge brightening ``tanh((h - G*h)/sigma)``, material (BSE) contrast; for the
    ion beam the ion-induced SE yield (insulators dark);
@@ -29,9 +31,22 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft as sfft
 
-from ..geometry import ELECTRON, SystemGeometry, beam_axes, pixel_to_image, rx, sample_to_chamber_matrix
-from .materials import MATERIAL_IDS, MATERIALS, kanaya_okayama_range, material_table, universal_yield
-from .scene import RasterGrid, Scene
+from ..geometry import (
+    ELECTRON,
+    SystemGeometry,
+    beam_axes,
+    pixel_to_image,
+    rx,
+    sample_to_chamber_matrix,
+)
+from .materials import (
+    MATERIAL_IDS,
+    MATERIALS,
+    kanaya_okayama_range,
+    material_table,
+    universal_yield,
+)
+from .scene import RasterGrid, Scene, blend_layer
 
 __all__ = ["BeamView", "Optics", "Shading", "render_clean", "intersect_surface", "gaussian_blur"]
 
@@ -282,30 +297,6 @@ def gaussian_blur(a: np.ndarray, cov: np.ndarray) -> np.ndarray:
     return sfft.irfft2(spec, s=a.shape, workers=_WORKERS).astype(np.float32, copy=False)
 
 
-def _interp_rows(a: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Linear interpolation of ``a`` along axis 0 at fractional rows ``j`` (one per node).
-
-    The flat index is built in float32 (exact below 2^24 nodes) and the upper neighbour is
-    read through a view shifted by one row, so each call is two gathers and a few passes.
-    """
-    nj, ni = a.shape
-    # float32 holds the flat index exactly only below 2^24 nodes
-    ft = np.float32 if a.size < 2**24 else np.float64
-    j = np.clip(j, 0.0, nj - 1.0001).astype(ft, copy=False)
-    j0 = np.floor(j)
-    j -= j0                                       # j is now the fractional part
-    j0 *= ft(ni)
-    j0 += np.arange(ni, dtype=ft)
-    idx = j0.astype(np.intp)
-    af = a.reshape(-1)
-    lo = af[idx]
-    hi = af[ni:][idx]
-    hi -= lo
-    hi *= j
-    hi += lo
-    return hi
-
-
 def _bilinear(a: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Bilinear sample of ``a`` at fractional (col i, row j), clamped to the array."""
     nj, ni = a.shape
@@ -440,8 +431,8 @@ def render_clean(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
     origin = lin @ (o_img + shift) + g0
     nj = n_cj + top + bot
     grid = RasterGrid(tuple(origin - top * dj), tuple(di), tuple(dj), n_ci, nj)
-    hgt, mat = scene.rasterize(grid)
-    sig = _shade(hgt, mat, grid, view, shading)
+    hgt, mat, layers = scene.rasterize(grid, coverage=True)
+    sig = _shade(hgt, mat, grid, view, shading, layers)
     if top or bot:
         out = _warp(hgt, sig, kappa, top, n_cj, h_ref)
     else:
@@ -473,57 +464,101 @@ def render_clean(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
 
 def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
           h_ref: float = 0.0) -> np.ndarray:
-    """Parallax with exact occlusion, column by column of the raster.
+    """Parallax with exact occlusion and pixel integration, column by column of the raster.
 
     Raster row ``j`` (a point of the plane at ``h_ref``) with height ``h`` appears at image row
     ``V_j = j + kappa (h_j - h_ref)``. Along a ray the point nearest the source has the largest
     height, so a row is hidden when a row on its far side projects past it: the running
     minimum (``kappa < 0``, from the far end) or maximum (``kappa > 0``) of ``V`` is the
-    visible envelope ``E``, non-decreasing in ``j``. Output row ``J`` is the piecewise-linear
-    inverse of ``E`` at ``J + top``: a count of the rows with ``E < J + top`` (one ``bincount``
-    and a cumulative sum), then a linear blend of the two bracketing rows.
+    visible envelope ``E``, non-decreasing in ``j`` and flat over hidden rows.
+
+    Each output row integrates the signal over its extent ``[J - 1/2, J + 1/2]`` of the
+    envelope (``C = cumsum(S dE)`` differenced at the row boundaries): a foreshortened
+    stretch of surface is averaged, a magnified one interpolated, a hidden one contributes
+    nothing, and a thin bright strip (a silhouette at grazing incidence) adds in proportion to
+    its projected width instead of flickering with the sampling phase.
     """
     nj, ni = hgt.shape
     f32 = np.float32
     env = hgt - f32(h_ref)
     env *= f32(kappa)
     env += np.arange(nj, dtype=f32)[:, None]
+    # running extremum row by row: contiguous rows are far faster than a strided accumulate
     if kappa < 0:
-        env = np.minimum.accumulate(env[::-1], axis=0)[::-1]
+        for j in range(nj - 2, -1, -1):
+            np.minimum(env[j], env[j + 1], out=env[j])
     else:
-        env = np.maximum.accumulate(env, axis=0)
-    env = np.ascontiguousarray(env)
-    # k_j: first output row whose centre lies beyond E_j (n_out = never)
-    k = env - f32(top - 1)
+        for j in range(1, nj):
+            np.maximum(env[j], env[j - 1], out=env[j])
+    # cumulative signal along the envelope (trapezoids; hidden rows have dE = 0)
+    cum = np.empty_like(env)
+    cum[0] = 0.0
+    d_env = env[1:] - env[:-1]
+    trap = sig[1:] + sig[:-1]
+    trap *= d_env
+    trap *= f32(0.5)
+    for j in range(1, nj):
+        np.add(cum[j - 1], trap[j - 1], out=cum[j])
+    del trap
+    # row boundaries B_k = top - 1/2 + k, k = 0..n_out: first raster row with E >= B_k
+    nb = n_out + 1
+    k = env - f32(top - 0.5)
     np.floor(k, out=k)
-    np.clip(k, 0, n_out, out=k)
+    k += 1.0
+    np.clip(k, 0, nb, out=k)
     k *= f32(ni)
     k += np.arange(ni, dtype=f32)
-    counts = np.bincount(k.astype(np.intp).ravel(), minlength=(n_out + 1) * ni)
-    j_hi = np.cumsum(counts[: n_out * ni].reshape(n_out, ni), axis=0)
-    np.clip(j_hi, 1, nj - 1, out=j_hi)
-    idx = (j_hi * ni + np.arange(ni)).ravel()
+    counts = np.bincount(k.astype(np.intp).ravel(), minlength=(nb + 1) * ni)
+    first = counts[: nb * ni].astype(np.int32).reshape(nb, ni)
+    for j in range(1, nb):
+        np.add(first[j], first[j - 1], out=first[j])
+    first -= 1
+    np.clip(first, 0, nj - 2, out=first)
+    idx = first.astype(np.intp)
+    idx *= ni
+    idx += np.arange(ni)
     ef = env.reshape(-1)
-    e_hi = ef[idx].reshape(n_out, ni)
-    e_lo = ef[idx - ni].reshape(n_out, ni)
-    target = np.arange(top, top + n_out, dtype=f32)[:, None]
-    t = target - e_lo
+    e_lo = ef[idx]
+    e_hi = ef[ni:][idx]
+    frac = (np.arange(nb, dtype=f32) + f32(top - 0.5))[:, None] - e_lo
     e_hi -= e_lo
-    np.maximum(e_hi, f32(1e-6), out=e_hi)
-    t /= e_hi
-    np.clip(t, 0.0, 1.0, out=t)
-    sf = sig.reshape(-1)
-    lo = sf[idx - ni].reshape(n_out, ni)
-    out = sf[idx].reshape(n_out, ni)
-    out -= lo
-    out *= t
-    out += lo
+    np.maximum(e_hi, f32(1e-9), out=e_hi)
+    frac /= e_hi
+    np.clip(frac, 0.0, 1.0, out=frac)
+    cf = cum.reshape(-1)
+    c_lo = cf[idx]
+    c_b = cf[ni:][idx]
+    c_b -= c_lo
+    c_b *= frac
+    c_b += c_lo                                  # C at the boundaries
+    return c_b[1:] - c_b[:-1]
+
+
+def _facing(vec, hx: np.ndarray, hy: np.ndarray, inv_norm: np.ndarray) -> np.ndarray:
+    """cos of the angle between the local normal ``(-Hx, -Hy, 1)/|.|`` and ``vec`` (sample)."""
+    v = np.asarray(vec, dtype=np.float32)
+    out = None
+    for comp, grad in ((v[0], hx), (v[1], hy)):
+        if abs(comp) > 1e-7:
+            if out is None:
+                out = grad * -comp
+            else:
+                out -= grad * comp
+    if out is None:
+        return inv_norm * v[2]
+    out += v[2]
+    out *= inv_norm
     return out
 
 
 def _shade(hgt: np.ndarray, mat: np.ndarray, grid: RasterGrid, view: BeamView,
-           shading: Shading) -> np.ndarray:
-    """Yield at every raster node from the local normal, material and edges."""
+           shading: Shading, layers: list | None = None) -> np.ndarray:
+    """Yield at every raster node from the local normal, material and edges.
+
+    ``layers`` = ``[(material_id, coverage), ...]`` (anti-aliased coverages from
+    :meth:`Scene.rasterize`, dense or sparse): their yields and angular exponents are blended,
+    in order, over those of ``mat``.
+    """
     f32 = np.float32
     # central differences per node; the 1/2 is folded into the metric below
     hi = np.empty_like(hgt)
@@ -555,38 +590,27 @@ def _shade(hgt: np.ndarray, mat: np.ndarray, grid: RasterGrid, view: BeamView,
     np.sqrt(inv_norm, out=inv_norm)
     np.divide(1.0, inv_norm, out=inv_norm)
 
-    def facing(vec) -> np.ndarray:
-        """cos of the angle between the local normal (-Hx, -Hy, 1)/|.| and ``vec``."""
-        v = np.asarray(vec, dtype=np.float32)
-        out = None
-        for comp, grad in ((v[0], hx), (v[1], hy)):
-            if abs(comp) > 1e-7:
-                if out is None:
-                    out = grad * -comp
-                else:
-                    out -= grad * comp
-        if out is None:
-            return inv_norm * v[2]
-        out += v[2]
-        out *= inv_norm
-        return out
-
     _, _, d_s = view.sample_axes()
-    cos_b = facing(d_s)
+    cos_b = _facing(d_s, hx, hy, inv_norm)
     np.clip(cos_b, 0.1, 1.0, out=cos_b)
     if shading.mode == "BSE":
         # (1+cos)/2 raised to -9/sqrt(Z): 1 at normal incidence, rising towards grazing
         cos_b += 1.0
         cos_b *= 0.5
+    expo = shading.exponent[mat]
+    y0 = shading.base[mat]
+    for mid, cov in layers or ():
+        blend_layer(expo, cov, shading.exponent[mid])
+        blend_layer(y0, cov, shading.base[mid])
     ang = np.log(cos_b)
-    ang *= shading.exponent[mat]
+    ang *= expo
     np.negative(ang, out=ang)
     np.exp(ang, out=ang)                           # sec^n (or the Arnal BSE factor)
-    y = shading.base[mat]
+    y = _material_map(y0, grid, shading)
     y *= ang
     del ang, cos_b
     if shading.k_det:
-        cos_d = facing(view.rotation.T @ np.array(shading.det_dir))
+        cos_d = _facing(view.rotation.T @ np.array(shading.det_dir), hx, hy, inv_norm)
         cos_d *= f32(shading.k_det)
         cos_d += 1.0
         y *= cos_d
@@ -594,6 +618,22 @@ def _shade(hgt: np.ndarray, mat: np.ndarray, grid: RasterGrid, view: BeamView,
     del hx, hy, inv_norm
     y *= _edge_factor(hgt, grid, shading)
     return y
+
+
+def _material_map(y0: np.ndarray, grid: RasterGrid, shading: Shading) -> np.ndarray:
+    """Smooth the material yield map over the interaction range when it spans > 1 node.
+
+    Material contrast is generated over the electron (ion) interaction range, so at high
+    magnification a boundary is a ramp of that width. Below one node the boundaries are
+    already anti-aliased by the scene's coverage layers and nothing is done.
+    """
+    sp_i = math.hypot(*grid.di)
+    sp_j = math.hypot(*grid.dj)
+    si = shading.edge_sigma / sp_i
+    sj = shading.edge_sigma / sp_j
+    if max(si, sj) <= 1.0:
+        return y0
+    return gaussian_blur(y0, np.diag([max(si, 0.3) ** 2, max(sj, 0.3) ** 2]))
 
 
 def _edge_factor(hgt: np.ndarray, grid: RasterGrid, shading: Shading) -> np.ndarray:

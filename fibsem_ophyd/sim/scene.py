@@ -35,7 +35,7 @@ import numpy as np
 
 from .materials import MATERIAL_IDS, material_table
 
-__all__ = ["SceneParameters", "HeightPatch", "RasterGrid", "Scene", "SceneObjects"]
+__all__ = ["SceneParameters", "HeightPatch", "RasterGrid", "Scene", "SceneObjects", "blend_layer"]
 
 _AU = MATERIAL_IDS["Au"]
 _C = MATERIAL_IDS["C"]
@@ -71,6 +71,20 @@ def _uniform(seed: int, salt: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     h = _splitmix(h ^ i)
     h = _splitmix(h ^ (j * _M1))
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def blend_layer(a: np.ndarray, cov, value) -> None:
+    """In place ``a += cov (value - a)`` for a coverage layer: a dense array, or a sparse
+    ``(flat_index, coverage)`` pair."""
+    v = np.float32(value)
+    if isinstance(cov, tuple):
+        idx, c = cov
+        if idx.size:
+            af = a.reshape(-1)
+            sub = af[idx]
+            af[idx] = sub + c * (v - sub)
+    else:
+        a += cov * (v - a)
 
 
 def _smoothstep(t):
@@ -128,7 +142,8 @@ class HeightPatch:
     def __post_init__(self) -> None:
         self.dh = np.ascontiguousarray(self.dh, dtype=np.float32)
         if self.dh.ndim != 2 or min(self.dh.shape) < 2:
-            raise ValueError(f"HeightPatch.dh must be 2-D with >= 2 nodes a side, got {self.dh.shape}")
+            raise ValueError(
+                f"HeightPatch.dh must be 2-D with >= 2 nodes a side, got {self.dh.shape}")
         if not (math.isfinite(self.spacing) and self.spacing > 0):
             raise ValueError(f"HeightPatch.spacing must be > 0, got {self.spacing}")
         if self.material is not None:
@@ -163,7 +178,8 @@ class RasterGrid:
         corners = [o, o + (self.ni - 1) * np.array(self.di), o + (self.nj - 1) * np.array(self.dj),
                    o + (self.ni - 1) * np.array(self.di) + (self.nj - 1) * np.array(self.dj)]
         c = np.array(corners)
-        return float(c[:, 0].min()), float(c[:, 0].max()), float(c[:, 1].min()), float(c[:, 1].max())
+        return (float(c[:, 0].min()), float(c[:, 0].max()),
+                float(c[:, 1].min()), float(c[:, 1].max()))
 
     def spacing(self) -> float:
         """Geometric-mean node spacing (m)."""
@@ -288,7 +304,7 @@ class Scene:
         return thick.astype(dtype)
 
     def _compose(self, w, men, thick, dtype):
-        """Height and material from the bar weight, meniscus profile and hole ice."""
+        """Height and hole material from the bar weight, meniscus profile and hole ice."""
         p = self.params
         iced = thick > 0
         men *= dtype(p.meniscus_height)
@@ -298,33 +314,48 @@ class Scene:
         h *= w
         h += men
         mat = np.where(iced, np.uint8(_ICE), np.uint8(_C))
-        mat[w > 0.5] = _AU
         return h, mat
 
-    def _axis_terms(self, u, dtype):
-        """1-D (or n-D) bar weight and meniscus profile from one coordinate in pitch units."""
+    def _axis_terms(self, u, dtype, ramp=None):
+        """Bar weight, meniscus profile and metal coverage from one coordinate (pitch units).
+
+        ``ramp`` (pitch units) is the footprint of a raster node along this axis: the metal
+        coverage then rises linearly across the bar boundary over one node (an anti-aliased
+        edge, so the boundary moves continuously with the sample); ``None`` gives a hard edge.
+        """
         p = self.params
         r = np.rint(u)
         a = np.abs(u - r)                             # 0 at the hole centre, 0.5 on the bar axis
+        a0 = dtype((p.pitch - p.bar_width) / (2 * p.pitch))   # the bar boundary (w = 0.5)
         # bar weight rises from 0 to 1 across the rounded edge at |f| = (pitch - bw)/2
-        t = (a - dtype((p.pitch - p.bar_width) / (2 * p.pitch))) * dtype(p.pitch / p.bar_edge)
+        t = (a - a0) * dtype(p.pitch / p.bar_edge)
         t += dtype(0.5)
         w = _smoothstep(t)
         d_edge = (dtype(0.5) - a) * dtype(p.pitch) - dtype(p.bar_width / 2)   # into the hole
         men = np.exp(-np.maximum(d_edge, 0) / dtype(p.meniscus_length))
-        return r, w.astype(dtype, copy=False), men.astype(dtype, copy=False)
+        if ramp is None:
+            cov = (a >= a0).astype(dtype)
+        else:
+            cov = np.clip((a - a0) / dtype(ramp) + dtype(0.5), 0, 1)
+        return r, w.astype(dtype, copy=False), men.astype(dtype, copy=False), cov.astype(dtype)
 
-    def _base(self, lx, ly, ox: float, oy: float, need_radius: bool, dtype=np.float32):
-        """Grid + film + ice height and material at local coordinates ``(lx, ly)`` relative
-        to an origin ``(ox, oy)`` that is a multiple of the pitch (keeps float32 exact).
-        ``lx`` and ``ly`` may be broadcastable (e.g. a row and a column vector: separable)."""
+    def _base(self, lx, ly, ox: float, oy: float, need_radius: bool, dtype=np.float32,
+              ramps: tuple[float, float] | None = None):
+        """Grid + film + ice height, hole material and grid-metal coverage at local coordinates
+        ``(lx, ly)`` relative to an origin ``(ox, oy)`` that is a multiple of the pitch (keeps
+        float32 exact). ``lx`` and ``ly`` may be broadcastable (a row and a column vector:
+        separable). ``ramps`` = node footprints (m) along x and y for anti-aliased metal
+        coverage; ``None`` gives a hard 0/1 coverage. Returns ``(h, material, coverage)``; the
+        material is the one under the metal where the coverage is below 1."""
         p = self.params
         inv = dtype(1.0 / p.pitch)
-        rx_, wx, mx = self._axis_terms(np.asarray(lx, dtype=dtype) * inv, dtype)
-        ry_, wy, my = self._axis_terms(np.asarray(ly, dtype=dtype) * inv, dtype)
+        rmp = (None, None) if ramps is None else (ramps[0] / p.pitch, ramps[1] / p.pitch)
+        rx_, wx, mx, cx = self._axis_terms(np.asarray(lx, dtype=dtype) * inv, dtype, rmp[0])
+        ry_, wy, my, cy = self._axis_terms(np.asarray(ly, dtype=dtype) * inv, dtype, rmp[1])
         # w and the meniscus are monotonic in max(|fx|, |fy|): combine the axes by max
         w = np.maximum(wx, wy)
         men = np.maximum(mx, my)
+        cov = np.maximum(cx, cy)
         mo, no = int(round(ox / p.pitch)), int(round(oy / p.pitch))
         m0, m1 = int(rx_.min()), int(rx_.max())
         n0, n1 = int(ry_.min()), int(ry_.max())
@@ -344,11 +375,19 @@ class Scene:
                         + (np.asarray(ly, dtype=dtype) + dtype(oy)) ** 2)
             w_rim = _smoothstep((r - dtype(p.mesh_radius)) / dtype(p.bar_edge) + dtype(0.5))
             h = h + w_rim * (dtype(p.bar_height) - h)
-            mat = np.where(w_rim > 0.5, np.uint8(_AU), mat)
+            ramp = None if ramps is None else math.hypot(*ramps) / math.sqrt(2)
+            c_rim = ((r >= dtype(p.mesh_radius)).astype(dtype) if ramp is None else
+                     np.clip((r - dtype(p.mesh_radius)) / dtype(ramp) + dtype(0.5), 0, 1))
+            cov = np.maximum(cov, c_rim)
             w_out = _smoothstep((r - dtype(p.grid_radius)) / dtype(p.rim_edge) + dtype(0.5))
             h = h + w_out * (dtype(-p.holder_depth) - h)
-            mat = np.where(w_out > 0.5, np.uint8(_CU), mat)
-        return h.astype(dtype, copy=False), mat
+            out = w_out > 0.5
+            mat = np.where(out, np.uint8(_CU), mat)
+            cov = np.where(out, dtype(0), cov)
+        if cov.shape != shape:
+            cov = np.broadcast_to(cov, shape).copy()
+        mat[cov >= 1] = _AU
+        return h.astype(dtype, copy=False), mat, cov.astype(dtype, copy=False)
 
     def _needs_radius(self, bbox) -> bool:
         xmin, xmax, ymin, ymax = bbox
@@ -464,6 +503,14 @@ class Scene:
         f = (np.sqrt(np.maximum(_CAP_R * _CAP_R - rho2, 0.0)) - (_CAP_R - _CAP)) / _CAP
         return P["height"][k] * np.maximum(f, 0.0)
 
+    @staticmethod
+    def _particle_coverage(dx, dy, P: dict, k) -> np.ndarray:
+        """Anti-aliased coverage of a particle's footprint: a one-node linear ramp centred on
+        its rim (``P["node"]`` = node size, m)."""
+        r = P["radius"][k]
+        dist = r - np.sqrt(dx * dx + dy * dy)          # > 0 inside the rim
+        return np.clip(dist / P["node"] + 0.5, 0.0, 1.0)
+
     def _objects(self, bbox, spacing):
         """Cells and every particle population in ``bbox``, ready for the profile functions."""
         cells = self.cells(bbox)
@@ -536,10 +583,12 @@ class Scene:
             return np.zeros(shape), np.zeros(shape, dtype=np.uint8)
         bbox = (float(x.min()), float(x.max()), float(y.min()), float(y.max()))
         ox, oy = self._origin(0.5 * (bbox[0] + bbox[1]), 0.5 * (bbox[2] + bbox[3]))
-        h, mat = self._base(x - ox, y - oy, ox, oy, self._needs_radius(bbox), dtype=np.float64)
+        h, mat, _ = self._base(x - ox, y - oy, ox, oy, self._needs_radius(bbox),
+                               dtype=np.float64)
         h = h + self._waves_at(self._waviness, x, y, spacing)
         cells, pops = self._objects(bbox, spacing)
-        for objs, prof in [(cells, self._cell_profile)] + [(q, self._particle_profile) for q in pops]:
+        kinds = [(cells, self._cell_profile)] + [(q, self._particle_profile) for q in pops]
+        for objs, prof in kinds:
             acc = np.zeros_like(h)
             for k in range(len(objs)):
                 r = objs.radius[k]
@@ -603,7 +652,7 @@ class Scene:
         d = max((xmax - xmin) / (nx - 1), (ymax - ymin) / (ny - 1))
         ox, oy = self._origin(0.5 * (xmin + xmax), 0.5 * (ymin + ymax))
         need_r = self._needs_radius(bbox)
-        hb, mat = self._base(xs - ox, ys - oy, ox, oy, need_r, dtype=np.float64)
+        hb, mat, _ = self._base(xs - ox, ys - oy, ox, oy, need_r, dtype=np.float64)
         slack = 0.0
         for waves, factor in ((self._waviness, None), (self._texture, self._tex_factor)):
             v = self._waves_at(waves, xs, ys, None)
@@ -631,12 +680,18 @@ class Scene:
         return lo, hi
 
     # ------------------------------------------------------------------ raster (fast path)
-    def rasterize(self, grid: RasterGrid) -> tuple[np.ndarray, np.ndarray]:
+    def rasterize(self, grid: RasterGrid, coverage: bool = False):
         """Height (float32, m) and material (uint8) on an affine grid of sample points.
 
         Same surface as :meth:`evaluate` with ``spacing`` = the grid's node spacing (up to the
         float32 rounding and the per-wave anti-aliasing taper, which here uses the true phase
         step along each grid axis).
+
+        With ``coverage=True`` returns ``(height, material, layers)``: ``layers`` is a list of
+        ``(material_id, coverage)`` (float32 0..1 arrays: the grid metal, then each particle
+        population) with anti-aliased one-node ramps at their boundaries, to be blended in
+        order over ``material``; so a bar or particle edge moves continuously with the sample
+        instead of in node steps.
         """
         ni, nj = grid.ni, grid.nj
         bbox = grid.bbox()
@@ -656,41 +711,66 @@ class Scene:
         else:
             lx = (lx0 + jj * djx)[:, None].astype(f32) + (ii * dix)[None, :].astype(f32)
             ly = (ly0 + jj * djy)[:, None].astype(f32) + (ii * diy)[None, :].astype(f32)
-        h, mat = self._base(lx, ly, ox, oy, self._needs_radius(bbox))
+        ramps = (abs(dix) + abs(djx), abs(diy) + abs(djy))   # node footprint along x, y
+        h, mat, cov = self._base(lx, ly, ox, oy, self._needs_radius(bbox), ramps=ramps)
         del lx, ly
         h += self._waves_on_grid(self._waviness, grid)
         spacing = grid.spacing()
         cells, pops = self._objects(bbox, spacing)
         if len(cells):
-            hc = self._stamp(grid, cells, self._cell_profile)
-            if hc is not None:
+            st = self._stamp(grid, cells, self._cell_profile)
+            if st is not None:
+                hc = st[0]
                 h += hc
-                mat[hc > 5e-8] = _ORG
+                on = hc > 5e-8
+                mat[on] = _ORG
+                cov[on] = 0
+        # particle layers: (material id, anti-aliased coverage), blended over the base
+        layers = [(_AU, cov)]
         for objs in pops:
             if len(objs):
-                hp = self._stamp(grid, objs, self._particle_profile)
-                if hp is not None:
+                objs.params["node"] = spacing
+                st = self._stamp(grid, objs, self._particle_profile, self._particle_coverage)
+                if st is not None:
+                    hp, cp = st
                     h += hp
-                    mat[hp > 0] = self._populations[objs.kind]["material"]
+                    nz = np.flatnonzero(cp)            # particles are sparse: keep (index, value)
+                    layers.append((self._populations[objs.kind]["material"],
+                                   (nz, cp.reshape(-1)[nz])))
         tex = self._waves_on_grid(self._texture, grid)
-        tex *= self._tex_factor[mat]
+        factor = self._tex_factor[mat]
+        for mid, c in layers:
+            blend_layer(factor, c, self._tex_factor[mid])
+        tex *= factor
         h += tex
         for patch in self.patches:
-            self._apply_patch_grid(patch, grid, h, mat)
+            self._apply_patch_grid(patch, grid, h, mat, layers)
+        if coverage:
+            return h, mat, layers
+        mf = mat.reshape(-1)
+        for mid, c in layers:
+            if isinstance(c, tuple):
+                mf[c[0][c[1] >= 0.5]] = mid
+            else:
+                mat[c >= 0.5] = mid
         return h, mat
 
-    def _stamp(self, grid: RasterGrid, objs: SceneObjects, profile) -> np.ndarray | None:
-        """Max-composite the objects' profiles onto the grid (float32 (nj, ni)); ``None`` if
-        none is visible."""
+    def _stamp(self, grid: RasterGrid, objs: SceneObjects, *profiles) -> list | None:
+        """Max-composite each profile of the objects onto the grid.
+
+        Returns one float32 (nj, ni) array per profile, or ``None`` if no object is visible.
+        Stamps reach one node beyond the objects' radii (room for anti-aliased coverage).
+        """
         ni, nj = grid.ni, grid.nj
-        out = np.zeros((nj, ni), dtype=np.float32)
+        outs = [np.zeros((nj, ni), dtype=np.float32) for _ in profiles]
         jac = grid.jacobian()
         jinv = np.linalg.inv(jac)
         rel = np.stack([objs.x - grid.origin[0], objs.y - grid.origin[1]])
         ic, jc = jinv @ rel
-        ext_i = objs.radius * math.hypot(*jinv[0])
-        ext_j = objs.radius * math.hypot(*jinv[1])
-        vis = (ic + ext_i >= 0) & (ic - ext_i <= ni - 1) & (jc + ext_j >= 0) & (jc - ext_j <= nj - 1)
+        ext_i = objs.radius * math.hypot(*jinv[0]) + 1.0
+        ext_j = objs.radius * math.hypot(*jinv[1]) + 1.0
+        vis = ((ic + ext_i >= 0) & (ic - ext_i <= ni - 1)
+               & (jc + ext_j >= 0) & (jc - ext_j <= nj - 1))
         idx = np.nonzero(vis)[0]
         if idx.size == 0:
             return None
@@ -707,16 +787,17 @@ class Scene:
             cj = (np.arange(j0, j1) - jc[k])
             dx = (cj * dj[0])[:, None].astype(np.float32) + (ci * di[0])[None, :].astype(np.float32)
             dy = (cj * dj[1])[:, None].astype(np.float32) + (ci * di[1])[None, :].astype(np.float32)
-            v = profile(dx, dy, objs.params, k).astype(np.float32, copy=False)
-            blk = out[j0:j1, i0:i1]
-            np.maximum(blk, v, out=blk)
+            for out, profile in zip(outs, profiles, strict=True):
+                v = profile(dx, dy, objs.params, k).astype(np.float32, copy=False)
+                blk = out[j0:j1, i0:i1]
+                np.maximum(blk, v, out=blk)
         small = idx[~big]
         if small.size == 0:
-            return out
+            return outs
         # bucket by stamp size (powers of two) to bound the padding
         bi = np.ceil(np.log2(np.maximum(ei[~big], 1))).astype(np.int64)
         bj = np.ceil(np.log2(np.maximum(ej[~big], 1))).astype(np.int64)
-        for key in set(zip(bi.tolist(), bj.tolist(), strict=True)):
+        for key in sorted(set(zip(bi.tolist(), bj.tolist(), strict=True))):
             sel = small[(bi == key[0]) & (bj == key[1])]
             hi_ = 2 ** key[0]
             hj_ = 2 ** key[1]
@@ -724,21 +805,24 @@ class Scene:
             rj = np.rint(jc[sel]).astype(np.int64)
             oi = np.arange(-hi_, hi_ + 1)
             oj = np.arange(-hj_, hj_ + 1)
-            I = ri[:, None, None] + oi[None, None, :]
-            J = rj[:, None, None] + oj[None, :, None]
-            ci = I - ic[sel][:, None, None]
-            cj = J - jc[sel][:, None, None]
+            col = ri[:, None, None] + oi[None, None, :]
+            row = rj[:, None, None] + oj[None, :, None]
+            ci = col - ic[sel][:, None, None]
+            cj = row - jc[sel][:, None, None]
             dx = ci * di[0] + cj * dj[0]
             dy = ci * di[1] + cj * dj[1]
             ks = sel[:, None, None]
-            v = profile(dx, dy, objs.params, ks)
-            ok = (v > 0) & (I >= 0) & (I < ni) & (J >= 0) & (J < nj)
-            flat = (J * ni + I)[ok]
-            np.maximum.at(out.reshape(-1), flat, v[ok].astype(np.float32))
-        return out
+            inside = (col >= 0) & (col < ni) & (row >= 0) & (row < nj)
+            for out, profile in zip(outs, profiles, strict=True):
+                v = profile(dx, dy, objs.params, ks)
+                ok = (v > 0) & inside
+                flat = (row * ni + col)[ok]
+                np.maximum.at(out.reshape(-1), flat, v[ok].astype(np.float32))
+        return outs
 
     @staticmethod
-    def _apply_patch_grid(patch: HeightPatch, grid: RasterGrid, h: np.ndarray, mat: np.ndarray):
+    def _apply_patch_grid(patch: HeightPatch, grid: RasterGrid, h: np.ndarray, mat: np.ndarray,
+                          layers: list | None = None):
         px0, px1, py0, py1 = patch.bbox
         jinv = np.linalg.inv(grid.jacobian())
         corners = np.array([[px0, px0, px1, px1], [py0, py1, py0, py1]])
@@ -757,4 +841,14 @@ class Scene:
         mb = mat[j0:j1, i0:i1]
         hn, mn = Scene._apply_patch_points(patch, x.ravel(), y.ravel(), hb.ravel(), mb.ravel())
         h[j0:j1, i0:i1] = hn.reshape(hb.shape)
+        changed = mn.reshape(mb.shape) != mb
         mat[j0:j1, i0:i1] = mn.reshape(mb.shape)
+        for _, c in layers or ():
+            if isinstance(c, tuple):
+                jj_, ii_ = np.divmod(c[0], grid.ni)
+                inside = (jj_ >= j0) & (jj_ < j1) & (ii_ >= i0) & (ii_ < i1)
+                hit = inside.copy()
+                hit[inside] = changed[jj_[inside] - j0, ii_[inside] - i0]
+                c[1][hit] = 0
+            else:
+                c[j0:j1, i0:i1][changed] = 0

@@ -119,7 +119,8 @@ class Truth:
                 a1, a2 = v.image_to_qperp(u, w)
                 pts.append(g @ np.array([float(a1), float(a2)]) + g0)
         p = np.array(pts)
-        return float(p[:, 0].min()), float(p[:, 0].max()), float(p[:, 1].min()), float(p[:, 1].max())
+        return (float(p[:, 0].min()), float(p[:, 0].max()),
+                float(p[:, 1].min()), float(p[:, 1].max()))
 
     def features(self, kind: str | None = None, region=None) -> list[Feature]:
         """Features in a sample-frame ``region`` (xmin, xmax, ymin, ymax) (m).
@@ -245,7 +246,6 @@ class Truth:
         sx, sy = float(sample_xy[0]), float(sample_xy[1])
         s = np.array([sx, sy, m._offset + float(m.scene.height(sx, sy))])
         r = math.radians(m._stage["r"])
-        t = math.radians(m._stage["t"])
         ms = rz(r) @ rx(-m.geometry.shuttle_pre_tilt) @ s
         tv = -ms - self._drift_stage()
         return {"x": float(tv[0]), "y": float(tv[1]), "z": float(tv[2] + m._z0),

@@ -58,6 +58,23 @@ def test_stable_move_in_ion_view_shifts_ion_image_by_d(tilt):
     np.testing.assert_allclose(got, want, atol=TOL_PX)
 
 
+@pytest.mark.parametrize("rotation", [90.0, 30.0])
+def test_stable_move_in_scan_rotated_ion_view(rotation):
+    """Parallax no longer along the image columns: the rotated raster path."""
+    sim = small_sim(seed=3)
+    sim.set("scan_rotation", rotation, "ion")
+    pos = sim.get_stage_position()
+    before = sim.render_clean("ion")
+    d = (5.2e-6, -4.4e-6)
+    dx, dy, dz = G.stable_move_delta(*d, "ion", math.radians(pos["r"]), math.radians(pos["t"]),
+                                     sim.geometry, scan_rotation=math.radians(rotation))
+    sim.move_stage_absolute({"x": pos["x"] + dx, "y": pos["y"] + dy, "z": pos["z"] + dz})
+    reg = register(before, sim.render_clean("ion"))
+    assert not sim.last_render.aligned
+    p = _pixel(sim, "ion")
+    np.testing.assert_allclose([reg.dx, reg.dy], np.array(d) / p, atol=TOL_PX)
+
+
 def test_vertical_move_shifts_ion_image_only():
     sim = small_sim(seed=4)
     h = 3e-6
@@ -189,7 +206,8 @@ def test_reduced_area_is_a_crop_of_the_full_frame():
     full = sim.render_clean("electron")
     crop = sim.render_clean("electron", {"reduced_area": ra})
     w, h = SMALL
-    np.testing.assert_array_equal(crop, full[int(0.5 * h):int(0.75 * h), int(0.25 * w):int(0.75 * w)])
+    expected = full[int(0.5 * h):int(0.75 * h), int(0.25 * w):int(0.75 * w)]
+    np.testing.assert_array_equal(crop, expected)
     img_full = sim.acquire_image("electron", HIGH_DOSE)
     img_crop = sim.acquire_image("electron", {**HIGH_DOSE, "reduced_area": ra})
     assert img_crop.shape == crop.shape
