@@ -48,11 +48,20 @@ class _AxisReadback(Signal):
         }}
 
 
+class _AxisSetpoint(Signal):
+    def describe(self):
+        axis = self.parent.axis
+        return {self.name: {
+            "source": f"setpoint:stage:{axis}", "dtype": "number", "shape": [],
+            "dtype_numpy": "<f8", "units": AXIS_UNITS[axis],
+        }}
+
+
 class StageAxis(Device):
     """One stage axis. ``set(v)`` validates (finite, within limits) before anything moves."""
 
     readback = Cpt(_AxisReadback, kind="hinted")
-    setpoint = Cpt(Signal, kind="normal")
+    setpoint = Cpt(_AxisSetpoint, value=float("nan"), kind="normal")
 
     def __init__(self, *args, axis: str, **kwargs):
         self.axis = axis

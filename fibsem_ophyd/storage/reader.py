@@ -68,6 +68,10 @@ def _candidate_keys(run, stream: str) -> list[str]:
     return [k for k, v in data_keys.items() if isinstance(v, dict) and v.get("external")]
 
 
+_KEY_CACHE: dict[tuple[str, str], list[str]] = {}
+_KEY_CACHE_SIZE = 256
+
+
 def image_keys(run, stream: str = "primary") -> list[str]:
     """Keys of a stream that are TIFF-backed image arrays.
 
@@ -82,6 +86,9 @@ def image_keys(run, stream: str = "primary") -> list[str]:
     -------
     list of str
     """
+    cache_key = (run.uri, stream)
+    if cache_key in _KEY_CACHE:  # a stream's data keys never change once described
+        return list(_KEY_CACHE[cache_key])
     runv = _with_sources(run)
     keys = []
     for key in _candidate_keys(run, stream):
@@ -91,6 +98,10 @@ def image_keys(run, stream: str = "primary") -> list[str]:
             continue
         if getattr(node, "structure_family", None) == "array" and _tiff_source(node):
             keys.append(key)
+    if keys and (run.metadata or {}).get("stop"):  # only finished runs are cached
+        if len(_KEY_CACHE) >= _KEY_CACHE_SIZE:
+            _KEY_CACHE.pop(next(iter(_KEY_CACHE)))
+        _KEY_CACHE[cache_key] = list(keys)
     return keys
 
 
@@ -133,7 +144,9 @@ def _frame(data: np.ndarray) -> np.ndarray:
     return data
 
 
-def _read_local(paths: list[Path], workers: int) -> list[FibImage]:
+def _read_local(paths: list[Path], workers: int | None) -> list[FibImage]:
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
     if workers <= 1 or len(paths) < 8:
         return [read_tiff(p) for p in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -163,7 +176,7 @@ def load_images(
     key: str | None = None,
     *,
     method: str = "auto",
-    workers: int = 1,
+    workers: int | None = None,
 ) -> list[FibImage]:
     """Every frame of an image key as :class:`FibImage` (pixels + metadata).
 
@@ -180,8 +193,9 @@ def load_images(
         locally); ``"bytes"``: download the raw TIFF files from the server;
         ``"array"``: read pixels through Tiled (no metadata). ``"auto"`` tries them in
         that order.
-    workers : int
-        Threads for reading local files (default 1).
+    workers : int, optional
+        Threads reading local files; default ``min(4, cpu count)`` for 8 files or more
+        (file reads release the GIL). ``1`` reads sequentially.
 
     Returns
     -------

@@ -236,8 +236,10 @@ def test_flush_wait_close(catalog, data_dir, RE, det):
     assert w.close(timeout=60)
     assert w.close()  # idempotent
     assert _visible(catalog, uid) == 2
-    with pytest.raises(RuntimeError, match="closed"):
-        w("start", {"uid": "x", "time": 0.0})
+    # after close: the backup still records runs, the catalog no longer does
+    (late,) = RE(count([det], 1))
+    assert late not in catalog
+    assert [n for n, _ in iter_backup(w.backup_path(late))][-1] == "stop"
 
 
 def test_backup_lines_are_plain_json(RE, writer, det):
