@@ -4,7 +4,7 @@ Baseline = the backend rendering the N frames directly plus raw ``tifffile.imwri
 pipeline = ``RE(count([microscope.sem], num=N))`` into the embedded Tiled catalog (the RunEngine
 returns once the catalog holds every frame). Target: baseline / pipeline >= 0.8.
 
-    python benchmarks/bench_store.py [N]
+    python benchmarks/bench_store.py [N] [--served | --in-process]   (default: both)
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from bluesky.plans import count
 from fibsem_ophyd import setup_session
 
 
-def main(n: int = 100) -> float:
+def main(n: int = 100, serve: bool = False) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        s = setup_session(data_dir=Path(tmp) / "data", seed=0)
+        s = setup_session(data_dir=Path(tmp) / "data", seed=0, serve=serve)
         det = s.microscope.sem
         settings = det.image_settings()
         w, h = settings["resolution"]
@@ -48,12 +48,18 @@ def main(n: int = 100) -> float:
         s.close()
 
     ratio = t_base / t_pipe
-    print(f"frames: {n} x {w}x{h} uint8")
-    print(f"baseline (render + tifffile.imwrite): {t_base:.2f} s  ({1e3 * t_base / n:.1f} ms/frame)")
-    print(f"pipeline (RE(count) -> TIFF + Tiled):  {t_pipe:.2f} s  ({1e3 * t_pipe / n:.1f} ms/frame)")
+    mode = "served from a child process" if serve else "in-process"
+    print(f"frames: {n} x {w}x{h} uint8, embedded catalog {mode}")
+    print(f"baseline (render + tifffile.imwrite): {t_base:.2f} s ({1e3 * t_base / n:.1f} ms/frame)")
+    print(f"pipeline (RE(count) -> TIFF + Tiled): {t_pipe:.2f} s ({1e3 * t_pipe / n:.1f} ms/frame)")
     print(f"ratio baseline/pipeline: {ratio:.2f}  (target >= 0.8)")
     return ratio
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    count_ = int(args[0]) if args else 100
+    modes = [True] if "--served" in sys.argv else [False] if "--in-process" in sys.argv \
+        else [False, True]
+    for serve_ in modes:
+        main(count_, serve=serve_)

@@ -12,10 +12,11 @@ from typing import Any
 
 from bluesky import RunEngine
 
+from . import _bluesky_compat
 from .backend import MicroscopeBackend
 from .config import MicroscopeConfig, load_config
 from .devices import FibsemMicroscope, make_microscope
-from .storage import CatalogWriter, open_catalog, open_remote_catalog
+from .storage import CatalogWriter, open_catalog, open_remote_catalog, serve_catalog
 
 __all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR"]
 
@@ -64,8 +65,13 @@ class Session:
     extras: dict = field(default_factory=dict)
 
     def close(self) -> None:
-        """Flush the writer and stop its thread."""
-        self.writer.close()
+        """Flush the writer, stop its thread, and stop a served catalog."""
+        try:
+            self.writer.close()
+        finally:
+            server = self.extras.get("catalog_server")
+            if server is not None:
+                server.close()
 
 
 def _make_backend(backend: str | MicroscopeBackend, config: MicroscopeConfig,
@@ -89,6 +95,7 @@ def setup_session(
     seed: int = 0,
     tiled_uri: str | None = None,
     api_key: str | None = None,
+    serve: bool = False,
 ) -> Session:
     """Build a session: microscope devices on a backend, a RunEngine, a Tiled catalog.
 
@@ -106,16 +113,25 @@ def setup_session(
         Simulator seed: same seed, same images.
     tiled_uri, api_key : str, optional
         Write to a Tiled server instead of the embedded catalog.
+    serve : bool
+        Serve the embedded catalog (same files) from a child process on localhost instead of
+        a thread of this process: the catalog's work then no longer competes with the
+        RunEngine for the GIL (faster acquisition; a few seconds more to start).
     """
     cfg = load_config(config)
+    _bluesky_compat.install()
     data_dir = Path(data_dir or os.environ.get("FIBSEM_OPHYD_DATA_DIR", DEFAULT_DATA_DIR))
     data_dir = data_dir.expanduser().resolve()
     images_dir = data_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     be = _make_backend(backend, cfg, seed)
     microscope = make_microscope(be, images_dir)
+    extras = {}
     if tiled_uri:
         catalog = open_remote_catalog(tiled_uri, api_key=api_key)
+    elif serve:
+        extras["catalog_server"] = serve_catalog(data_dir)
+        catalog = extras["catalog_server"].client()
     else:
         catalog = open_catalog(data_dir)
     writer = CatalogWriter(catalog, backup_dir=data_dir / "backup")
@@ -126,4 +142,4 @@ def setup_session(
     RE.subscribe(writer)
     RE.md["instrument"] = cfg["info"].get("name", "fibsem")
     return Session(RE=RE, microscope=microscope, catalog=catalog, backend=be,
-                   data_dir=data_dir, config=cfg, writer=writer)
+                   data_dir=data_dir, config=cfg, writer=writer, extras=extras)

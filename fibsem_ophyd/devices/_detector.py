@@ -78,6 +78,8 @@ class ImagingDetector(Device):
         self._shape: tuple[int, int] | None = None
         self._readings: dict = {}
         self._last_path: Path | None = None
+        self._pending_writes: list[threading.Event] = []
+        self._write_error: Exception | None = None
 
     # -- image settings ---------------------------------------------------------------------
     @property
@@ -119,7 +121,10 @@ class ImagingDetector(Device):
         return super().stage()
 
     def unstage(self):
-        self._series_dir = None
+        try:
+            self._wait_for_writes()
+        finally:
+            self._series_dir = None
         self._bundle = None
         return super().unstage()
 
@@ -132,23 +137,34 @@ class ImagingDetector(Device):
             )
         settings = self.image_settings()
         status = DeviceStatus(self)
+        written = threading.Event()
+        self._pending_writes.append(written)
 
         def acquire():
             try:
-                self._acquire(settings)
+                frame, index, state, pixel_size = self._grab(settings)
             except Exception as exc:
+                written.set()
                 status.set_exception(exc)
-            else:
-                status.set_finished()
+                return
+            # The frame and its readings exist: the RunEngine may go on (read, save, emit)
+            # while this thread writes the TIFF. The StreamDatum that announces the file is
+            # only yielded once it is on disk (collect_asset_docs waits for it).
+            status.set_finished()
+            try:
+                self._write(frame, index, state, pixel_size, settings)
+            except Exception as exc:
+                self._write_error = exc
+            finally:
+                written.set()
 
         # Frames take seconds on hardware: acquire off the RunEngine's thread.
         threading.Thread(target=acquire, daemon=True, name=f"{self.name}-acquire").start()
         return status
 
-    def _acquire(self, settings: dict) -> None:
+    def _grab(self, settings: dict):
         backend = find_backend(self)
-        frame = backend.acquire_image(self.beam, settings)
-        frame = np.asarray(frame)
+        frame = np.asarray(backend.acquire_image(self.beam, settings))
         if frame.ndim != 2:
             raise RuntimeError(f"{self.name}: backend returned a {frame.ndim}-D frame")
         if self._shape is None:
@@ -161,34 +177,50 @@ class ImagingDetector(Device):
         acq_time = backend.time()
         state = self.root.microscope_state()
         beam_state = state["electron_beam" if self.beam == "electron" else "ion_beam"]
-        width = frame.shape[1]
-        full_width = settings["resolution"][0]
-        pixel_size = settings["hfw"] / full_width
-        md = image_metadata(
-            image_settings(self.beam, {**settings, "filename": TIFF_TEMPLATE.format(self._index)}),
-            self.root.microscope_state_metadata(state),
-            pixel_size,
-            system=self.root.system_metadata(),
-        )
-        path = self._series_dir / TIFF_TEMPLATE.format(self._index)
-        write_tiff(path, frame, md)
-        self._last_path = path
+        pixel_size = settings["hfw"] / settings["resolution"][0]
+        full = 255.0 if frame.dtype == np.uint8 else 65535.0
+        # uint32 accumulation: exact for up to 16.8 M pixels of uint8, ~3x faster than mean()
+        total = np.add.reduce(frame.ravel(), dtype=np.uint64 if frame.size > 2**24 else np.uint32)
+        index = self._index
         self._readings = {
             "pixel_size": pixel_size,
-            "hfw": pixel_size * width if settings["reduced_area"] else settings["hfw"],
+            "hfw": pixel_size * frame.shape[1] if settings["reduced_area"] else settings["hfw"],
             "dwell_time": settings["dwell_time"],
             "current": float(beam_state["current"]),
             "voltage": float(beam_state["voltage"]),
             "working_distance": float(beam_state["working_distance"]),
-            "mean_intensity": float(frame.mean()) / (255.0 if frame.dtype == np.uint8 else 65535.0),
-            "frame_number": self._index,
+            "mean_intensity": float(total) / frame.size / full,
+            "frame_number": index,
             "acquisition_time": float(acq_time),
         }
         self._index += 1
+        return frame, index, state, pixel_size
+
+    def _write(self, frame, index: int, state: dict, pixel_size: float, settings: dict) -> None:
+        md = image_metadata(
+            image_settings(self.beam, {**settings, "filename": TIFF_TEMPLATE.format(index)}),
+            self.root.microscope_state_metadata(state),
+            pixel_size,
+            system=self.root.system_metadata(),
+        )
+        path = self._series_dir / TIFF_TEMPLATE.format(index)
+        write_tiff(path, frame, md)
+        self._last_path = path
+
+    def _wait_for_writes(self, timeout: float = 60.0) -> None:
+        while self._pending_writes:
+            ev = self._pending_writes[0]
+            if not ev.wait(timeout):
+                raise TimeoutError(f"{self.name}: a TIFF write took longer than {timeout} s")
+            self._pending_writes.pop(0)
+        if self._write_error is not None:
+            exc, self._write_error = self._write_error, None
+            raise RuntimeError(f"{self.name}: writing a frame failed: {exc}") from exc
 
     @property
     def last_file(self) -> Path | None:
         """Path of the last TIFF written."""
+        self._wait_for_writes()
         return self._last_path
 
     # -- Readable ---------------------------------------------------------------------------
@@ -226,6 +258,7 @@ class ImagingDetector(Device):
         stop = self._index if index is None else min(index, self._index)
         if stop <= self._emitted:
             return
+        self._wait_for_writes()  # announce only files that are on disk
         if self._bundle is None:
             h, w = self._shape
             self._bundle = compose_stream_resource(

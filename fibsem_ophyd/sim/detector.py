@@ -15,6 +15,7 @@ Poisson below; plus a small Gaussian read noise.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,9 +92,48 @@ def expose(clean: np.ndarray, primaries: float, collection: float, brightness: f
                     float(grey_per_count), float(lam.mean()) if lam.size else 0.0)
 
 
-def draw_frame(exp: Exposure, rng: np.random.Generator) -> np.ndarray:
-    """One noisy uint8 frame: a standard-normal draw, one FMA, the Poisson pixels, clip."""
-    out = rng.standard_normal(exp.offset.shape, dtype=np.float32)
+class NoiseSource:
+    """Standard-normal fields for the shot noise, drawn one frame ahead on a worker thread.
+
+    The field of the next frame does not depend on the microscope state, so it is drawn while
+    the caller does other work (numpy releases the GIL while it fills the array), as a real
+    detector acquires while the control software does its bookkeeping. The sequence of draws
+    depends only on the sequence of frame shapes, so frames stay deterministic from the seed:
+    a prefetched field of the wrong shape is discarded, never reused.
+    """
+
+    def __init__(self, seed_sequence: np.random.SeedSequence):
+        self._rng = np.random.default_rng(seed_sequence)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-noise")
+        self._next = None  # (shape, future)
+
+    def _draw(self, shape):
+        return self._rng.standard_normal(shape, dtype=np.float32)
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A fresh N(0, 1) float32 field of ``shape``; starts drawing the next one."""
+        field = None
+        if self._next is not None:
+            next_shape, fut = self._next
+            prefetched = fut.result()
+            if next_shape == shape:
+                field = prefetched
+        if field is None:
+            field = self._draw(shape)
+        self._next = (shape, self._pool.submit(self._draw, shape))
+        return field
+
+
+def draw_frame(exp: Exposure, rng: np.random.Generator,
+               normal: np.ndarray | None = None) -> np.ndarray:
+    """One noisy uint8 frame: a standard-normal field, one FMA, the Poisson pixels, clip.
+
+    ``normal`` is a N(0, 1) float32 field of the frame's shape (consumed in place); drawn
+    from ``rng`` when not given.
+    """
+    if normal is None:
+        normal = rng.standard_normal(exp.offset.shape, dtype=np.float32)
+    out = normal
     out *= exp.scale
     out += exp.offset
     if exp.low_index.size:

@@ -41,7 +41,13 @@ from ..backend import (
 from ..config import load_config
 from ..geometry import ELECTRON, ION, rx
 from .clock import CURRENT_CHANGE, PUMP_TIME, VENT_TIME, VOLTAGE_CHANGE, SimClock
-from .detector import ELEMENTARY_CHARGE, autocontrast_settings, draw_frame, expose
+from .detector import (
+    ELEMENTARY_CHARGE,
+    NoiseSource,
+    autocontrast_settings,
+    draw_frame,
+    expose,
+)
 from .render import BeamView, Optics, RenderStats, Shading, intersect_surface, render_clean
 from .scene import Scene
 from .truth import Truth
@@ -152,6 +158,7 @@ class SimulatedMicroscope:
         self.clock = SimClock(rtf)
         self.scene = Scene(seed)
         self._rng = np.random.default_rng(np.random.SeedSequence([self.seed & 0xFFFFFFFF, 0x1A6E]))
+        self._noise = NoiseSource(np.random.SeedSequence([self.seed & 0xFFFFFFFF, 0x4E01]))
         d = self.config.data
         self._z0 = float(d["stage"]["eucentric_z"])
         self._stage = {ax: float(d["stage"]["initial_position"][ax]) for ax in STAGE_AXES}
@@ -622,7 +629,7 @@ class SimulatedMicroscope:
                 self._exposure_cache.popitem(last=False)
         else:
             self._exposure_cache.move_to_end(ekey)
-        out = draw_frame(exp[1], self._rng)
+        out = draw_frame(exp[1], self._rng, self._noise.take(exp[1].offset.shape))
         self.clock.advance(duration)
         return out
 

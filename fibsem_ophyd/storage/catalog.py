@@ -228,7 +228,9 @@ def open_catalog(
     from tiled.client import Context, from_context
 
     app = build_catalog_app(data_dir, readable_storage=readable_storage)
-    context = Context.from_app(app)
+    # Server and client share this process: compressing responses only to decompress them
+    # a moment later costs CPU (and the GIL) for nothing, so ask for identity encoding.
+    context = Context.from_app(app, headers={"accept-encoding": "identity"})
     return from_context(context, structure_clients=structure_clients)
 
 
