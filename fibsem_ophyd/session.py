@@ -119,6 +119,9 @@ def setup_session(
         RunEngine for the GIL (faster acquisition; a few seconds more to start).
     """
     cfg = load_config(config)
+    if isinstance(backend, str) and backend != "sim":
+        raise ValueError(f"unknown backend {backend!r}; available: 'sim' (or pass a backend "
+                         "object implementing fibsem_ophyd.backend.MicroscopeBackend)")
     _bluesky_compat.install()
     data_dir = Path(data_dir or os.environ.get("FIBSEM_OPHYD_DATA_DIR", DEFAULT_DATA_DIR))
     data_dir = data_dir.expanduser().resolve()
