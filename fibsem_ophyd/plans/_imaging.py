@@ -9,8 +9,6 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
-from ..beams import as_beam
-
 __all__ = ["acquire_image", "take_reference_images", "apply_image_settings"]
 
 _SETTINGS = ("resolution", "dwell_time", "hfw", "reduced_area", "line_integration",
@@ -148,6 +146,3 @@ def take_reference_images(
 
     return (yield from inner())
 
-
-def _detector_for(microscope, beam) -> Readable:
-    return microscope.sem if as_beam(beam) == "electron" else microscope.fib
