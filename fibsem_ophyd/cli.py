@@ -34,7 +34,8 @@ def demo(args: argparse.Namespace) -> int:
     from .plans import demo_workflow
     from .storage import load_images
 
-    session = setup_session(config=args.config, data_dir=args.data_dir, seed=args.seed)
+    session = setup_session(config=args.config, data_dir=args.data_dir, seed=args.seed,
+                            serve=args.serve)
     try:
         res = [int(v) for v in args.resolution.split("x")]
         result = session.RE(demo_workflow(session.microscope, hfw=args.hfw, resolution=res))
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
     p.add_argument("--hfw", type=float, default=150e-6, help="horizontal field width, m")
     p.add_argument("--resolution", default="1536x1024", help="WIDTHxHEIGHT pixels")
+    p.add_argument("--serve", action="store_true",
+                   help="serve the embedded catalog from a child process (faster acquisition)")
     p.set_defaults(func=demo)
     args = parser.parse_args(argv)
     return args.func(args)
