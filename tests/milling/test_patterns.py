@@ -1,0 +1,169 @@
+"""Milling patterns and dose-based estimates: areas, volumes, times physics predicts."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fibsem_ophyd.milling import (
+    Bitmap,
+    Circle,
+    Fiducial,
+    Line,
+    MicroExpansion,
+    MillingStage,
+    Polygon,
+    Rectangle,
+    RectanglePattern,
+    Trench,
+    check_patterns,
+    estimate_milling_time,
+    estimate_stage_time,
+    load_protocol,
+    make_pattern,
+)
+
+
+def test_box_in_silicon_takes_370_s_at_1_nA():
+    # t = area x depth / (current x rate) = 10 x 5 x 2 um^3 / (1 nA x 0.27 um^3/nC)
+    box = RectanglePattern(width=10e-6, height=5e-6, depth=2e-6)
+    assert estimate_milling_time(box, 1e-9, "Si") == pytest.approx(370.37, rel=1e-3)
+    # ice mills ~11x faster than silicon
+    assert estimate_milling_time(box, 1e-9, "ice") == pytest.approx(100 / 3.0, rel=1e-3)
+
+
+def test_time_scales_with_current_and_cross_section():
+    box = dict(width=10e-6, height=5e-6, depth=2e-6)
+    t_rect = estimate_milling_time(RectanglePattern(**box), 1e-9)
+    assert estimate_milling_time(RectanglePattern(**box), 2e-9) == pytest.approx(t_rect / 2)
+    ccs = RectanglePattern(**box, cross_section="CleaningCrossSection")
+    assert estimate_milling_time(ccs, 1e-9) == pytest.approx(0.66 * t_rect)
+    rcs = RectanglePattern(**box, cross_section="RegularCrossSection")
+    assert rcs.volume == pytest.approx(50e-18)  # a ramp: half the box
+
+
+def test_depth_map_area_matches_analytic_area():
+    px = 20e-9
+    shape = (1000, 1500)  # 30 x 20 um field
+    for pat, area in [
+        (Rectangle(8e-6, 3e-6, 1e-6, 2e-6, -1e-6, rotation=30), 24e-12),
+        (Circle(4e-6, 1e-6, thickness=1e-6), math.pi * (16 - 9) * 1e-12),
+        (Polygon([[0, 0], [6e-6, 0], [0, 4e-6]], 1e-6), 12e-12),
+        (Line(-5e-6, -5e-6, 5e-6, 5e-6, 1e-6, width=200e-9), math.hypot(10, 10) * 0.2e-12),
+    ]:
+        drawn = np.count_nonzero(pat.depth_map(shape, px)) * px * px
+        assert drawn == pytest.approx(area, rel=0.03), type(pat).__name__
+        assert pat.area == pytest.approx(area, rel=1e-9)
+
+
+def test_regular_cross_section_is_deepest_where_the_scan_ends():
+    r = Rectangle(10e-6, 4e-6, 2e-6, cross_section="RegularCrossSection",
+                  scan_direction="TopToBottom")
+    d = r.depth_map((400, 600), 50e-9)
+    col = d[:, 300]
+    rows = np.flatnonzero(col)
+    assert col[rows[-1]] > 0.95 * 2e-6 and col[rows[0]] < 0.05 * 2e-6  # bottom deepest
+
+
+def test_trench_leaves_the_lamella_and_mills_towards_it():
+    t = Trench(width=10e-6, upper_trench_height=3.5e-6, lower_trench_height=3.5e-6,
+               spacing=0.5e-6, depth=2e-6)
+    up, low = t.shapes()
+    assert up.centre_y == pytest.approx(0.25e-6 + 1.75e-6)
+    assert low.centre_y == pytest.approx(-(0.25e-6 + 1.75e-6))
+    assert (up.scan_direction, low.scan_direction) == ("TopToBottom", "BottomToTop")
+    assert t.volume == pytest.approx(2 * 10e-6 * 3.5e-6 * 2e-6)
+    lamella = (-5e-6, -0.25e-6 + 1e-9, 5e-6, 0.25e-6 - 1e-9)
+    check_patterns(t, hfw=80e-6, protected=lamella)  # the trench spares the lamella
+    with pytest.raises(ValueError, match="overlaps the protected region"):
+        check_patterns(t, hfw=80e-6, protected=(-5e-6, -1e-6, 5e-6, 1e-6))
+
+
+def test_fiducial_and_expansion_joints():
+    f = Fiducial(height=10e-6, width=1e-6, depth=1e-6)
+    drawn = np.count_nonzero(f.depth_map((800, 800), 20e-9)) * 20e-9**2
+    assert drawn == pytest.approx(f.area, rel=0.03)
+    m = MicroExpansion(width=0.5e-6, height=18e-6, distance=10e-6, depth=1e-6)
+    assert [s.centre_x for s in m.shapes()] == pytest.approx([-10e-6, 10e-6])
+
+
+def test_bitmap_volume_is_grey_weighted():
+    b = Bitmap(np.array([[0, 0.5], [1, 1]]), pixel_size=1e-6, depth=2e-6)
+    assert b.volume == pytest.approx(2.5 * 1e-12 * 2e-6)
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"name": "Trench", "width": 1e-5, "upper_trench_height": 3e-6,
+          "lower_trench_height": 3e-6, "spacing": 1e-6, "depth": 0.0}, "depth must be > 0"),
+        ({"name": "Spiral"}, "unknown pattern type 'Spiral'"),
+        ({"name": "Rectangle", "width": 1e-6, "height": 1e-6, "depth": 1e-6, "colour": 3},
+         r"unknown parameter\(s\) \['colour'\]"),
+        ({"name": "Rectangle", "width": float("nan"), "height": 1e-6, "depth": 1e-6},
+         "width must be a finite number"),
+    ],
+)
+def test_bad_patterns_are_refused(spec, match):
+    with pytest.raises(ValueError, match=match):
+        make_pattern(spec)
+
+
+def test_pattern_outside_field_of_view():
+    with pytest.raises(ValueError, match="outside the field of view"):
+        check_patterns(RectanglePattern(10e-6, 5e-6, 1e-6, centre_x=38e-6), hfw=80e-6)
+
+
+def test_stage_validation_and_overheads():
+    box = RectanglePattern(10e-6, 5e-6, 2e-6)
+    with pytest.raises(ValueError, match="milling_current must be > 0 A"):
+        MillingStage("rough", box, milling_current=-1e-9)
+    with pytest.raises(ValueError, match="unknown material 'Au'"):
+        MillingStage("rough", box, material="Au")
+    stage = MillingStage("rough", box, milling_current=1e-9)
+    t = estimate_stage_time(stage, imaging_current=30e-12)
+    assert t["milling"] == pytest.approx(370.37, rel=1e-3)
+    assert t["overhead"] == pytest.approx(2 * 2.0 + 2 * 20.5 + 2.25)
+    assert estimate_stage_time(MillingStage("x", box, enabled=False))["total"] == 0
+
+
+OPENFIBSEM_PROTOCOL = """
+milling:
+  mill_rough:
+    - name: Rough Milling 01
+      milling: {milling_current: 7.4e-10, hfw: 8.0e-05, application_file: Si,
+                patterning_mode: Serial}
+      pattern: {name: Trench, width: 1.0e-05, upper_trench_height: 3.5e-06,
+                lower_trench_height: 3.5e-06, spacing: 4.6e-06, depth: 2.0e-06,
+                cross_section: CleaningCrossSection, point: {x: 0.0, y: 0.0}}
+      alignment: {enabled: true}
+  fiducial:
+    name: Fiducial
+    milling: {milling_current: 1.0e-09, hfw: 8.0e-05, application_file: Si}
+    pattern: {name: Fiducial, height: 1.0e-05, width: 1.0e-06, depth: 1.0e-06,
+              point: {x: -2.5e-05, y: 0.0}}
+"""
+
+
+def test_load_openfibsem_protocol(tmp_path):
+    p = tmp_path / "protocol.yaml"
+    p.write_text(OPENFIBSEM_PROTOCOL)
+    proto = load_protocol(p)
+    (rough,) = proto["mill_rough"]
+    assert rough.milling_current == pytest.approx(7.4e-10)
+    assert isinstance(rough.pattern, Trench) and rough.pattern.spacing == pytest.approx(4.6e-6)
+    (fid,) = proto["fiducial"]
+    assert fid.pattern.centre_x == pytest.approx(-25e-6)
+    # round trip through our own dict form
+    again = MillingStage.from_dict(rough.to_dict())
+    assert again.estimated_time() == pytest.approx(rough.estimated_time())
+
+
+def test_bad_protocol_names_the_stage(tmp_path):
+    p = tmp_path / "protocol.yaml"
+    p.write_text(OPENFIBSEM_PROTOCOL.replace("application_file: Si,\n", "application_file: Au,\n"))
+    with pytest.raises(ValueError, match=r"milling.mill_rough\[0\].*unknown material 'Au'"):
+        load_protocol(p)
+    p.write_text("milling: {rough: [\n")
+    with pytest.raises(ValueError, match="malformed protocol YAML"):
+        load_protocol(p)
