@@ -33,7 +33,7 @@ def test_box_in_silicon_takes_370_s_at_1_nA():
 
 
 def test_time_scales_with_current_and_cross_section():
-    box = dict(width=10e-6, height=5e-6, depth=2e-6)
+    box = {"width": 10e-6, "height": 5e-6, "depth": 2e-6}
     t_rect = estimate_milling_time(RectanglePattern(**box), 1e-9)
     assert estimate_milling_time(RectanglePattern(**box), 2e-9) == pytest.approx(t_rect / 2)
     ccs = RectanglePattern(**box, cross_section="CleaningCrossSection")
