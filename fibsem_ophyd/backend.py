@@ -95,6 +95,14 @@ class MicroscopeBackend(Protocol):
         ``reduced_area``, integrations and ``autocontrast`` apply to this frame only.
         """
 
+    def mill(self, shapes: list, current: float, voltage: float = 30e3,
+             hfw: float | None = None, application_file: str = "Si",
+             progress=None) -> float:
+        """Mill ``shapes`` (``fibsem_ophyd.milling`` primitives: metres in the ion image frame,
+        each with its depth) at ``current`` A; ``application_file`` names the material the
+        depths are calibrated for. Blocks until done; calls ``progress(fraction)`` along the
+        way (an exception raised there aborts). Returns the beam time, s."""
+
     def pump(self) -> None:
         """Pump the chamber to high vacuum."""
 

@@ -3,6 +3,8 @@
 from ._beam import Beam, Chamber
 from ._detector import TIFF_TEMPLATE, ImagingDetector
 from ._microscope import FibsemMicroscope, make_microscope
+from ._milling import Milling, MillingAborted
+from ._recorder import RecordSignal, make_recorder
 from ._signals import BackendSignal, SettingSignal
 from ._stage import AXES, NamedPositions, Stage, StageAxis, load_positions, save_positions
 
@@ -14,11 +16,15 @@ __all__ = [
     "FibsemMicroscope",
     "ImagingDetector",
     "NamedPositions",
+    "RecordSignal",
     "SettingSignal",
     "Stage",
     "StageAxis",
     "TIFF_TEMPLATE",
     "load_positions",
     "make_microscope",
+    "Milling",
+    "MillingAborted",
+    "make_recorder",
     "save_positions",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from event_model import compose_stream_resource
 from ophyd import Component as Cpt
-from ophyd import Device
+from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
 from ..storage import image_metadata, image_settings, write_tiff
@@ -40,6 +40,16 @@ _READINGS = (
     ("frame_number", "", "integer"),
     ("acquisition_time", "s", "number"),
 )
+
+
+class FrameSignal(Signal):
+    """The last frame of a detector as a value (uint8 ndarray; ``None`` before the first)."""
+
+    def describe(self):
+        value = self._readback
+        shape = list(np.shape(value)) if value is not None else [0, 0]
+        return {self.name: {"source": f"memory:{self.name}", "dtype": "array", "shape": shape,
+                            "dtype_numpy": "|u1"}}
 
 
 class ImagingDetector(Device):
@@ -66,6 +76,10 @@ class ImagingDetector(Device):
     line_integration = Cpt(SettingSignal, vtype="int", limits=(1, 255), value=1, kind="config")
     frame_integration = Cpt(SettingSignal, vtype="int", limits=(1, 255), value=1, kind="config")
     autocontrast = Cpt(SettingSignal, vtype="bool", value=False, kind="config")
+    #: the last frame (uint8 ndarray, ``None`` before the first), for plans that need the
+    #: pixels (alignment): ``yield from bps.rd(det.last_frame)`` after a trigger. Never part
+    #: of ``read()`` (the stored image is the TIFF announced by StreamDatum).
+    last_frame = Cpt(FrameSignal, value=None, kind="omitted")
 
     def __init__(self, *args, beam: str, setting_limits=None, **kwargs):
         self.beam = beam
@@ -194,6 +208,7 @@ class ImagingDetector(Device):
             "acquisition_time": float(acq_time),
         }
         self._index += 1
+        self.last_frame.put(frame)
         return frame, index, state, pixel_size
 
     def _write(self, frame, index: int, state: dict, pixel_size: float, settings: dict) -> None:

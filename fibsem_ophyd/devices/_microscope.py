@@ -12,6 +12,7 @@ from ..storage import microscope_state as _state_metadata
 from ..storage import system_info
 from ._beam import Beam, Chamber
 from ._detector import ImagingDetector
+from ._milling import Milling
 from ._stage import AXES, Stage
 
 __all__ = ["FibsemMicroscope", "make_microscope", "STATE_BEAM_KEYS"]
@@ -23,7 +24,8 @@ STATE_BEAM_KEYS = tuple(k for k in BEAM_KEYS if k not in ("column_tilt",))
 class FibsemMicroscope(Device):
     """A dual-beam FIB-SEM. Build it with :func:`make_microscope` (it needs a backend).
 
-    Children: ``stage``, ``electron_beam``, ``ion_beam``, ``sem``, ``fib``, ``chamber``.
+    Children: ``stage``, ``electron_beam``, ``ion_beam``, ``sem``, ``fib``, ``chamber``,
+    ``milling``.
     ``stage`` is the name microscopists use, but ophyd reserves it for the staging verb, so
     the stage is attached as an attribute rather than a component; it is callable, and
     ``microscope.stage()`` still stages the microscope as the bluesky interface requires.
@@ -34,6 +36,7 @@ class FibsemMicroscope(Device):
     sem = Cpt(ImagingDetector, beam="electron")
     fib = Cpt(ImagingDetector, beam="ion")
     chamber = Cpt(Chamber)
+    milling = Cpt(Milling)
 
     def __init__(self, *args, backend: MicroscopeBackend, images_dir: str | Path, **kwargs):
         if not isinstance(backend, MicroscopeBackend):

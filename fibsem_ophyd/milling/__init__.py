@@ -25,6 +25,7 @@ from ._patterns import (
 from ._stage import (
     OVERHEADS,
     MillingStage,
+    as_stages,
     check_patterns,
     estimate_milling_time,
     estimate_stage_time,
@@ -35,6 +36,6 @@ __all__ = [
     "Bitmap", "CROSS_SECTIONS", "Circle", "Fiducial", "Horseshoe", "Line", "MATERIALS",
     "MicroExpansion", "MillingStage", "OVERHEADS", "PATTERNS", "Pattern", "Polygon",
     "Rectangle", "RectanglePattern", "SCAN_DIRECTIONS", "SPUTTER_RATES_UM3_PER_NC", "Shape",
-    "Trench", "check_patterns", "estimate_milling_time", "estimate_stage_time",
+    "Trench", "as_stages", "check_patterns", "estimate_milling_time", "estimate_stage_time",
     "load_protocol", "make_pattern", "sputter_rate",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from ._patterns import Pattern, make_pattern
 
 __all__ = [
     "MillingStage", "load_protocol", "estimate_milling_time", "estimate_stage_time",
-    "check_patterns", "OVERHEADS",
+    "check_patterns", "OVERHEADS", "as_stages",
 ]
 
 #: per-stage hardware costs, seconds (OpenFIBSEM ``timing.py``, measured on a Thermo system)
@@ -121,6 +121,23 @@ class MillingStage:
                         "material": self.material, "patterning_mode": self.patterning_mode},
             "alignment": {"enabled": self.alignment}, "enabled": self.enabled,
         }
+
+
+def as_stages(value) -> list[MillingStage]:
+    """One stage, a stage dict (OpenFIBSEM protocol layout) or a list of either."""
+    items = value if isinstance(value, Sequence) and not isinstance(value, (str, Mapping)) \
+        else [value]
+    stages = []
+    for item in items:
+        if isinstance(item, MillingStage):
+            stages.append(item)
+        elif isinstance(item, Mapping):
+            stages.append(MillingStage.from_dict(item))
+        else:
+            raise ValueError(f"a milling stage must be a MillingStage or a dict, got {item!r}")
+    if not stages:
+        raise ValueError("no milling stages given")
+    return stages
 
 
 def _material_error(stage: str, material: str):

@@ -1,6 +1,15 @@
 """Bluesky plans for a dual-beam FIB-SEM. Plans speak only bluesky messages."""
 
+from ._alignment import (
+    AlignmentError,
+    acquire_reference,
+    align_beam_shift,
+    correct_drift,
+    eucentric_alignment,
+    find_coincidence,
+)
 from ._imaging import acquire_image, apply_image_settings, take_reference_images
+from ._milling import mill_stages
 from ._movement import (
     go_to_position,
     move_flat_to_beam,
@@ -16,10 +25,17 @@ from ._state import restore_state, snapshot_state
 from ._workflow import demo_workflow
 
 __all__ = [
+    "AlignmentError",
+    "acquire_reference",
+    "align_beam_shift",
+    "correct_drift",
+    "eucentric_alignment",
+    "find_coincidence",
     "acquire_image",
     "apply_image_settings",
     "demo_workflow",
     "go_to_position",
+    "mill_stages",
     "move_flat_to_beam",
     "move_to_milling_angle",
     "read_geometry",

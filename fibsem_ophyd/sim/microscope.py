@@ -412,6 +412,45 @@ class SimulatedMicroscope:
         """Simulated clock (s)."""
         return self.clock.now()
 
+    # ================================================================== milling
+    def mill(self, shapes, current: float, voltage: float = 30e3, hfw: float | None = None,
+             application_file: str = "Si", progress=None) -> float:
+        """Mill ``shapes`` (``fibsem_ophyd.milling`` primitives, ion image frame, m) at
+        ``current`` A; returns the beam time in s (added to the clock).
+
+        The dose each shape asks for (its depth in the ``application_file`` material) erodes
+        the scene by the local material's sputter rate and the incidence angle (see
+        :mod:`fibsem_ophyd.sim.milling`). ``progress(fraction)`` is called per pass.
+        """
+        from ..milling import sputter_rate
+
+        if isinstance(current, bool) or not isinstance(current, (int, float)) \
+                or not math.isfinite(current) or current <= 0:
+            raise ValueError(f"milling current must be > 0 A, got {current!r}")
+        shapes = list(shapes)
+        if not shapes:
+            raise ValueError("nothing to mill: no shapes")
+        rate = sputter_rate(application_file)
+        if self._vacuum != "pumped":
+            raise BackendError(f"cannot mill: the chamber is {self._vacuum}")
+        if not self._beams["ion"]["on"]:
+            raise BackendError("cannot mill: the ion beam is off")
+        hfw = float(self._beams["ion"]["hfw"] if hfw is None else hfw)
+        bounds = np.array([s.bounds for s in shapes])
+        box = (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max())
+
+        def depth_at(u, v):
+            out = np.zeros(np.broadcast(u, v).shape)
+            for shape in shapes:
+                np.maximum(out, shape.depth_at(u, v), out=out)
+            return out
+
+        from .milling import mill_shapes
+
+        result = mill_shapes(self, depth_at, box, float(current), rate, hfw, progress=progress)
+        self.clock.advance(result["time"])
+        return result["time"]
+
     # ================================================================== faults
     def inject_fault(self, kind: str, beam: str | None = None) -> None:
         """Inject a fault (see the module docstring for :data:`FAULTS` and their effects)."""

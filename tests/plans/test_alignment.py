@@ -1,0 +1,163 @@
+"""Alignment plans against the simulator's ground truth: beam-shift alignment, drift
+correction, refusal on a bad match, and coincidence from a 30 um height error."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fibsem_ophyd import setup_session
+from fibsem_ophyd.alignment import RegistrationError
+from fibsem_ophyd.plans import (
+    AlignmentError,
+    acquire_reference,
+    align_beam_shift,
+    correct_drift,
+    find_coincidence,
+    stable_move,
+)
+
+SMALL = {"electron": {"resolution": [384, 256]}, "ion": {"resolution": [384, 256]}}
+
+
+def _centre_point_error(sim, point, beam):
+    v = sim.truth.view(beam)
+    col, row = sim.truth.project(point, beam)
+    return math.hypot(col - (v.width - 1) / 2, row - (v.height - 1) / 2) * v.pixel
+
+
+def test_last_frame_signal_holds_the_pixels(session, microscope):
+    frame = session.RE(acquire_reference(microscope.sem)).plan_result
+    assert isinstance(frame, np.ndarray) and frame.shape == (256, 384)
+    assert "microscope_sem_last_frame" not in microscope.sem.describe()
+
+
+def test_align_beam_shift_restores_the_view(session, microscope):
+    sim = session.backend
+    RE = session.RE
+    ref = RE(acquire_reference(microscope.sem)).plan_result
+    point = sim.truth.surface_point("electron")
+    RE(stable_move(microscope, 3e-6, -2e-6, "electron"))  # the view moved by (3, -2) um
+    assert _centre_point_error(sim, point, "electron") == pytest.approx(math.hypot(3, 2) * 1e-6,
+                                                                         rel=0.02)
+    z0 = microscope.stage.z.position
+    r = RE(align_beam_shift(microscope.sem, ref))
+    res = r.plan_result
+    assert res["converged"]
+    # ground truth: the reference point is back at the image centre, by beam shift only
+    assert _centre_point_error(sim, point, "electron") < 0.1e-6
+    shift = microscope.electron_beam.shift.get()
+    assert shift == pytest.approx([3e-6, -2e-6], abs=0.1e-6)
+    assert microscope.stage.z.position == z0
+    # the measurements are event data of the run
+    run = session.catalog[res["uid"]]
+    al = run["alignment"].read()
+    assert list(al["alignment_action"].values)[0] == "beam_shift"
+    assert float(al["alignment_dx"][0]) == pytest.approx(3e-6, abs=0.1e-6)
+    assert float(al["alignment_dy"][0]) == pytest.approx(-2e-6, abs=0.1e-6)
+    assert (al["alignment_score"].values > 0.5).all()
+
+
+def test_align_falls_back_to_the_stage_beyond_the_shift_range(session, microscope):
+    sim = session.backend
+    RE = session.RE
+    ref = RE(acquire_reference(microscope.sem)).plan_result
+    point = sim.truth.surface_point("electron")
+    microscope.electron_beam.shift.put([49e-6, 0.0])  # near the +-50 um limit
+    RE(stable_move(microscope, 0.0, 2e-6, "electron"))
+    RE(stable_move(microscope, 2e-6, 0.0, "electron"))
+    x0 = microscope.stage.x.position
+    # the shift moves content by -49 um; the stage must take over for the +x correction
+    ref2 = ref  # (the reference was taken with no shift; the view is now far off)
+    microscope.electron_beam.shift.put([0.0, 0.0])
+    res = RE(align_beam_shift(microscope.sem, ref2, max_step=10e-6)).plan_result
+    assert res["converged"]
+    assert _centre_point_error(sim, point, "electron") < 0.1e-6
+    assert microscope.stage.x.position == x0  # small: done by beam shift
+    microscope.electron_beam.shift.put([49e-6, 0.0])
+    RE(stable_move(microscope, 49e-6 + 2e-6, 0.0, "electron"))  # content at +2 um net
+    res = RE(align_beam_shift(microscope.sem, ref, max_step=10e-6)).plan_result
+    assert res["history"][0]["action"] == "stage"
+    assert _centre_point_error(sim, point, "electron") < 0.15e-6
+
+
+def test_bad_match_refuses_to_move(session, microscope):
+    RE = session.RE
+    rng = np.random.default_rng(0)
+    unrelated = rng.integers(0, 255, (256, 384)).astype(np.uint8)
+    pos = {ax: getattr(microscope.stage, ax).position for ax in "xyz"}
+    shift = microscope.electron_beam.shift.get()
+    with pytest.raises(AlignmentError, match="score"):
+        RE(align_beam_shift(microscope.sem, unrelated))
+    assert {ax: getattr(microscope.stage, ax).position for ax in "xyz"} == pos
+    assert microscope.electron_beam.shift.get() == shift
+    # the refusal is recorded in the (failed) run
+    run = session.catalog[session.catalog.keys()[-1]] if hasattr(session.catalog, "keys") \
+        else None
+    if run is not None:
+        al = run["alignment"].read()
+        assert list(al["alignment_action"].values) == ["refused"]
+
+
+def test_step_limit_refuses_to_move(session, microscope):
+    RE = session.RE
+    ref = RE(acquire_reference(microscope.sem)).plan_result
+    RE(stable_move(microscope, 6e-6, 0.0, "electron"))
+    x = microscope.stage.x.position
+    with pytest.raises(AlignmentError, match="max_step"):
+        RE(correct_drift(microscope.sem, ref))  # drift steps are limited to 5 um
+    assert microscope.stage.x.position == x
+    assert microscope.electron_beam.shift.get() == [0.0, 0.0]
+
+
+def test_reference_of_another_shape_or_constant_is_a_clear_error(session, microscope):
+    RE = session.RE
+    with pytest.raises(RegistrationError, match="same shape"):
+        RE(align_beam_shift(microscope.sem, np.ones((100, 100)) * np.arange(100)))
+    with pytest.raises(RegistrationError, match="constant"):
+        RE(align_beam_shift(microscope.sem, np.zeros((256, 384))))
+    with pytest.raises(ValueError, match="2-D"):
+        RE(align_beam_shift(microscope.sem, np.zeros(10)))
+
+
+def test_correct_drift_between_stages(tmp_path):
+    cfg = {**SMALL, "sim": {"drift": {"velocity": [2e-9, -1e-9, 0.0], "settle_amplitude": 0.0}}}
+    s = setup_session(config=cfg, data_dir=tmp_path / "d", seed=3)
+    try:
+        sim, scope = s.backend, s.microscope
+        ref = s.RE(acquire_reference(scope.sem)).plan_result
+        point = sim.truth.surface_point("electron")
+        sim.clock.advance(600.0)  # ten minutes of milling elsewhere: 1.3 um drift
+        before = _centre_point_error(sim, point, "electron")
+        assert before > 1e-6
+        res = s.RE(correct_drift(scope.sem, ref)).plan_result
+        assert _centre_point_error(sim, point, "electron") < 0.15e-6
+        assert res["history"][0]["action"] == "beam_shift"
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_find_coincidence_from_30um_height_error(tmp_path, seed):
+    cfg = {**SMALL, "sim": {"sample_height_offset": 30e-6}}
+    s = setup_session(config=cfg, data_dir=tmp_path / "d", seed=seed)
+    try:
+        sim = s.backend
+        assert abs(sim.truth.eucentric_z() - s.microscope.stage.z.position) > 20e-6
+        res = s.RE(find_coincidence(s.microscope)).plan_result
+        assert res["converged"] and res["iterations"] <= 3
+        # ground truth: the stage is at the eucentric height of the feature on the e-beam axis
+        assert abs(sim.truth.eucentric_z() - s.microscope.stage.z.position) <= 0.3e-6
+        point = sim.truth.surface_point("electron")
+        assert _centre_point_error(sim, point, "ion") <= 0.3e-6
+        assert _centre_point_error(sim, point, "electron") <= 0.3e-6
+        # every measurement is in the run, with the images it was made on
+        run = s.catalog[res["uid"]]
+        assert {"alignment", "electron", "ion"} <= set(run)
+        al = run["alignment"].read()
+        assert "vertical_move" in list(al["alignment_action"].values)
+        assert len(al["alignment_dy"]) == len(res["history"])
+        # image settings are restored
+        assert s.microscope.fib.hfw.get() == pytest.approx(150e-6)
+    finally:
+        s.close()

@@ -1,0 +1,119 @@
+"""Milling through the device and plan on the simulator: time and depth that dose x yield
+predict, the beam left safe, bad stages refused before the beam turns on."""
+
+import numpy as np
+import pytest
+
+from fibsem_ophyd.plans import mill_stages, move_flat_to_beam
+from fibsem_ophyd.sim.materials import MATERIAL_IDS
+from fibsem_ophyd.sim.scene import HeightPatch
+from fibsem_ophyd.storage import load_images
+
+BOX = {
+    "name": "box",
+    "milling": {"milling_current": 1e-9, "hfw": 80e-6, "material": "Si"},
+    "pattern": {"name": "Rectangle", "width": 10e-6, "height": 5e-6, "depth": 2e-6},
+    "alignment": {"enabled": False},
+}
+
+
+def _silicon_under_ion_beam(session):
+    """Flat to the ion beam, with a silicon block under it; returns the centre point."""
+    session.RE(move_flat_to_beam(session.microscope, "ion"))
+    sim = session.backend
+    c = sim.truth.surface_point("ion")
+    n, sp = 201, 0.25e-6
+    sim.scene.add_patch(HeightPatch(
+        x0=c[0] - 25e-6, y0=c[1] - 25e-6, spacing=sp, dh=np.zeros((n, n)),
+        material=np.full((n, n), MATERIAL_IDS["Si"], np.uint8)))
+    return c
+
+
+def _height(sim, xy):
+    return float(sim.scene.height(np.array([xy[0]]), np.array([xy[1]]))[0])
+
+
+def test_box_in_silicon_depth_and_time_follow_dose(session, microscope):
+    sim = session.backend
+    c = _silicon_under_ion_beam(session)
+    h0 = _height(sim, c)
+    imaging_current = microscope.ion_beam.current.get()
+    uid = session.RE(mill_stages(microscope, [BOX])).plan_result
+    depth = h0 - _height(sim, c)
+    assert depth == pytest.approx(2e-6, rel=0.05)  # the scene's measured depth
+    run = session.catalog[uid]
+    table = run["ion"].read()
+    assert list(np.asarray(table["microscope_milling_state"])) == ["ready", "done"]
+    assert float(np.asarray(table["microscope_milling_milling_time"])[1]) == pytest.approx(
+        370.4, rel=0.05)  # 10 x 5 x 2 um^3 / (1 nA x 0.27 um^3/nC)
+    assert run.metadata["start"]["estimated_time"]["box"]["milling"] == pytest.approx(370.4,
+                                                                                        rel=1e-3)
+    # the beam is back at the imaging current and blanked
+    assert microscope.ion_beam.current.get() == pytest.approx(imaging_current)
+    assert microscope.ion_beam.blanked.get() is True
+    # the box is visible in the ion image after, where the pattern was, and nowhere else
+    before, after = (img.data.astype(float) for img in load_images(run, "ion"))
+    h, w = after.shape
+    px = 80e-6 / w
+    rows = slice(int(h / 2 - 2.5e-6 / px) + 2, int(h / 2 + 2.5e-6 / px) - 2)
+    cols = slice(int(w / 2 - 5e-6 / px) + 2, int(w / 2 + 5e-6 / px) - 2)
+    # compare region means: shot noise averages out, a milled floor does not
+    inside = abs(after[rows, cols].mean() - before[rows, cols].mean())
+    outside = abs(after[: h // 4].mean() - before[: h // 4].mean())
+    assert inside > 10.0, inside  # grey levels
+    assert outside < 0.2 * inside, (inside, outside)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"pattern": {**BOX["pattern"], "depth": 0.0}}, "depth must be > 0"),
+        ({"milling": {**BOX["milling"], "material": "Au"}}, "unknown material 'Au'"),
+        ({"milling": {**BOX["milling"], "milling_current": -1e-9}}, "milling_current must be > 0"),
+        ({"pattern": {**BOX["pattern"], "centre_x": 39e-6}}, "outside the field of view"),
+        ({"pattern": {"name": "Spiral"}}, "unknown pattern type 'Spiral'"),
+    ],
+)
+def test_bad_stage_refused_before_the_beam_turns_on(session, microscope, change, match):
+    sim = session.backend
+    t0, current = sim.time(), microscope.ion_beam.current.get()
+    n_runs = len(session.catalog)
+    with pytest.raises(ValueError, match=match):
+        session.RE(mill_stages(microscope, [{**BOX, **change}]))
+    assert sim.time() == t0  # no simulated second passed: nothing was milled or changed
+    assert microscope.ion_beam.current.get() == current
+    assert len(session.catalog) == n_runs  # refused before a run was opened
+
+
+def test_failed_run_is_closed_fail_and_beam_left_safe(session, microscope):
+    _silicon_under_ion_beam(session)
+    imaging_current = microscope.ion_beam.current.get()
+    session.backend.inject_fault("vacuum_loss")
+    with pytest.raises(Exception):  # noqa: B017 - a FailedStatus wrapping the BackendError
+        session.RE(mill_stages(microscope, [BOX]))
+    run = session.catalog.values().last()
+    assert run.metadata["stop"]["exit_status"] == "fail"
+    assert "vented" in run.metadata["stop"]["reason"] or run.metadata["stop"]["reason"]
+    assert microscope.ion_beam.current.get() == pytest.approx(imaging_current)
+
+
+def test_milling_failure_and_abort_restore_the_beam(session, microscope):
+    from fibsem_ophyd.devices import MillingAborted
+
+    _silicon_under_ion_beam(session)
+    imaging_current = microscope.ion_beam.current.get()
+    # abort: stop() before the first pass completes
+    status = microscope.milling.set(BOX)
+    microscope.milling.stop()
+    with pytest.raises(MillingAborted):
+        status.wait(60)
+    assert microscope.milling.state.get() == "aborted"
+    assert microscope.ion_beam.current.get() == pytest.approx(imaging_current)
+    assert microscope.ion_beam.blanked.get() is True
+    # failure inside milling: the ion beam trips
+    session.backend.inject_fault("beam_trip", beam="ion")
+    status = microscope.milling.set(BOX)
+    with pytest.raises(Exception, match="ion beam is off"):
+        status.wait(60)
+    assert microscope.milling.state.get() == "failed"
+    assert microscope.ion_beam.current.get() == pytest.approx(imaging_current)
