@@ -9,7 +9,7 @@ from ._alignment import (
     find_coincidence,
 )
 from ._imaging import acquire_image, apply_image_settings, take_reference_images
-from ._milling import mill_stages
+from ._milling import mill_lamella, mill_stages
 from ._movement import (
     go_to_position,
     move_flat_to_beam,
@@ -35,6 +35,7 @@ __all__ = [
     "apply_image_settings",
     "demo_workflow",
     "go_to_position",
+    "mill_lamella",
     "mill_stages",
     "move_flat_to_beam",
     "move_to_milling_angle",

@@ -11,7 +11,7 @@ from bluesky.utils import MsgGenerator
 
 from ..milling import as_stages, estimate_stage_time
 
-__all__ = ["mill_stages"]
+__all__ = ["mill_stages", "mill_lamella", "LAMELLA_ORDER"]
 
 
 def mill_stages(
@@ -80,3 +80,81 @@ def mill_stages(
             yield from image(hfw)  # after: state "done", with the milling times
 
     return (yield from inner())
+
+
+#: the order a lamella's protocol sections are milled in (OpenFIBSEM / AutoLamella names);
+#: sections not listed follow in the protocol's own order
+LAMELLA_ORDER = ("fiducial", "microexpansion", "mill_rough", "mill_thin", "mill_polishing")
+
+
+def mill_lamella(
+    microscope: Readable,
+    protocol: dict[str, Any],
+    lamella: str = "lamella",
+    position: str | None = None,
+    milling_angle: float | None = None,
+    correct_drift_between_stages: bool = True,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[dict]:
+    """Mill one lamella: fiducial, stress-relief joints, rough, thin and polish stages.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    protocol : dict
+        An OpenFIBSEM protocol (its ``milling`` section: ``{"mill_rough": [stage, ...],
+        ...}``), stages in OpenFIBSEM's layout.
+    lamella : str
+        Name recorded in every run's metadata (``lamella``).
+    position : str, optional
+        Saved stage position to go to first.
+    milling_angle : float, optional
+        Ion-beam-to-surface angle to tilt to first, degrees.
+    correct_drift_between_stages : bool
+        Before each section after the first, register an ion image against the one taken
+        after the fiducial and correct with beam shift.
+    md : dict, optional
+        Extra metadata for every run.
+
+    Returns
+    -------
+    dict
+        ``{"lamella", "sections": [names in milling order], "runs": {section: uid},
+        "drift": {section: result of correct_drift}}``.
+    """
+    from ..milling import load_protocol
+    from ._alignment import acquire_reference, correct_drift
+    from ._movement import go_to_position, move_to_milling_angle
+
+    sections = load_protocol(protocol)  # validates every stage before anything moves
+    for name, stages in sections.items():
+        try:
+            microscope.milling.check([s for s in stages if s.enabled])
+        except ValueError as exc:
+            raise ValueError(f"protocol section {name!r}: {exc}") from None
+    order = [k for k in LAMELLA_ORDER if k in sections]
+    order += [k for k in sections if k not in order]
+    base = {"lamella": lamella, **(md or {})}
+    if position is not None:
+        yield from go_to_position(microscope, position)
+    if milling_angle is not None:
+        yield from move_to_milling_angle(microscope, milling_angle)
+    result: dict[str, Any] = {"lamella": lamella, "sections": order, "runs": {}, "drift": {}}
+    reference = None
+    for i, name in enumerate(order):
+        stages = [s.to_dict() for s in sections[name]]
+        if correct_drift_between_stages and reference is not None:
+            # mill_stages leaves the ion beam blanked; a blanked beam images nothing
+            yield from bps.mv(microscope.ion_beam.blanked, False)
+            result["drift"][name] = yield from correct_drift(
+                microscope.fib, reference, md={**base, "section": name})
+        result["runs"][name] = yield from mill_stages(
+            microscope, stages, md={**base, "section": name, "section_index": i})
+        if reference is None and correct_drift_between_stages:
+            hfw = sections[name][0].hfw
+            yield from bps.mv(microscope.ion_beam.blanked, False)
+            reference = yield from acquire_reference(
+                microscope.fib, hfw=hfw, md={**base, "section": name, "role": "reference"})
+    yield from bps.mv(microscope.ion_beam.blanked, True)
+    return result
