@@ -1,0 +1,85 @@
+"""The queue server runs the profile collection's plans; user groups are enforced."""
+
+from __future__ import annotations
+
+import pytest
+from bluesky_queueserver_api import BPlan
+
+from fibsem_ophyd.storage import load_images, open_catalog
+
+from .conftest import delete_redis_keys
+
+
+def test_queue_take_reference_images(queue_server):
+    RM = queue_server.api
+    RM.user_group = "primary"
+    RM.user = "test-primary"
+    RM.environment_open()
+    RM.wait_for_idle(timeout=120)
+    status = RM.status(reload=True)
+    assert status["worker_environment_exists"], queue_server.log.read_text()[-3000:]
+
+    allowed = RM.plans_allowed()["plans_allowed"]
+    assert "take_reference_images" in allowed and "stable_move" in allowed
+
+    RM.item_add(BPlan("take_reference_images", "microscope", hfw=120e-6,
+                      resolution=[384, 256], md={"sample": "qs-L1"}))
+    RM.item_add(BPlan("stable_move", "microscope", dx=2e-6, dy=0.0))
+    RM.queue_start()
+    RM.wait_for_idle(timeout=120)
+
+    history = RM.history_get()["items"]
+    assert [h["name"] for h in history] == ["take_reference_images", "stable_move"]
+    for item in history:
+        assert item["result"]["exit_status"] == "completed", item["result"]
+    run_uids = history[0]["result"]["run_uids"]
+    assert len(run_uids) == 1
+
+    # a user of the restricted group: imaging yes, movement no
+    RM.user_group = "observers"
+    RM.user = "test-observer"
+    with pytest.raises(RM.RequestFailedError, match="stable_move"):
+        RM.item_add(BPlan("stable_move", "microscope", dx=1e-6, dy=0.0))
+    with pytest.raises(RM.RequestFailedError, match="safe_absolute_move"):
+        RM.item_add(BPlan("safe_absolute_move", "microscope", {"x": 0.0}))
+    RM.item_add(BPlan("take_reference_images", "microscope", hfw=80e-6))
+    # a bad parameter is refused before it reaches the queue
+    with pytest.raises(RM.RequestFailedError):
+        RM.item_add(BPlan("take_reference_images", "microscope", hfw="wide"))
+    RM.queue_start()
+    RM.wait_for_idle(timeout=120)
+    history = RM.history_get()["items"]
+    assert len(history) == 3 and history[-1]["result"]["exit_status"] == "completed"
+    run_uids += history[-1]["result"]["run_uids"]
+
+    # the worker holds the embedded catalog: close the environment before reading it here
+    RM.environment_close()
+    RM.wait_for_idle(timeout=60)
+
+    catalog = open_catalog(queue_server.data_dir)
+    assert sorted(catalog) == sorted(run_uids)
+    run = catalog[run_uids[0]]
+    assert run.start["sample"] == "qs-L1"
+    assert run.stop["exit_status"] == "success"
+    (sem,) = load_images(run, "electron")
+    (fib,) = load_images(run, "ion")
+    assert sem.data.shape == fib.data.shape == (256, 384)
+    assert sem.pixel_size == pytest.approx(120e-6 / 384)
+    (sem2,) = load_images(catalog[run_uids[1]], "electron")
+    assert sem2.pixel_size == pytest.approx(80e-6 / 384)
+    # the stable move happened between the two runs
+    assert sem2.stage_position["x"] != pytest.approx(sem.stage_position["x"], abs=1e-9)
+
+
+def test_redis_cleanup_is_scoped(redis_available):
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=6379)
+    try:
+        r.set("fibsem_ophyd_keep_me", b"1")
+        r.set("fibsem_ophyd_scoped_x1", b"1")
+        assert delete_redis_keys("fibsem_ophyd_scoped_*") == 1
+        assert r.get("fibsem_ophyd_keep_me") == b"1"
+    finally:
+        r.delete("fibsem_ophyd_keep_me", "fibsem_ophyd_scoped_x1")
+        r.close()
