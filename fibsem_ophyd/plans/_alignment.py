@@ -11,8 +11,6 @@ Sign conventions (``fibsem_ophyd.geometry``): image +x right, +y up; a stage mov
 the content by +d; a beam shift of +s moves the content by -s.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any
 
@@ -295,7 +293,26 @@ def correct_drift(
     """Correct the drift since ``reference`` was taken (between workflow stages).
 
     A thin wrapper of :func:`align_beam_shift` with drift-sized defaults (at most 5 um per
-    step, two measurements); parameters and result as there.
+    step, two measurements); result as there.
+
+    Parameters
+    ----------
+    detector : Readable
+        ``microscope.sem`` or ``microscope.fib``.
+    reference : array
+        The reference frame's pixels (e.g. from :func:`acquire_reference`).
+    tolerance : float
+        Stop when the measured shift is below this, metres.
+    max_iterations : int
+        Measurements at most.
+    min_score : float
+        Refuse to move on a registration score below this (0..1).
+    max_step : float
+        Refuse a correction larger than this, metres.
+    use_stage : bool
+        Fall back to a stable move beyond the beam-shift range.
+    md : dict, optional
+        Extra run metadata.
     """
     _md_ = {"alignment_kind": "drift", **(md or {})}
     return (yield from align_beam_shift(detector, reference, tolerance=tolerance,
@@ -520,7 +537,29 @@ def eucentric_alignment(
     max_step: float = 100e-6,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[dict]:
-    """Alias of :func:`find_coincidence` (OpenFIBSEM's name); same parameters and result."""
+    """Alias of :func:`find_coincidence` (OpenFIBSEM's name); same result.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    hfw_coarse, hfw_fine : float
+        Field widths of the first and later iterations, metres.
+    max_iterations : int
+        Iterations at most.
+    tolerance : float
+        Offsets below this (metres) need no move.
+    select : bool
+        Pick the most distinct feature near the SEM centre first.
+    template_sigma : float
+        Width of the feature template's weight, pixels.
+    min_score : float
+        Refuse to move on a match score below this.
+    max_step : float
+        Refuse a move larger than this, metres.
+    md : dict, optional
+        Extra run metadata.
+    """
     return (yield from find_coincidence(
         microscope, hfw_coarse=hfw_coarse, hfw_fine=hfw_fine, max_iterations=max_iterations,
         tolerance=tolerance, select=select, template_sigma=template_sigma,

@@ -1,7 +1,5 @@
 """Imaging plans: one image, reference images with both beams."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -22,7 +20,13 @@ def _settings_dict(**kwargs) -> dict:
 def apply_image_settings(detector: Readable, settings: dict) -> MsgGenerator[None]:
     """Validate every image setting first (nothing is written if one is bad), then set them.
 
-    ``reduced_area=[0, 0, 1, 1]`` means the full frame.
+    Parameters
+    ----------
+    detector : Readable
+        ``microscope.sem`` or ``microscope.fib``.
+    settings : dict
+        Image settings (resolution, dwell_time, hfw, reduced_area, line_integration,
+        frame_integration, autocontrast); ``reduced_area=[0, 0, 1, 1]`` is the full frame.
     """
     unknown = set(settings) - set(_SETTINGS)
     if unknown:
@@ -112,6 +116,8 @@ def take_reference_images(
 
     Parameters
     ----------
+    microscope : Readable
+        The microscope device.
     hfw : float, optional
         Horizontal field width for both beams, metres.
     resolution : list[int], optional

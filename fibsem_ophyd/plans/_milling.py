@@ -1,7 +1,5 @@
 """Milling plans: mill stages with reference images before and after, recorded as documents."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import bluesky.plan_stubs as bps

@@ -5,8 +5,6 @@ or on their own. Each computes its full target and validates it against the stag
 before anything moves; each returns the target it moved to (m, deg).
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -34,7 +32,12 @@ _AXES = ("x", "y", "z", "r", "t")
 
 
 def read_stage_position(microscope: Readable) -> MsgGenerator[dict]:
-    """Read the stage position: ``{x, y, z (m), r, t (deg)}``."""
+    """Read the stage position: ``{x, y, z (m), r, t (deg)}``.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device."""
     stage = microscope.stage
     pos = {}
     for ax in _AXES:
@@ -43,7 +46,12 @@ def read_stage_position(microscope: Readable) -> MsgGenerator[dict]:
 
 
 def read_geometry(microscope: Readable) -> MsgGenerator[geometry.SystemGeometry]:
-    """Column and holder geometry read from the devices' configuration signals."""
+    """Column and holder geometry read from the devices' configuration signals.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device."""
     st = microscope.stage
     pre = yield from bps.rd(st.shuttle_pre_tilt)
     r_ref = yield from bps.rd(st.rotation_reference)
@@ -108,6 +116,15 @@ def vertical_move(microscope: Readable, dy: float, dx: float = 0.0) -> MsgGenera
 
     The feature stays put in the electron image: this is how coincidence is restored.
     Exact form: m = dy / sin(ion column tilt); stage (dy, dz) = (m sin t, m cos t).
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    dy : float
+        Shift of the image content in the ion view, metres (+y up).
+    dx : float
+        Stage x move, metres (+x right in both views).
     """
     dx, dy = _finite("dx", dx), _finite("dy", dy)
     geom = yield from read_geometry(microscope)
@@ -125,6 +142,8 @@ def safe_absolute_move(microscope: Readable, position: dict) -> MsgGenerator[dic
 
     Parameters
     ----------
+    microscope : Readable
+        The microscope device.
     position : dict
         Any of x, y, z (m), r, t (deg); missing or ``None`` axes stay where they are.
 
@@ -155,6 +174,13 @@ def move_flat_to_beam(microscope: Readable, beam: str = "electron") -> MsgGenera
 
     Electron: (rotation_reference, pre_tilt + electron column tilt); ion: (rotation_180,
     ion column tilt - pre_tilt). x, y, z are unchanged.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    beam : str
+        "electron" or "ion" (or a ``BeamType``).
     """
     beam = as_beam(beam)
     geom = yield from read_geometry(microscope)
@@ -163,8 +189,15 @@ def move_flat_to_beam(microscope: Readable, beam: str = "electron") -> MsgGenera
 
 
 def move_to_milling_angle(microscope: Readable, milling_angle: float = 15.0) -> MsgGenerator[dict]:
-    """Tilt (at the reference rotation) so the ion beam meets the surface at ``milling_angle``
-    degrees."""
+    """Tilt (at the reference rotation) so the ion beam meets the surface at an angle.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    milling_angle : float
+        Ion-beam-to-surface angle, degrees (AutoLamella's default: 15).
+    """
     angle = _finite("milling_angle", milling_angle)
     if not 0.0 <= angle <= 90.0:
         raise ValueError(f"milling_angle must be within [0, 90] deg, got {angle}")
@@ -176,7 +209,15 @@ def move_to_milling_angle(microscope: Readable, milling_angle: float = 15.0) -> 
 
 
 def save_position(microscope: Readable, name: str) -> MsgGenerator[dict]:
-    """Save the current stage position under ``name`` (persisted to positions.yaml)."""
+    """Save the current stage position under ``name`` (persisted to positions.yaml).
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    name : str
+        Position name (e.g. "lamella-01"); an existing one is replaced.
+    """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"position name must be a non-empty string, got {name!r}")
     pos = yield from read_stage_position(microscope)
@@ -185,7 +226,15 @@ def save_position(microscope: Readable, name: str) -> MsgGenerator[dict]:
 
 
 def go_to_position(microscope: Readable, name: str) -> MsgGenerator[dict]:
-    """Move (safely) to the stage position saved as ``name``."""
+    """Move (safely) to the stage position saved as ``name``.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    name : str
+        A name saved with :func:`save_position` (or in positions.yaml).
+    """
     positions = yield from bps.rd(microscope.stage.positions, default_value={})
     if name not in positions:
         raise ValueError(f"unknown position {name!r}; saved positions: {sorted(positions)}")

@@ -1,7 +1,5 @@
 """Microscope state snapshot and restore (OpenFIBSEM's ``MicroscopeState``)."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -32,6 +30,11 @@ def _parts(microscope):
 def snapshot_state(microscope: Readable) -> MsgGenerator[dict]:
     """Read the stage, both beams and both detectors.
 
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+
     Returns
     -------
     dict
@@ -52,6 +55,15 @@ def restore_state(microscope: Readable, state: dict) -> MsgGenerator[dict]:
     """Restore a state from :func:`snapshot_state` (any subset of its sections and keys).
 
     Every value is validated before anything is written; the stage moves last, safely.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    state : dict
+        ``{"stage": {...}, "electron_beam": {...}, "ion_beam": {...},
+        "electron_detector": {...}, "ion_detector": {...}}`` (any subset), units as in
+        :func:`snapshot_state`.
     """
     if not isinstance(state, dict):
         raise ValueError(f"state must be a dict from snapshot_state, got {type(state).__name__}")

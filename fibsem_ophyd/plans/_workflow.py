@@ -1,7 +1,5 @@
 """The demo workflow: images with both beams around a stable, a vertical and a flat-to-ion move."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from bluesky.protocols import Readable
@@ -26,6 +24,8 @@ def demo_workflow(
 
     Parameters
     ----------
+    microscope : Readable
+        The microscope device.
     hfw : float
         Horizontal field width of every image, metres.
     resolution : list[int], optional
