@@ -1,4 +1,8 @@
-"""Bluesky plans for a dual-beam FIB-SEM. Plans speak only bluesky messages."""
+"""Bluesky plans for a dual-beam FIB-SEM. Plans speak only bluesky messages.
+
+Plan modules do not use ``from __future__ import annotations``: the queue server reads the
+annotations at run time to type-check parameters and to map ``Readable`` to device names.
+"""
 
 from ._alignment import (
     AlignmentError,
@@ -8,6 +12,7 @@ from ._alignment import (
     eucentric_alignment,
     find_coincidence,
 )
+from ._autofunctions import auto_contrast_brightness, autofocus
 from ._imaging import acquire_image, apply_image_settings, take_reference_images
 from ._milling import mill_lamella, mill_stages
 from ._movement import (
@@ -21,10 +26,15 @@ from ._movement import (
     stable_move,
     vertical_move,
 )
+from ._overview import acquire_overview, mosaic_pixel_to_stage
 from ._state import restore_state, snapshot_state
 from ._workflow import demo_workflow
 
 __all__ = [
+    "acquire_overview",
+    "mosaic_pixel_to_stage",
+    "auto_contrast_brightness",
+    "autofocus",
     "AlignmentError",
     "acquire_reference",
     "align_beam_shift",

@@ -1,0 +1,232 @@
+"""Overview (tiled) acquisition: a serpentine grid of stable moves, one frame per tile,
+stitched into one mosaic with a pixel -> stage mapping.
+
+The run holds the tile frames (stream named after the beam, with the stage position), one
+"overview_tile" event per tile (``index``, ``row``, ``col``, the tile centre's image-plane
+offset ``offset_x``/``offset_y`` m from the start view) and one "overview_mosaic" event with
+the mosaic geometry and its pixel -> stage mapping (see :func:`mosaic_pixel_to_stage`).
+Plans cannot write files: the mosaic itself is returned.
+"""
+
+import math
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import numpy as np
+from bluesky.protocols import Readable
+from bluesky.utils import MsgGenerator
+
+from .. import geometry
+from ..alignment.stitch import stitch_tiles
+from ..beams import as_beam
+from ..devices import make_recorder
+from ._alignment import _in_run, _md, _positive
+from ._imaging import apply_image_settings
+from ._movement import read_geometry, read_stage_position
+
+__all__ = ["acquire_overview", "mosaic_pixel_to_stage"]
+
+_TILE_FIELDS = {
+    "index": ("integer", None),
+    "row": ("integer", None),
+    "col": ("integer", None),
+    "offset_x": ("number", "m"),
+    "offset_y": ("number", "m"),
+}
+
+#: The "overview_mosaic" event: geometry of the mosaic and its pixel -> stage mapping.
+_MOSAIC_FIELDS = {
+    "width": ("integer", "px"),
+    "height": ("integer", "px"),
+    "pixel_size": ("number", "m"),
+    "centre_col": ("number", "px"),
+    "centre_row": ("number", "px"),
+    "origin_x": ("number", "m"),
+    "origin_y": ("number", "m"),
+    "stage_x": ("number", "m"),
+    "stage_y": ("number", "m"),
+    "stage_z": ("number", "m"),
+    "stage_r": ("number", "deg"),
+    "stage_t": ("number", "deg"),
+    "dx_dcol": ("number", "m"),
+    "dy_dcol": ("number", "m"),
+    "dz_dcol": ("number", "m"),
+    "dx_drow": ("number", "m"),
+    "dy_drow": ("number", "m"),
+    "dz_drow": ("number", "m"),
+    "pairs_used": ("integer", None),
+    "pairs_total": ("integer", None),
+    "max_correction": ("number", "px"),
+}
+
+
+def mosaic_pixel_to_stage(mapping: dict, col: float, row: float) -> dict[str, float]:
+    """Stage position (x, y, z m; r, t deg) that centres mosaic pixel (``col``, ``row``) in
+    the overview's beam.
+
+    ``mapping`` is the ``"mapping"`` of :func:`acquire_overview`'s result, or the fields of
+    the run's "overview_mosaic" event with the ``overview_mosaic_`` prefix removed. The stage
+    position of the mosaic centre is the start position; a pixel offset maps linearly (a
+    stable move): ``x = stage_x + dx_dcol * (col - centre_col) + dx_drow * (row - centre_row)``
+    and likewise y, z; r and t are the start's.
+    """
+    dc = float(col) - float(mapping["centre_col"])
+    dr = float(row) - float(mapping["centre_row"])
+    out = {}
+    for ax in ("x", "y", "z"):
+        out[ax] = float(mapping[f"stage_{ax}"]) + float(mapping[f"d{ax}_dcol"]) * dc + \
+            float(mapping[f"d{ax}_drow"]) * dr
+    out["r"] = float(mapping["stage_r"])
+    out["t"] = float(mapping["stage_t"])
+    return out
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def acquire_overview(
+    microscope: Readable,
+    rows: int = 3,
+    cols: int = 3,
+    hfw: float = 150e-6,
+    overlap: float = 0.1,
+    beam: str = "electron",
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[dict]:
+    """Image a ``rows x cols`` grid of tiles around the current view and stitch them.
+
+    The tile centres are spaced by (1 - ``overlap``) of the field of view; the grid is
+    centred on the current view. Every tile target (a stable move from the start, x/y/z
+    only) is checked against the stage limits before the first move. Tiles are visited in
+    serpentine order (row 0, the top, left to right; row 1 right to left; ...). The stage
+    returns to the start position at the end (also if the plan fails), and the detector's
+    ``hfw`` and reduced area are restored. The tiles are stitched by
+    :func:`fibsem_ophyd.alignment.stitch.stitch_tiles` (neighbour registration on the
+    overlaps, least squares, feathered blending).
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    rows, cols : int
+        Grid size.
+    hfw : float
+        Field width (m) of each tile.
+    overlap : float
+        Overlap of neighbouring tiles, fraction of the field of view in [0.02, 0.5].
+    beam : str
+        "electron" (SEM) or "ion" (FIB).
+    md : dict, optional
+        Extra run metadata.
+
+    Returns
+    -------
+    dict
+        ``uid`` (the run), ``mosaic`` (float32 array, grey levels of the tiles), ``mapping``
+        (the "overview_mosaic" event's fields: mosaic size, ``pixel_size``, the pixel of the
+        start view's centre ``centre_col``/``centre_row``, ``origin_x``/``origin_y`` (image-
+        plane offset in m of pixel (0, 0) from that centre, +x right, +y up), the start stage
+        position ``stage_*`` and the stage change per mosaic pixel ``d{x,y,z}_d{col,row}``),
+        ``tile_positions`` ((n, 2) top-left col, row of each tile in the mosaic, row-major),
+        ``pairs`` (neighbour registrations) and ``tiles`` (the frames, row-major).
+    """
+    rows, cols = _count("rows", rows), _count("cols", cols)
+    hfw = _positive("hfw", hfw)
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or \
+            not math.isfinite(overlap) or not 0.02 <= overlap <= 0.5:
+        raise ValueError(f"overlap must be a fraction in [0.02, 0.5], got {overlap!r}")
+    beam = as_beam(beam)
+    detector = microscope.sem if beam == "electron" else microscope.fib
+    detector.hfw.check_value(hfw)
+    stage = microscope.stage
+    tile_rec = make_recorder("overview_tile", _TILE_FIELDS)
+    mosaic_rec = make_recorder("overview_mosaic", _MOSAIC_FIELDS)
+    args = {"rows": rows, "cols": cols, "hfw": hfw, "overlap": overlap, "beam": beam}
+    state: dict = {}
+
+    def body():
+        state["hfw"] = float((yield from bps.rd(detector.hfw)))
+        state["area"] = list((yield from bps.rd(detector.reduced_area)))  # [0, 0, 1, 1]: full
+        yield from apply_image_settings(detector, {"hfw": hfw, "reduced_area": [0, 0, 1, 1]})
+        w, h = (int(v) for v in (yield from bps.rd(detector.resolution)))
+        geom = yield from read_geometry(microscope)
+        pos0 = yield from read_stage_position(microscope)
+        rot = math.radians(float((yield from bps.rd(microscope.beam(beam).scan_rotation))))
+        r, t = math.radians(pos0["r"]), math.radians(pos0["t"])
+        pixel = hfw / w
+
+        def delta(u, v):  # stage change that brings image-plane point (u, v) to the centre
+            return geometry.stable_move_delta(-u, -v, beam, r, t, geom, scan_rotation=rot)
+
+        step_c, step_r = w * (1.0 - overlap), h * (1.0 - overlap)  # px
+        tiles_plan = []
+        for i in range(rows):
+            order = range(cols) if i % 2 == 0 else range(cols - 1, -1, -1)
+            for j in order:
+                u = (j - (cols - 1) / 2) * step_c * pixel
+                v = ((rows - 1) / 2 - i) * step_r * pixel
+                dx, dy, dz = delta(u, v)
+                target = {"x": pos0["x"] + dx, "y": pos0["y"] + dy, "z": pos0["z"] + dz}
+                try:
+                    target = stage.check_position(target)
+                except ValueError as exc:
+                    raise ValueError(f"overview tile (row {i}, col {j}) is out of the stage "
+                                     f"limits: {exc}") from exc
+                tiles_plan.append((i, j, u, v, target))
+        state["start"] = {ax: pos0[ax] for ax in ("x", "y", "z")}
+        frames: dict[tuple[int, int], np.ndarray] = {}
+        for n, (i, j, u, v, target) in enumerate(tiles_plan):
+            yield from bps.mv(stage, target)
+            yield from bps.trigger_and_read([detector, stage], name=beam)
+            frame = yield from bps.rd(detector.last_frame, default_value=None)
+            if frame is None:  # not a live RunEngine
+                return {}
+            frames[(i, j)] = np.asarray(frame)
+            yield from bps.mv(tile_rec.index, n, tile_rec.row, i, tile_rec.col, j,
+                              tile_rec.offset_x, u, tile_rec.offset_y, v)
+            yield from bps.trigger_and_read([tile_rec], name="overview_tile")
+        tiles = [frames[(i, j)] for i in range(rows) for j in range(cols)]
+        nominal = [(j * step_c, i * step_r) for i in range(rows) for j in range(cols)]
+        mosaic = stitch_tiles(tiles, nominal, rows, cols, refine=rows * cols > 1)
+        centre_col = (cols - 1) / 2 * step_c + (w - 1) / 2 + mosaic.shift[0]
+        centre_row = (rows - 1) / 2 * step_r + (h - 1) / 2 + mosaic.shift[1]
+        jc = delta(pixel, 0.0)   # one mosaic column right: image-plane +pixel in x
+        jr = delta(0.0, -pixel)  # one mosaic row down: image-plane -pixel in y
+        used = [p for p in mosaic.pairs if p.used]
+        mapping = {
+            "width": int(mosaic.image.shape[1]), "height": int(mosaic.image.shape[0]),
+            "pixel_size": pixel, "centre_col": centre_col, "centre_row": centre_row,
+            "origin_x": -centre_col * pixel, "origin_y": centre_row * pixel,
+            "stage_x": pos0["x"], "stage_y": pos0["y"], "stage_z": pos0["z"],
+            "stage_r": pos0["r"], "stage_t": pos0["t"],
+            "dx_dcol": jc[0], "dy_dcol": jc[1], "dz_dcol": jc[2],
+            "dx_drow": jr[0], "dy_drow": jr[1], "dz_drow": jr[2],
+            "pairs_used": len(used), "pairs_total": len(mosaic.pairs),
+            "max_correction": max((math.hypot(p.dcol, p.drow) for p in used), default=0.0),
+        }
+        args_mv = []
+        for key, value in mapping.items():
+            args_mv += [getattr(mosaic_rec, key), value]
+        yield from bps.mv(*args_mv)
+        yield from bps.trigger_and_read([mosaic_rec], name="overview_mosaic")
+        return {"mosaic": mosaic.image, "mapping": mapping, "tile_positions": mosaic.positions,
+                "pairs": mosaic.pairs, "tiles": tiles}
+
+    def restore():
+        if "start" in state:
+            yield from bps.mv(stage, state["start"])
+        if "hfw" in state:
+            yield from apply_image_settings(detector, {"hfw": state["hfw"],
+                                                       "reduced_area": state["area"]})
+
+    @bpp.stage_decorator([detector])
+    def inner():
+        plan = bpp.finalize_wrapper(body(), restore())
+        return (yield from _in_run(plan, _md("acquire_overview", [detector], args, md)))
+
+    uid, result = yield from inner()
+    return {"uid": uid, **(result or {})}
