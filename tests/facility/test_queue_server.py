@@ -25,23 +25,31 @@ def test_queue_take_reference_images(queue_server):
     RM.item_add(BPlan("take_reference_images", "microscope", hfw=120e-6,
                       resolution=[384, 256], md={"sample": "qs-L1"}))
     RM.item_add(BPlan("stable_move", "microscope", dx=2e-6, dy=0.0))
+    box = {"name": "qs-box",
+           "milling": {"milling_current": 1e-9, "hfw": 80e-6, "material": "ice"},
+           "pattern": {"name": "Rectangle", "width": 4e-6, "height": 2e-6, "depth": 0.5e-6}}
+    RM.item_add(BPlan("mill_stages", "microscope", stages=[box], md={"lamella": "qs-L1"}))
     RM.queue_start()
-    RM.wait_for_idle(timeout=120)
+    RM.wait_for_idle(timeout=180)
 
     history = RM.history_get()["items"]
-    assert [h["name"] for h in history] == ["take_reference_images", "stable_move"]
+    assert [h["name"] for h in history] == ["take_reference_images", "stable_move",
+                                            "mill_stages"]
     for item in history:
         assert item["result"]["exit_status"] == "completed", item["result"]
     run_uids = history[0]["result"]["run_uids"]
     assert len(run_uids) == 1
+    (mill_uid,) = history[2]["result"]["run_uids"]
 
-    # a user of the restricted group: imaging yes, movement no
+    # a user of the restricted group: imaging yes, movement and milling no
     RM.user_group = "observers"
     RM.user = "test-observer"
     with pytest.raises(RM.RequestFailedError, match="stable_move"):
         RM.item_add(BPlan("stable_move", "microscope", dx=1e-6, dy=0.0))
     with pytest.raises(RM.RequestFailedError, match="safe_absolute_move"):
         RM.item_add(BPlan("safe_absolute_move", "microscope", {"x": 0.0}))
+    with pytest.raises(RM.RequestFailedError, match="mill_stages"):
+        RM.item_add(BPlan("mill_stages", "microscope", stages=[box]))
     RM.item_add(BPlan("take_reference_images", "microscope", hfw=80e-6))
     # a bad parameter is refused before it reaches the queue
     with pytest.raises(RM.RequestFailedError):
@@ -49,7 +57,7 @@ def test_queue_take_reference_images(queue_server):
     RM.queue_start()
     RM.wait_for_idle(timeout=120)
     history = RM.history_get()["items"]
-    assert len(history) == 3 and history[-1]["result"]["exit_status"] == "completed"
+    assert len(history) == 4 and history[-1]["result"]["exit_status"] == "completed"
     run_uids += history[-1]["result"]["run_uids"]
 
     # the worker holds the embedded catalog: close the environment before reading it here
@@ -57,7 +65,14 @@ def test_queue_take_reference_images(queue_server):
     RM.wait_for_idle(timeout=60)
 
     catalog = open_catalog(queue_server.data_dir)
-    assert sorted(catalog) == sorted(run_uids)
+    assert sorted(catalog) == sorted([*run_uids, mill_uid])
+    milled = catalog[mill_uid]
+    assert milled.start["lamella"] == "qs-L1" and milled.stop["exit_status"] == "success"
+    before, after = load_images(milled, "ion")
+    assert before.data.shape == after.data.shape
+    times = milled["ion"].read()["microscope_milling_milling_time"]
+    # 4 x 2 x 0.5 um^3 of ice at 1 nA and 3 um^3/nC: 1.33 s of beam time
+    assert float(times[1]) == pytest.approx(4 * 2 * 0.5 / 3.0, rel=0.05)
     run = catalog[run_uids[0]]
     assert run.start["sample"] == "qs-L1"
     assert run.stop["exit_status"] == "success"
