@@ -8,9 +8,11 @@ from ._alignment import (
     AlignmentError,
     acquire_reference,
     align_beam_shift,
+    align_stage,
     correct_drift,
     eucentric_alignment,
     find_coincidence,
+    multi_step_alignment,
 )
 from ._autofunctions import auto_contrast_brightness, autofocus
 from ._imaging import acquire_image, apply_image_settings, take_reference_images
@@ -38,6 +40,7 @@ __all__ = [
     "AlignmentError",
     "acquire_reference",
     "align_beam_shift",
+    "align_stage",
     "correct_drift",
     "eucentric_alignment",
     "find_coincidence",
@@ -49,6 +52,7 @@ __all__ = [
     "mill_stages",
     "move_flat_to_beam",
     "move_to_milling_angle",
+    "multi_step_alignment",
     "read_geometry",
     "read_stage_position",
     "restore_state",

@@ -31,6 +31,8 @@ __all__ = [
     "AlignmentError",
     "acquire_reference",
     "align_beam_shift",
+    "align_stage",
+    "multi_step_alignment",
     "correct_drift",
     "find_coincidence",
     "eucentric_alignment",
@@ -159,7 +161,8 @@ def _shift_limits(beam_dev) -> tuple[float, float]:
 
 
 def _align_loop(detector, ref: np.ndarray, rec, tolerance: float, max_iterations: int,
-                min_score: float, max_step: float, use_stage: bool) -> MsgGenerator[dict]:
+                min_score: float, max_step: float, use_stage: bool,
+                subsystem: str = "beam_shift") -> MsgGenerator[dict]:
     microscope = detector.root
     stage = microscope.stage
     beam_dev = microscope.beam(detector.beam)
@@ -192,6 +195,20 @@ def _align_loop(detector, ref: np.ndarray, rec, tolerance: float, max_iterations
             raise AlignmentError(
                 f"{detector.name}: measured shift {math.hypot(dx, dy) * 1e6:.2f} um exceeds "
                 f"max_step {max_step * 1e6:.2f} um: not moving")
+        if subsystem == "stage":
+            action = "stage"
+            yield from stable_move(microscope, -dx, -dy, detector.beam)
+            yield from _record(rec, action=action, move_x=-dx, move_y=-dy, **common)
+            history.append({"iteration": it, "dx": dx, "dy": dy, "score": score,
+                            "action": action})
+            continue
+        if subsystem == "stage_vertical":
+            action = "stage_vertical"
+            yield from vertical_move(microscope, -dy, dx=-dx)
+            yield from _record(rec, action=action, move_x=-dx, move_y=-dy, **common)
+            history.append({"iteration": it, "dx": dx, "dy": dy, "score": score,
+                            "action": action})
+            continue
         shift = [float(v) for v in (yield from bps.rd(beam_dev.shift))]
         new = [shift[0] + dx, shift[1] + dy]  # a shift of +s moves the content by -s
         if all(lo <= v <= hi for v in new):
@@ -278,6 +295,101 @@ def align_beam_shift(
 
     uid, result = yield from inner()
     return {"uid": uid, **result}
+
+
+def align_stage(
+    detector: Readable,
+    reference: Any,
+    subsystem: str = "stage",
+    tolerance: float = 0.05e-6,
+    max_iterations: int = 3,
+    min_score: float = 0.5,
+    max_step: float = 50e-6,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[dict]:
+    """Align to ``reference`` by moving the stage instead of the beam.
+
+    Parameters
+    ----------
+    detector : Readable
+        ``microscope.sem`` or ``microscope.fib``.
+    reference : array
+        The reference frame's pixels (e.g. from :func:`acquire_reference`).
+    subsystem : str
+        "stage": stable moves in the detector's view (OpenFIBSEM's STAGE);
+        "stage_vertical": vertical moves, ion view only (OpenFIBSEM's STAGE_VERTICAL: restores
+        coincidence; the x offset is taken out with the stage x).
+    tolerance : float
+        Stop when the measured shift is below this, metres.
+    max_iterations : int
+        Measurements at most.
+    min_score : float
+        Refuse to move on a registration score below this (0..1).
+    max_step : float
+        Refuse a correction larger than this, metres.
+    md : dict, optional
+        Extra run metadata.
+
+    Returns
+    -------
+    dict
+        As :func:`align_beam_shift`.
+    """
+    if subsystem not in ("stage", "stage_vertical"):
+        raise ValueError(f"subsystem must be 'stage' or 'stage_vertical', got {subsystem!r}")
+    if subsystem == "stage_vertical" and detector.beam != "ion":
+        raise ValueError("stage_vertical alignment works in the ion view only")
+    ref = _reference_array(reference)
+    tolerance = _positive("tolerance", tolerance)
+    max_step = _positive("max_step", max_step)
+    if int(max_iterations) < 1:
+        raise ValueError(f"max_iterations must be >= 1, got {max_iterations!r}")
+    rec = _recorder()
+    args = {"detector": detector.name, "subsystem": subsystem, "tolerance": tolerance,
+            "max_iterations": max_iterations, "min_score": min_score, "max_step": max_step}
+
+    @bpp.stage_decorator([detector])
+    def inner():
+        loop = _align_loop(detector, ref, rec, tolerance, int(max_iterations),
+                           float(min_score), max_step, True, subsystem=subsystem)
+        return (yield from _in_run(loop, _md("align_stage", [detector], args, md)))
+
+    uid, result = yield from inner()
+    return {"uid": uid, **result}
+
+
+def multi_step_alignment(
+    detector: Readable,
+    reference: Any,
+    steps: int = 3,
+    tolerance: float = 0.02e-6,
+    min_score: float = 0.5,
+    max_step: float = 20e-6,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[dict]:
+    """OpenFIBSEM's multi-step beam-shift alignment: up to ``steps`` measure-and-correct
+    rounds against ``reference``, stopping early once within ``tolerance``.
+
+    Parameters
+    ----------
+    detector : Readable
+        ``microscope.sem`` or ``microscope.fib``.
+    reference : array
+        The reference frame's pixels.
+    steps : int
+        Rounds at most.
+    tolerance : float
+        Stop when the measured shift is below this, metres.
+    min_score : float
+        Refuse to move on a registration score below this (0..1).
+    max_step : float
+        Refuse a correction larger than this, metres.
+    md : dict, optional
+        Extra run metadata.
+    """
+    return (yield from align_beam_shift(
+        detector, reference, tolerance=tolerance, max_iterations=steps, min_score=min_score,
+        max_step=max_step, use_stage=True, md={"alignment_kind": "multi_step", **(md or {})}))
 
 
 def correct_drift(

@@ -161,3 +161,31 @@ def test_find_coincidence_from_30um_height_error(tmp_path, seed):
         assert s.microscope.fib.hfw.get() == pytest.approx(150e-6)
     finally:
         s.close()
+
+
+def test_align_stage_variants_restore_the_position(session, microscope):
+    """Stage-based alignment: stable moves in the SEM view, vertical moves in the ion view."""
+    from bluesky import plan_stubs as bps
+
+    from fibsem_ophyd.plans import acquire_reference, align_stage, multi_step_alignment
+    from fibsem_ophyd.plans import vertical_move as vmove
+
+    x0 = microscope.stage.x.position
+    ref = session.RE(acquire_reference(microscope.sem, hfw=100e-6)).plan_result
+    session.RE(bps.mv(microscope.stage, {"x": x0 + 2.5e-6}))
+    res = session.RE(align_stage(microscope.sem, ref, "stage")).plan_result
+    assert res["converged"]
+    assert microscope.stage.x.position == pytest.approx(x0, abs=0.1e-6)
+    assert microscope.electron_beam.shift.get() == pytest.approx([0.0, 0.0])
+
+    z0 = microscope.stage.z.position
+    ref_i = session.RE(acquire_reference(microscope.fib, hfw=100e-6)).plan_result
+    session.RE(vmove(microscope, 3e-6))  # lose coincidence by 3 um in the ion view
+    res = session.RE(align_stage(microscope.fib, ref_i, "stage_vertical")).plan_result
+    assert res["converged"]
+    assert microscope.stage.z.position == pytest.approx(z0, abs=0.1e-6)
+
+    with pytest.raises(ValueError, match="ion view only"):
+        session.RE(align_stage(microscope.sem, ref, "stage_vertical"))
+    res = session.RE(multi_step_alignment(microscope.sem, ref, steps=2)).plan_result
+    assert res["iterations"] <= 2
