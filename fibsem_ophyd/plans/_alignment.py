@@ -278,20 +278,29 @@ def align_beam_shift(
     RegistrationError
         The reference does not fit the frames (shape) or has no structure.
     """
+    return (yield from _aligned_run(
+        "align_beam_shift", detector, reference, tolerance, max_iterations, min_score, max_step,
+        bool(use_stage), "beam_shift", md))
+
+
+def _aligned_run(plan_name: str, detector, reference, tolerance, max_iterations, min_score,
+                 max_step, use_stage: bool, subsystem: str, md) -> MsgGenerator[dict]:
+    """Validate, then run the measure-and-correct loop as one recorded run."""
     ref = _reference_array(reference)
     tolerance = _positive("tolerance", tolerance)
     max_step = _positive("max_step", max_step)
     if int(max_iterations) < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations!r}")
     rec = _recorder()
-    args = {"detector": detector.name, "tolerance": tolerance, "max_iterations": max_iterations,
-                "min_score": min_score, "max_step": max_step, "use_stage": use_stage}
+    args = {"detector": detector.name, "subsystem": subsystem, "tolerance": tolerance,
+            "max_iterations": max_iterations, "min_score": min_score, "max_step": max_step,
+            "use_stage": use_stage}
 
     @bpp.stage_decorator([detector])
     def inner():
         loop = _align_loop(detector, ref, rec, tolerance, int(max_iterations),
-                           float(min_score), max_step, bool(use_stage))
-        return (yield from _in_run(loop, _md("align_beam_shift", [detector], args, md)))
+                           float(min_score), max_step, use_stage, subsystem=subsystem)
+        return (yield from _in_run(loop, _md(plan_name, [detector], args, md)))
 
     uid, result = yield from inner()
     return {"uid": uid, **result}
@@ -339,23 +348,9 @@ def align_stage(
         raise ValueError(f"subsystem must be 'stage' or 'stage_vertical', got {subsystem!r}")
     if subsystem == "stage_vertical" and detector.beam != "ion":
         raise ValueError("stage_vertical alignment works in the ion view only")
-    ref = _reference_array(reference)
-    tolerance = _positive("tolerance", tolerance)
-    max_step = _positive("max_step", max_step)
-    if int(max_iterations) < 1:
-        raise ValueError(f"max_iterations must be >= 1, got {max_iterations!r}")
-    rec = _recorder()
-    args = {"detector": detector.name, "subsystem": subsystem, "tolerance": tolerance,
-            "max_iterations": max_iterations, "min_score": min_score, "max_step": max_step}
-
-    @bpp.stage_decorator([detector])
-    def inner():
-        loop = _align_loop(detector, ref, rec, tolerance, int(max_iterations),
-                           float(min_score), max_step, True, subsystem=subsystem)
-        return (yield from _in_run(loop, _md("align_stage", [detector], args, md)))
-
-    uid, result = yield from inner()
-    return {"uid": uid, **result}
+    return (yield from _aligned_run(
+        "align_stage", detector, reference, tolerance, max_iterations, min_score, max_step,
+        True, subsystem, md))
 
 
 def multi_step_alignment(
