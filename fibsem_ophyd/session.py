@@ -126,9 +126,7 @@ def setup_session(
         RunEngine for the GIL (faster acquisition; a few seconds more to start).
     """
     cfg = load_config(config)
-    if isinstance(backend, str) and backend != "sim":
-        raise ValueError(f"unknown backend {backend!r}; available: 'sim' (or pass a backend "
-                         "object implementing fibsem_ophyd.backend.MicroscopeBackend)")
+    be = _make_backend(backend, cfg, seed)  # before any directory is made: bad names fail clean
     _bluesky_compat.install()
     if sys.getswitchinterval() > SWITCH_INTERVAL:
         sys.setswitchinterval(SWITCH_INTERVAL)
@@ -136,7 +134,6 @@ def setup_session(
     data_dir = data_dir.expanduser().resolve()
     images_dir = data_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    be = _make_backend(backend, cfg, seed)
     microscope = make_microscope(be, images_dir)
     extras = {}
     if tiled_uri:

@@ -17,6 +17,7 @@ from ophyd import Signal
 from ophyd.status import Status
 
 __all__ = [
+    "finished_status",
     "BackendSignal", "SettingSignal", "find_backend", "validate_value", "check_area",
 ]
 
@@ -30,6 +31,13 @@ def find_backend(obj):
             return backend
         node = node.parent
     raise RuntimeError(f"{obj.name!r} is not attached to a microscope backend")
+
+
+def finished_status(obj) -> Status:
+    """A status already done: for writes that complete on return (``put`` then report)."""
+    st = Status(obj)
+    st.set_finished()
+    return st
 
 
 def _describe_value(value: Any) -> tuple[str, list[int], str | None]:
@@ -135,9 +143,7 @@ class _ValidatingSignal(Signal):
     def set(self, value, **kwargs):
         # Writes are immediate on the backends we support; the status is done on return.
         self.put(value)
-        st = Status(self)
-        st.set_finished()
-        return st
+        return finished_status(self)
 
     def describe(self):
         value = self.get()

@@ -11,9 +11,9 @@ from pathlib import Path
 import yaml
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
-from ophyd.status import DeviceStatus, Status
+from ophyd.status import DeviceStatus
 
-from ._signals import find_backend, validate_value
+from ._signals import find_backend, finished_status, validate_value
 
 __all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS"]
 
@@ -135,9 +135,7 @@ class NamedPositions(Signal):
 
     def set(self, value, **kwargs):
         self.put(value)
-        st = Status(self)
-        st.set_finished()
-        return st
+        return finished_status(self)
 
     def describe(self):
         return {self.name: {"source": "file:positions.yaml", "dtype": "object", "shape": []}}

@@ -40,6 +40,7 @@ from ..backend import (
 )
 from ..config import load_config
 from ..geometry import ELECTRON, ION, rx
+from ..milling import sputter_rate
 from .clock import CURRENT_CHANGE, PUMP_TIME, VENT_TIME, VOLTAGE_CHANGE, SimClock
 from .detector import (
     ELEMENTARY_CHARGE,
@@ -48,6 +49,7 @@ from .detector import (
     draw_frame,
     expose,
 )
+from .milling import mill_shapes
 from .render import BeamView, Optics, RenderStats, Shading, intersect_surface, render_clean
 from .scene import Scene
 from .truth import Truth
@@ -422,8 +424,6 @@ class SimulatedMicroscope:
         the scene by the local material's sputter rate and the incidence angle (see
         :mod:`fibsem_ophyd.sim.milling`). ``progress(fraction)`` is called per pass.
         """
-        from ..milling import sputter_rate
-
         if isinstance(current, bool) or not isinstance(current, (int, float)) \
                 or not math.isfinite(current) or current <= 0:
             raise ValueError(f"milling current must be > 0 A, got {current!r}")
@@ -444,8 +444,6 @@ class SimulatedMicroscope:
             for shape in shapes:
                 np.maximum(out, shape.depth_at(u, v), out=out)
             return out
-
-        from .milling import mill_shapes
 
         result = mill_shapes(self, depth_at, box, float(current), rate, hfw, progress=progress)
         self.clock.advance(result["time"])
