@@ -143,6 +143,7 @@ def setup_session(
         catalog = extras["catalog_server"].client()
     else:
         catalog = open_catalog(data_dir)
+    microscope.attach_catalog(catalog)
     writer = CatalogWriter(catalog, backup_dir=data_dir / "backup")
     # RE(plan) returns a RunEngineResult: .plan_result (e.g. a state or a uid),
     # .run_start_uids, .exit_status.

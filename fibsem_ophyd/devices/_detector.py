@@ -21,6 +21,7 @@ from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
 from ..storage import image_metadata, image_settings, write_tiff
+from ._reference import ReferenceSignal
 from ._signals import BackendSignal, SettingSignal, find_backend
 
 __all__ = ["ImagingDetector", "TIFF_TEMPLATE"]
@@ -80,6 +81,10 @@ class ImagingDetector(Device):
     #: pixels (alignment): ``yield from bps.rd(det.last_frame)`` after a trigger. Never part
     #: of ``read()`` (the stored image is the TIFF announced by StreamDatum).
     last_frame = Cpt(FrameSignal, value=None, kind="omitted")
+    #: the alignment reference (2-D array; ``None`` until set): ``bps.mv(det.reference, x)``
+    #: with an array or the uid of a stored run (its last frame of this detector); filled by
+    #: the ``acquire_reference`` plan and used by the alignment plans when they get none.
+    reference = Cpt(ReferenceSignal, value=None, kind="omitted")
 
     def __init__(self, *args, beam: str, setting_limits=None, **kwargs):
         self.beam = beam

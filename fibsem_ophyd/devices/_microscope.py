@@ -13,6 +13,7 @@ from ..storage import system_info
 from ._beam import Beam, Chamber
 from ._detector import ImagingDetector
 from ._milling import Milling
+from ._reference import load_run_frame
 from ._stage import AXES, Stage
 
 __all__ = ["FibsemMicroscope", "make_microscope", "STATE_BEAM_KEYS"]
@@ -42,6 +43,7 @@ class FibsemMicroscope(Device):
         if not isinstance(backend, MicroscopeBackend):
             raise TypeError(f"backend must implement MicroscopeBackend, got {type(backend)!r}")
         self._backend = backend
+        self._catalog = None
         self.images_dir = Path(images_dir)
         cfg = backend.config
         limits = {
@@ -77,6 +79,17 @@ class FibsemMicroscope(Device):
 
     def beam(self, beam: str) -> Beam:
         return self.electron_beam if beam == "electron" else self.ion_beam
+
+    # -- stored runs ------------------------------------------------------------------------
+    def attach_catalog(self, catalog) -> None:
+        """The Tiled catalog (client) that stored runs are read from, e.g. references by
+        run uid (``bps.mv(microscope.sem.reference, uid)``). ``setup_session`` attaches its own.
+        """
+        self._catalog = catalog
+
+    def load_reference(self, uid: str, image_key: str):
+        """The last ``image_key`` frame of the stored run ``uid`` (ValueError if none)."""
+        return load_run_frame(self._catalog, uid, image_key)
 
     # -- state (one vocabulary, shared with the TIFF metadata) -----------------------------
     def microscope_state(self) -> dict:

@@ -116,12 +116,30 @@ def _reference_array(reference: Any) -> np.ndarray:
     return ref
 
 
+def resolve_reference(detector, reference: Any) -> MsgGenerator[np.ndarray]:
+    """The reference pixels: ``None`` -> the detector's current reference (set by
+    :func:`acquire_reference`); a ``str`` -> the last frame of that detector in the stored run
+    with that uid (loaded by the detector's ``reference`` signal); else a 2-D array."""
+    if reference is None or isinstance(reference, str):
+        if isinstance(reference, str):
+            yield from bps.mv(detector.reference, reference)
+        ref = yield from bps.rd(detector.reference, default_value=None)
+        if ref is None:
+            raise ValueError(f"{detector.name} has no reference yet: run acquire_reference "
+                             "first or pass a reference (an array or a run uid)")
+        return _reference_array(ref)
+    return _reference_array(reference)
+
+
 def acquire_reference(detector: Readable, hfw: float | None = None,
                       md: dict[str, Any] | None = None) -> MsgGenerator[np.ndarray]:
     """Acquire one frame (stored as a run, stream named after the beam) and return its pixels.
 
-    Use it inside a larger plan to capture the reference of a later :func:`align_beam_shift`
-    or :func:`correct_drift`.
+    The frame also becomes the detector's reference (``detector.reference``), which
+    :func:`align_beam_shift`, :func:`align_stage` and :func:`correct_drift` use when they are
+    given none: under the queue server, an ``acquire_reference`` item followed by an
+    ``align_beam_shift`` item aligns to it. Inside a larger plan, the returned array can be
+    passed on explicitly.
 
     Parameters
     ----------
@@ -143,6 +161,8 @@ def acquire_reference(detector: Readable, hfw: float | None = None,
     def body():
         yield from apply_image_settings(detector, settings)
         frame, _ = yield from _frame(detector, stage)
+        if frame is not None:
+            yield from bps.mv(detector.reference, frame)
         return frame
 
     @bpp.stage_decorator([detector])
@@ -230,7 +250,7 @@ def _align_loop(detector, ref: np.ndarray, rec, tolerance: float, max_iterations
 
 def align_beam_shift(
     detector: Readable,
-    reference: Any,
+    reference: Any = None,
     tolerance: float = 0.05e-6,
     max_iterations: int = 3,
     min_score: float = 0.5,
@@ -248,10 +268,12 @@ def align_beam_shift(
     ----------
     detector : Readable
         ``microscope.sem`` or ``microscope.fib``; frames use its current image settings.
-    reference : array-like
-        The reference image (2-D, same shape and pixel size as the frames), e.g. from
-        :func:`acquire_reference` earlier in the same plan, or ``load_images(run,
-        stream)[0].data`` of a stored run (plans cannot read the catalog themselves).
+    reference : array, str or None
+        The reference image: a 2-D array of the same shape and pixel size as the frames
+        (e.g. returned by :func:`acquire_reference`), the uid of a stored run (its last frame
+        of this detector is loaded; how a queue-server item names its reference), or
+        ``None`` (default) for the detector's current reference, which
+        :func:`acquire_reference` sets.
     tolerance : float
         Offset (m) below which the view counts as aligned.
     max_iterations : int
@@ -286,11 +308,11 @@ def align_beam_shift(
 def _aligned_run(plan_name: str, detector, reference, tolerance, max_iterations, min_score,
                  max_step, use_stage: bool, subsystem: str, md) -> MsgGenerator[dict]:
     """Validate, then run the measure-and-correct loop as one recorded run."""
-    ref = _reference_array(reference)
     tolerance = _positive("tolerance", tolerance)
     max_step = _positive("max_step", max_step)
     if int(max_iterations) < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations!r}")
+    ref = yield from resolve_reference(detector, reference)
     rec = _recorder()
     args = {"detector": detector.name, "subsystem": subsystem, "tolerance": tolerance,
             "max_iterations": max_iterations, "min_score": min_score, "max_step": max_step,
@@ -308,7 +330,7 @@ def _aligned_run(plan_name: str, detector, reference, tolerance, max_iterations,
 
 def align_stage(
     detector: Readable,
-    reference: Any,
+    reference: Any = None,
     subsystem: str = "stage",
     tolerance: float = 0.05e-6,
     max_iterations: int = 3,
@@ -322,8 +344,12 @@ def align_stage(
     ----------
     detector : Readable
         ``microscope.sem`` or ``microscope.fib``.
-    reference : array
-        The reference frame's pixels (e.g. from :func:`acquire_reference`).
+    reference : array, str or None
+        The reference image: a 2-D array of the same shape and pixel size as the frames
+        (e.g. returned by :func:`acquire_reference`), the uid of a stored run (its last frame
+        of this detector is loaded; how a queue-server item names its reference), or
+        ``None`` (default) for the detector's current reference, which
+        :func:`acquire_reference` sets.
     subsystem : str
         "stage": stable moves in the detector's view (OpenFIBSEM's STAGE);
         "stage_vertical": vertical moves, ion view only (OpenFIBSEM's STAGE_VERTICAL: restores
@@ -355,7 +381,7 @@ def align_stage(
 
 def multi_step_alignment(
     detector: Readable,
-    reference: Any,
+    reference: Any = None,
     steps: int = 3,
     tolerance: float = 0.02e-6,
     min_score: float = 0.5,
@@ -369,8 +395,12 @@ def multi_step_alignment(
     ----------
     detector : Readable
         ``microscope.sem`` or ``microscope.fib``.
-    reference : array
-        The reference frame's pixels.
+    reference : array, str or None
+        The reference image: a 2-D array of the same shape and pixel size as the frames
+        (e.g. returned by :func:`acquire_reference`), the uid of a stored run (its last frame
+        of this detector is loaded; how a queue-server item names its reference), or
+        ``None`` (default) for the detector's current reference, which
+        :func:`acquire_reference` sets.
     steps : int
         Rounds at most.
     tolerance : float
@@ -389,7 +419,7 @@ def multi_step_alignment(
 
 def correct_drift(
     detector: Readable,
-    reference: Any,
+    reference: Any = None,
     tolerance: float = 0.05e-6,
     max_iterations: int = 2,
     min_score: float = 0.5,
@@ -406,8 +436,12 @@ def correct_drift(
     ----------
     detector : Readable
         ``microscope.sem`` or ``microscope.fib``.
-    reference : array
-        The reference frame's pixels (e.g. from :func:`acquire_reference`).
+    reference : array, str or None
+        The reference image: a 2-D array of the same shape and pixel size as the frames
+        (e.g. returned by :func:`acquire_reference`), the uid of a stored run (its last frame
+        of this detector is loaded; how a queue-server item names its reference), or
+        ``None`` (default) for the detector's current reference, which
+        :func:`acquire_reference` sets.
     tolerance : float
         Stop when the measured shift is below this, metres.
     max_iterations : int

@@ -29,17 +29,32 @@ def test_queue_take_reference_images(queue_server):
            "milling": {"milling_current": 1e-9, "hfw": 80e-6, "material": "ice"},
            "pattern": {"name": "Rectangle", "width": 4e-6, "height": 2e-6, "depth": 0.5e-6}}
     RM.item_add(BPlan("mill_stages", "microscope", stages=[box], md={"lamella": "qs-L1"}))
+    # a reference for a later item: the detector keeps it; later items name it or its run
+    RM.item_add(BPlan("acquire_reference", "sem"))
+    RM.item_add(BPlan("stable_move", "microscope", dx=1e-6, dy=0.0))
+    RM.item_add(BPlan("align_beam_shift", "sem"))
     RM.queue_start()
     RM.wait_for_idle(timeout=180)
 
     history = RM.history_get()["items"]
     assert [h["name"] for h in history] == ["take_reference_images", "stable_move",
-                                            "mill_stages"]
+                                            "mill_stages", "acquire_reference", "stable_move",
+                                            "align_beam_shift"]
     for item in history:
         assert item["result"]["exit_status"] == "completed", item["result"]
     run_uids = history[0]["result"]["run_uids"]
     assert len(run_uids) == 1
     (mill_uid,) = history[2]["result"]["run_uids"]
+    (ref_uid,) = history[3]["result"]["run_uids"]
+    (align1_uid,) = history[5]["result"]["run_uids"]
+    # the reference by the uid of its run, after another view change
+    RM.item_add(BPlan("stable_move", "microscope", dx=0.0, dy=-1.5e-6))
+    RM.item_add(BPlan("align_beam_shift", "sem", reference=ref_uid, max_iterations=4))
+    RM.queue_start()
+    RM.wait_for_idle(timeout=120)
+    history = RM.history_get()["items"]
+    assert history[-1]["result"]["exit_status"] == "completed", history[-1]["result"]
+    (align2_uid,) = history[-1]["result"]["run_uids"]
 
     # a user of the restricted group: imaging yes, movement and milling no
     RM.user_group = "observers"
@@ -57,7 +72,7 @@ def test_queue_take_reference_images(queue_server):
     RM.queue_start()
     RM.wait_for_idle(timeout=120)
     history = RM.history_get()["items"]
-    assert len(history) == 4 and history[-1]["result"]["exit_status"] == "completed"
+    assert len(history) == 9 and history[-1]["result"]["exit_status"] == "completed"
     run_uids += history[-1]["result"]["run_uids"]
 
     # the worker holds the embedded catalog: close the environment before reading it here
@@ -65,7 +80,14 @@ def test_queue_take_reference_images(queue_server):
     RM.wait_for_idle(timeout=60)
 
     catalog = open_catalog(queue_server.data_dir)
-    assert sorted(catalog) == sorted([*run_uids, mill_uid])
+    assert sorted(catalog) == sorted([*run_uids, mill_uid, ref_uid, align1_uid, align2_uid])
+    # each alignment measured the view change made before it and converged
+    for uid, (dx, dy) in ((align1_uid, (1e-6, 0.0)), (align2_uid, (0.0, -1.5e-6))):
+        al = catalog[uid]["alignment"].read()
+        assert float(al["alignment_dx"][0]) == pytest.approx(dx, abs=0.1e-6)
+        assert float(al["alignment_dy"][0]) == pytest.approx(dy, abs=0.1e-6)
+        assert abs(float(al["alignment_dx"][-1])) < 0.1e-6
+        assert abs(float(al["alignment_dy"][-1])) < 0.1e-6
     milled = catalog[mill_uid]
     assert milled.start["lamella"] == "qs-L1" and milled.stop["exit_status"] == "success"
     before, after = load_images(milled, "ion")

@@ -120,6 +120,46 @@ def test_reference_of_another_shape_or_constant_is_a_clear_error(session, micros
         RE(align_beam_shift(microscope.sem, np.zeros(10)))
 
 
+def test_reference_by_run_uid_or_the_detectors_last_reference(session, microscope):
+    """How a queue-server item names its reference: by the uid of the run that took it, or
+    not at all (the detector keeps the last acquire_reference frame)."""
+    sim, RE = session.backend, session.RE
+    point = sim.truth.surface_point("electron")
+    first = RE(acquire_reference(microscope.sem))
+    ref_uid = first.run_start_uids[0]
+    # the detector's reference is that frame, and the stored run holds the same pixels
+    np.testing.assert_array_equal(microscope.sem.reference.get(), first.plan_result)
+    RE(acquire_reference(microscope.fib))  # another detector's reference changes nothing here
+    RE(stable_move(microscope, -2e-6, 1.5e-6, "electron"))
+    res = RE(align_beam_shift(microscope.sem, ref_uid)).plan_result
+    assert res["converged"]
+    assert _centre_point_error(sim, point, "electron") < 0.1e-6
+    # by default: the detector's current reference
+    microscope.electron_beam.shift.set([0.0, 0.0]).wait()
+    RE(stable_move(microscope, 1e-6, 1e-6, "electron"))
+    RE(acquire_reference(microscope.sem))
+    RE(stable_move(microscope, 2e-6, 0.0, "electron"))
+    res = RE(align_beam_shift(microscope.sem)).plan_result
+    assert res["converged"]
+    assert res["history"][0]["dx"] == pytest.approx(2e-6, abs=0.1e-6)
+
+
+def test_bad_reference_names_are_clear_errors_before_any_move(session, microscope):
+    RE = session.RE
+    pos = microscope.stage.x.position
+    with pytest.raises(ValueError, match="has no reference yet"):
+        RE(align_beam_shift(microscope.fib))
+    with pytest.raises(ValueError, match="no run with uid 'nope'"):
+        RE(align_beam_shift(microscope.sem, "nope"))
+    uid = RE(acquire_reference(microscope.fib)).run_start_uids[0]
+    with pytest.raises(ValueError, match="holds no 'microscope_sem_image' frame"):
+        RE(align_beam_shift(microscope.sem, uid))
+    with pytest.raises(ValueError, match="NaN"):
+        microscope.sem.reference.set(np.full((4, 4), np.nan))
+    assert microscope.stage.x.position == pos
+    assert microscope.electron_beam.shift.get() == [0.0, 0.0]
+
+
 def test_correct_drift_between_stages(tmp_path):
     cfg = {**SMALL, "sim": {"drift": {"velocity": [2e-9, -1e-9, 0.0], "settle_amplitude": 0.0}}}
     s = setup_session(config=cfg, data_dir=tmp_path / "d", seed=3)
