@@ -7,6 +7,7 @@ from ._milling import Milling, MillingAborted
 from ._recorder import RecordSignal, make_recorder
 from ._signals import BackendSignal, SettingSignal
 from ._stage import AXES, NamedPositions, Stage, StageAxis, load_positions, save_positions
+from ._stored_image import StoredImage, make_stored_image
 
 __all__ = [
     "AXES",
@@ -20,11 +21,13 @@ __all__ = [
     "SettingSignal",
     "Stage",
     "StageAxis",
+    "StoredImage",
     "TIFF_TEMPLATE",
     "load_positions",
     "make_microscope",
     "Milling",
     "MillingAborted",
     "make_recorder",
+    "make_stored_image",
     "save_positions",
 ]

@@ -4,8 +4,10 @@ stitched into one mosaic with a pixel -> stage mapping.
 The run holds the tile frames (stream named after the beam, with the stage position), one
 "overview_tile" event per tile (``index``, ``row``, ``col``, the tile centre's image-plane
 offset ``offset_x``/``offset_y`` m from the start view) and one "overview_mosaic" event with
-the mosaic geometry and its pixel -> stage mapping (see :func:`mosaic_pixel_to_stage`).
-Plans cannot write files: the mosaic itself is returned.
+the mosaic image itself (``overview_mosaic_image``: a uint8 TIFF with the usual metadata, the
+stage at the mosaic centre; ``load_images(run, "overview_mosaic")``), its geometry and its
+pixel -> stage mapping (see :func:`mosaic_pixel_to_stage`), so sites can be picked on the
+stored mosaic of any earlier run.
 """
 
 import math
@@ -20,7 +22,7 @@ from bluesky.utils import MsgGenerator
 from .. import geometry
 from ..alignment.stitch import stitch_tiles
 from ..beams import as_beam
-from ..devices import make_recorder
+from ..devices import make_recorder, make_stored_image
 from ._alignment import _in_run, _md, _positive
 from ._imaging import apply_image_settings
 from ._movement import read_geometry, read_stage_position
@@ -126,7 +128,8 @@ def acquire_overview(
     Returns
     -------
     dict
-        ``uid`` (the run), ``mosaic`` (float32 array, grey levels of the tiles), ``mapping``
+        ``uid`` (the run), ``mosaic`` (float32 array, grey levels of the tiles; the run stores
+        it rounded to uint8), ``mapping``
         (the "overview_mosaic" event's fields: mosaic size, ``pixel_size``, the pixel of the
         start view's centre ``centre_col``/``centre_row``, ``origin_x``/``origin_y`` (image-
         plane offset in m of pixel (0, 0) from that centre, +x right, +y up), the start stage
@@ -145,6 +148,7 @@ def acquire_overview(
     stage = microscope.stage
     tile_rec = make_recorder("overview_tile", _TILE_FIELDS)
     mosaic_rec = make_recorder("overview_mosaic", _MOSAIC_FIELDS)
+    mosaic_img = make_stored_image("overview_mosaic", detector)
     args = {"rows": rows, "cols": cols, "hfw": hfw, "overlap": overlap, "beam": beam}
     state: dict = {}
 
@@ -208,11 +212,13 @@ def acquire_overview(
             "pairs_used": len(used), "pairs_total": len(mosaic.pairs),
             "max_correction": max((math.hypot(p.dcol, p.drow) for p in used), default=0.0),
         }
-        args_mv = []
+        args_mv = [mosaic_img.image, mosaic.image, mosaic_img.pixel_size, pixel]
         for key, value in mapping.items():
             args_mv += [getattr(mosaic_rec, key), value]
+        # back at the start: the stored mosaic's metadata has the stage of its centre pixel
+        yield from bps.mv(stage, state["start"])
         yield from bps.mv(*args_mv)
-        yield from bps.trigger_and_read([mosaic_rec], name="overview_mosaic")
+        yield from bps.trigger_and_read([mosaic_rec, mosaic_img], name="overview_mosaic")
         return {"mosaic": mosaic.image, "mapping": mapping, "tile_positions": mosaic.positions,
                 "pairs": mosaic.pairs, "tiles": tiles}
 
@@ -223,7 +229,7 @@ def acquire_overview(
             yield from apply_image_settings(detector, {"hfw": state["hfw"],
                                                        "reduced_area": state["area"]})
 
-    @bpp.stage_decorator([detector])
+    @bpp.stage_decorator([detector, mosaic_img])
     def inner():
         plan = bpp.finalize_wrapper(body(), restore())
         return (yield from _in_run(plan, _md("acquire_overview", [detector], args, md)))

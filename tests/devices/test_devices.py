@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 from bluesky import plan_stubs as bps
 
@@ -159,3 +160,17 @@ def test_stage_config_signals(microscope):
     with pytest.raises(ValueError, match="read-only"):
         microscope.stage.shuttle_pre_tilt.put(45.0)
     assert math.isfinite(microscope.stage.z.position)
+
+
+def test_stored_image_refuses_bad_pixels(microscope):
+    from fibsem_ophyd.devices import make_stored_image
+
+    dev = make_stored_image("mosaic", microscope.sem)
+    with pytest.raises(ValueError, match="NaN"):
+        dev.image.set(np.array([[0.0, np.nan]]))
+    with pytest.raises(ValueError, match="2-D"):
+        dev.image.set(np.zeros(5))
+    dev.image.set(np.array([[-3.0, 127.4], [127.6, 300.0]]))
+    assert dev.image.get().tolist() == [[0, 127], [128, 255]]
+    with pytest.raises(RuntimeError, match="staged"):
+        dev.trigger()

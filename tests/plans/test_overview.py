@@ -13,6 +13,7 @@ from fibsem_ophyd.plans import (
     mosaic_pixel_to_stage,
     stable_move,
 )
+from fibsem_ophyd.storage import load_images
 
 
 def _stage(microscope):
@@ -41,6 +42,16 @@ def test_overview_maps_a_feature_to_its_stage_position(session, microscope):
     ev = run["overview_mosaic"].read()
     stored = {k: ev[f"overview_mosaic_{k}"].values[0] for k in mp}
     assert stored == pytest.approx(mp)
+    # the mosaic itself is in the run: a TIFF with metadata, the stage at its centre pixel
+    (img,) = load_images(run, "overview_mosaic")
+    assert img.data.dtype == np.uint8 and img.data.shape == mosaic.shape
+    assert np.abs(img.data.astype(float) - mosaic).max() <= 0.5
+    assert img.pixel_size == pytest.approx(mp["pixel_size"])
+    assert img.beam == "electron"
+    assert [img.stage_position[a] for a in "xyz"] == pytest.approx(
+        [start[a] for a in "xyz"], abs=1e-12)
+    # from here on, only what is stored: pick the site on the stored mosaic with the stored map
+    mosaic, mp = img.data.astype(np.float32), stored
 
     # a ground-truth particle in a corner tile (the farthest one fully inside a crop)
     v = sim.truth.view("electron")
