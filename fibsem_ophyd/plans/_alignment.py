@@ -89,9 +89,10 @@ def _in_run(plan, md: dict) -> MsgGenerator[tuple[str, Any]]:
     return uid, out.get("value")
 
 
-def _frame(detector, stage) -> MsgGenerator[tuple[np.ndarray, float]]:
-    """Trigger and read ``detector`` (stream named after its beam); return (frame, pixel m)."""
-    reading = yield from bps.trigger_and_read([detector, stage], name=detector.beam)
+def _frame(detector, stage, extra=()) -> MsgGenerator[tuple[np.ndarray, float]]:
+    """Trigger and read ``detector`` (stream named after its beam; with ``extra`` readables,
+    for runs whose stream of that name holds more); return (frame, pixel m)."""
+    reading = yield from bps.trigger_and_read([detector, stage, *extra], name=detector.beam)
     frame = yield from bps.rd(detector.last_frame, default_value=None)
     key = f"{detector.name}_pixel_size"
     if reading and key in reading:
@@ -182,7 +183,7 @@ def _shift_limits(beam_dev) -> tuple[float, float]:
 
 def _align_loop(detector, ref: np.ndarray, rec, tolerance: float, max_iterations: int,
                 min_score: float, max_step: float, use_stage: bool,
-                subsystem: str = "beam_shift") -> MsgGenerator[dict]:
+                subsystem: str = "beam_shift", extra=()) -> MsgGenerator[dict]:
     microscope = detector.root
     stage = microscope.stage
     beam_dev = microscope.beam(detector.beam)
@@ -192,7 +193,7 @@ def _align_loop(detector, ref: np.ndarray, rec, tolerance: float, max_iterations
     converged = False
     dx = dy = score = math.nan
     for it in range(1, max_iterations + 1):
-        frame, pixel = yield from _frame(detector, stage)
+        frame, pixel = yield from _frame(detector, stage, extra)
         if frame is None:  # not a live RunEngine
             return {"converged": False, "iterations": 0, "history": []}
         reg = register(ref, frame)

@@ -16,9 +16,12 @@ def mill_stages(
     microscope: Readable,
     stages: list[dict[str, Any]],
     imaging_hfw: float | None = None,
+    align: bool = False,
+    reference: Any = None,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
-    """Mill stages with the ion beam, imaging before and after each.
+    """Mill stages with the ion beam, imaging before and after each (and aligning at the
+    milling current just before milling, if asked).
 
     Parameters
     ----------
@@ -30,6 +33,15 @@ def mill_stages(
         ion image, +y up.
     imaging_hfw : float, optional
         Field width of the reference images, m (default: each stage's milling hfw).
+    align : bool
+        Before each stage: switch to its milling current, register ion frames against
+        ``reference`` and correct with beam shift (as :func:`align_beam_shift`; frames and
+        measurements in the run's "ion" and "alignment" streams), then mill. Drift during the
+        current change no longer moves the pattern.
+    reference : array, str or None
+        The alignment reference (an array, the uid of a stored run, or ``None`` for the
+        ion detector's current reference); only with ``align``. Take it at the field width
+        the stages mill at.
     md : dict, optional
         Extra run metadata (e.g. ``sample``, ``lamella``).
 
@@ -41,13 +53,17 @@ def mill_stages(
         microscope-reported milling times. The ion beam ends at its imaging current,
         blanked, also when milling fails.
     """
+    from ._alignment import _align_loop, _recorder, resolve_reference
+
     objs = as_stages(stages)
     microscope.milling.check([s for s in objs if s.enabled])  # refuse before any run/beam
+    ref = (yield from resolve_reference(microscope.fib, reference)) if align else None
     imaging_current = yield from bps.rd(microscope.ion_beam.current)
     estimates = [estimate_stage_time(s, imaging_current) for s in objs]
     _md = {
         "plan_name": "mill_stages",
-        "plan_args": {"stages": repr([s.name for s in objs]), "imaging_hfw": repr(imaging_hfw)},
+        "plan_args": {"stages": repr([s.name for s in objs]), "imaging_hfw": repr(imaging_hfw),
+                      "align": repr(bool(align))},
         "milling_stages": [s.to_dict() for s in objs],
         "estimated_time": {s.name: e for s, e in zip(objs, estimates, strict=True)},
         "hints": {},
@@ -61,12 +77,24 @@ def mill_stages(
         yield from bps.mv(microscope.ion_beam.blanked, False, fib.hfw, hfw)
         yield from bps.trigger_and_read([fib, stage, milling], name="ion")
 
+    rec = _recorder()
+
+    def aligned(st):
+        # at the milling current (the current change takes time, the sample drifts)
+        yield from bps.mv(microscope.ion_beam.current, st.milling_current,
+                          microscope.ion_beam.blanked, False, fib.hfw, st.hfw)
+        yield from _align_loop(fib, ref, rec, tolerance=10e-9, max_iterations=3,
+                               min_score=0.5, max_step=20e-6, use_stage=True,
+                               extra=(milling,))
+
     def blank():
-        yield from bps.mv(microscope.ion_beam.blanked, True)
+        # the ion beam ends at its imaging current, blanked, even on failure
+        yield from bps.mv(microscope.ion_beam.current, imaging_current,
+                          microscope.ion_beam.blanked, True)
 
     @bpp.stage_decorator([fib])
     @bpp.run_decorator(md=_md)
-    @bpp.finalize_decorator(blank)  # the ion beam ends blanked, even on failure
+    @bpp.finalize_decorator(blank)
     def inner():
         for st in objs:
             if not st.enabled:
@@ -74,7 +102,10 @@ def mill_stages(
             hfw = imaging_hfw or st.hfw
             yield from bps.mv(milling.state, "ready", milling.stage_name, st.name)
             yield from image(hfw)  # before: state "ready"
+            if ref is not None:
+                yield from aligned(st)
             yield from bps.mv(milling, st.to_dict())
+            yield from bps.mv(microscope.ion_beam.current, imaging_current)
             yield from image(hfw)  # after: state "done", with the milling times
 
     return (yield from inner())
@@ -110,8 +141,12 @@ def mill_lamella(
     milling_angle : float, optional
         Ion-beam-to-surface angle to tilt to first, degrees.
     correct_drift_between_stages : bool
-        Before each section after the first, register an ion image against the one taken
-        after the fiducial and correct with beam shift.
+        Take an ion reference image before the first section (that view is where the lamella
+        goes); before each later section, register against it and correct with beam shift.
+        After the first correction the reference is retaken, so it shows the first section's
+        marks (the fiducial) for the alignments that follow. Each stage is also aligned to
+        the reference at its milling current right before it mills (``mill_stages(...,
+        align=True)``).
     md : dict, optional
         Extra metadata for every run.
 
@@ -140,19 +175,26 @@ def mill_lamella(
         yield from move_to_milling_angle(microscope, milling_angle)
     result: dict[str, Any] = {"lamella": lamella, "sections": order, "runs": {}, "drift": {}}
     reference = None
+    hfw = sections[order[0]][0].hfw if order else None
+    if correct_drift_between_stages and order:
+        # the view at the start defines where the lamella goes: everything aligns back to it
+        yield from bps.mv(microscope.ion_beam.blanked, False)
+        reference = yield from acquire_reference(
+            microscope.fib, hfw=hfw, md={**base, "section": order[0], "role": "reference"})
     for i, name in enumerate(order):
         stages = [s.to_dict() for s in sections[name]]
-        if correct_drift_between_stages and reference is not None:
+        if correct_drift_between_stages and i > 0:
             # mill_stages leaves the ion beam blanked; a blanked beam images nothing
             yield from bps.mv(microscope.ion_beam.blanked, False)
             result["drift"][name] = yield from correct_drift(
                 microscope.fib, reference, md={**base, "section": name})
+            if i == 1:
+                # now aligned to the start, the reference gains the first section's marks
+                # (the fiducial), which later alignments lock on to
+                reference = yield from acquire_reference(
+                    microscope.fib, hfw=hfw, md={**base, "section": name, "role": "reference"})
         result["runs"][name] = yield from mill_stages(
-            microscope, stages, md={**base, "section": name, "section_index": i})
-        if reference is None and correct_drift_between_stages:
-            hfw = sections[name][0].hfw
-            yield from bps.mv(microscope.ion_beam.blanked, False)
-            reference = yield from acquire_reference(
-                microscope.fib, hfw=hfw, md={**base, "section": name, "role": "reference"})
+            microscope, stages, align=reference is not None, reference=reference,
+            md={**base, "section": name, "section_index": i})
     yield from bps.mv(microscope.ion_beam.blanked, True)
     return result

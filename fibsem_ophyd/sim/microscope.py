@@ -42,6 +42,7 @@ from ..config import load_config
 from ..geometry import ELECTRON, ION, rx
 from ..milling import sputter_rate
 from .clock import CURRENT_CHANGE, PUMP_TIME, VENT_TIME, VOLTAGE_CHANGE, SimClock
+from .cuts import BeamCut, make_cut
 from .detector import (
     ELEMENTARY_CHARGE,
     NoiseSource,
@@ -200,6 +201,8 @@ class SimulatedMicroscope:
         self._exposure_cache: OrderedDict = OrderedDict()
         #: diagnostics of the last render (raster size, parallax, blur)
         self.last_render = RenderStats()
+        #: every milling's beam-parallel cut (:mod:`fibsem_ophyd.sim.cuts`), in order
+        self.cuts: list[BeamCut] = []
         self.truth = Truth(self)
 
     @staticmethod
@@ -445,7 +448,11 @@ class SimulatedMicroscope:
                 np.maximum(out, shape.depth_at(u, v), out=out)
             return out
 
+        view = self.truth.view("ion", {"hfw": hfw})
+        cut = make_cut(self, view, depth_at, box, float(current), float(voltage), rate,
+                       _spot_size("ion", float(current), float(voltage)))
         result = mill_shapes(self, depth_at, box, float(current), rate, hfw, progress=progress)
+        self.cuts.append(cut)
         self.clock.advance(result["time"])
         return result["time"]
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..geometry import ELECTRON, image_to_pixel, pixel_to_image, rx, rz
+from .cuts import lamella_profile
 from .materials import MATERIALS
 
 if TYPE_CHECKING:
@@ -250,3 +251,33 @@ class Truth:
         tv = -ms - self._drift_stage()
         return {"x": float(tv[0]), "y": float(tv[1]), "z": float(tv[2] + m._z0),
                 "r": m._stage["r"], "t": m._stage["t"]}
+
+    # ------------------------------------------------------------------ lamellae
+    def lamella(self, point=None, depth: float = 0.5e-6, half_range: float = 5e-6) -> dict:
+        """The slab the millings so far left at ``point``, measured across it.
+
+        Parameters
+        ----------
+        point : array-like (3,), optional
+            Sample-frame point on the lamella's top surface (m); default: the surface point
+            at the ion image centre now.
+        depth : float
+            How far below the top (m, along the last milling's beam) to measure.
+        half_range : float
+            Half-length (m) of the probe line, along the last milling's image v axis.
+
+        Returns
+        -------
+        dict
+            ``thickness`` (m) of intact material around the probe, ``centre_offset`` (m, +v
+            in the milling image) of the slab's middle from ``point``, ``inside`` (the probe
+            is in material), ``bounded`` (material was removed on both sides within the
+            range). See :func:`fibsem_ophyd.sim.cuts.lamella_profile`.
+        """
+        if point is None:
+            point = self.surface_point("ion")
+            if point is None:
+                raise ValueError("the ion beam does not hit the sample at the image centre")
+        out = lamella_profile(self._m.cuts, np.asarray(point, dtype=float), float(depth),
+                              float(half_range))
+        return {k: out[k] for k in ("thickness", "centre_offset", "inside", "bounded")}
