@@ -42,6 +42,13 @@ class _StoringRunEngine(RunEngine):
             if self._writer is not None:
                 self._writer.wait()
 
+    def resume(self):
+        try:
+            return super().resume()
+        finally:
+            if self._writer is not None:
+                self._writer.wait()
+
 
 @dataclass
 class Session:

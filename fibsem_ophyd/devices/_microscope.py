@@ -8,12 +8,12 @@ from ophyd import Component as Cpt
 from ophyd import Device
 
 from ..backend import BEAM_KEYS, DETECTOR_KEYS, MicroscopeBackend
+from ..storage import batch_state, system_info
 from ..storage import microscope_state as _state_metadata
-from ..storage import system_info
 from ._beam import Beam, Chamber
 from ._detector import ImagingDetector
 from ._milling import Milling
-from ._reference import load_run_frame
+from ._reference import BatchStateSignal, load_run_frame
 from ._stage import AXES, Stage
 
 __all__ = ["FibsemMicroscope", "make_microscope", "STATE_BEAM_KEYS"]
@@ -38,6 +38,8 @@ class FibsemMicroscope(Device):
     fib = Cpt(ImagingDetector, beam="ion")
     chamber = Cpt(Chamber)
     milling = Cpt(Milling)
+    #: the stored state of a lamella batch (see :class:`BatchStateSignal`)
+    batch_state = Cpt(BatchStateSignal, value=None, kind="omitted")
 
     def __init__(self, *args, backend: MicroscopeBackend, images_dir: str | Path, **kwargs):
         if not isinstance(backend, MicroscopeBackend):
@@ -86,6 +88,13 @@ class FibsemMicroscope(Device):
         run uid (``bps.mv(microscope.sem.reference, uid)``). ``setup_session`` attaches its own.
         """
         self._catalog = catalog
+
+    def load_batch_state(self, batch: str) -> dict:
+        """What the stored runs of ``batch`` say is done (see ``storage.batch_state``)."""
+        if self._catalog is None:
+            raise ValueError("no catalog is attached to the microscope: resuming a batch "
+                             "needs a session (setup_session attaches its catalog)")
+        return batch_state(self._catalog, batch)
 
     def load_reference(self, uid: str, image_key: str):
         """The last ``image_key`` frame of the stored run ``uid`` (ValueError if none)."""

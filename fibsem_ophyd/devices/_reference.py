@@ -18,7 +18,7 @@ from ophyd import Signal
 from ..storage import image_keys, load_images
 from ._signals import finished_status
 
-__all__ = ["ReferenceSignal", "load_run_frame"]
+__all__ = ["ReferenceSignal", "BatchStateSignal", "load_run_frame"]
 
 
 def load_run_frame(catalog, uid: str, image_key: str) -> np.ndarray:
@@ -80,3 +80,24 @@ class ReferenceSignal(Signal):
         dtype = np.asarray(value).dtype.str if value is not None else "|u1"
         return {self.name: {"source": f"memory:{self.name}", "dtype": "array", "shape": shape,
                             "dtype_numpy": dtype}}
+
+
+class BatchStateSignal(Signal):
+    """The stored state of a lamella batch: ``bps.mv(sig, "batch name")`` reads it from the
+    catalog (:func:`fibsem_ophyd.storage.batch_state`), ``bps.rd(sig)`` returns it. How a
+    batch plan resumes where an interrupted one stopped."""
+
+    def put(self, value: Any, **kwargs):
+        if not isinstance(value, str):
+            raise ValueError(f"{self.name}: set it to a batch name, got {value!r}")
+        loader = getattr(self.root, "load_batch_state", None)
+        if loader is None:
+            raise ValueError(f"{self.name}: needs a microscope device tree with a catalog")
+        super().put(loader(value), **kwargs)
+
+    def set(self, value: Any, **kwargs):
+        self.put(value)
+        return finished_status(self)
+
+    def describe(self):
+        return {self.name: {"source": f"catalog:{self.name}", "dtype": "string", "shape": []}}

@@ -15,6 +15,7 @@ from ._alignment import (
     multi_step_alignment,
 )
 from ._autofunctions import auto_contrast_brightness, autofocus
+from ._batch import mill_lamellae
 from ._imaging import acquire_image, apply_image_settings, take_reference_images
 from ._milling import mill_lamella, mill_stages
 from ._movement import (
@@ -49,6 +50,7 @@ __all__ = [
     "demo_workflow",
     "go_to_position",
     "mill_lamella",
+    "mill_lamellae",
     "mill_stages",
     "move_flat_to_beam",
     "move_to_milling_angle",

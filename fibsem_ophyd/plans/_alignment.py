@@ -174,6 +174,42 @@ def acquire_reference(detector: Readable, hfw: float | None = None,
     return frame
 
 
+def _check_boxes(exclude: Any) -> list[tuple[float, float, float, float]]:
+    """Validate image-frame boxes ``[[x0, y0, x1, y1], ...]`` (m)."""
+    if exclude is None:
+        return []
+    boxes = []
+    for box in exclude:
+        vals = [float(v) for v in box] if isinstance(box, (list, tuple)) else []
+        if len(vals) != 4 or not all(math.isfinite(v) for v in vals) or \
+                vals[2] <= vals[0] or vals[3] <= vals[1]:
+            raise ValueError(f"an excluded region is [x0, y0, x1, y1] in metres with x1 > x0 "
+                             f"and y1 > y0, got {box!r}")
+        boxes.append(tuple(vals))
+    return boxes
+
+
+def exclusion_mask(shape: tuple[int, int], pixel: float, boxes) -> np.ndarray | None:
+    """Registration weights that ignore image-frame boxes (m, +y up; e.g. freshly milled
+    patterns, which the reference does not show), with 2 px soft edges; ``None`` if none."""
+    if not boxes:
+        return None
+    h, w = shape
+    col = (np.arange(w) + 0.5 - w / 2) * pixel
+    row = (h / 2 - (np.arange(h) + 0.5)) * pixel
+    keep = np.ones((h, w), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        inside_c = (col >= x0) & (col <= x1)
+        inside_r = (row >= y0) & (row <= y1)
+        keep &= ~(inside_r[:, None] & inside_c[None, :])
+    if keep.mean() < 0.2:
+        raise ValueError("the excluded regions cover more than 80 % of the field of view: "
+                         "nothing left to align on")
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(keep.astype(np.float32), 2.0)
+
+
 def _shift_limits(beam_dev) -> tuple[float, float]:
     lim = getattr(beam_dev.shift, "limits", None)
     if not lim or lim[0] >= lim[1]:
@@ -183,7 +219,7 @@ def _shift_limits(beam_dev) -> tuple[float, float]:
 
 def _align_loop(detector, ref: np.ndarray, rec, tolerance: float, max_iterations: int,
                 min_score: float, max_step: float, use_stage: bool,
-                subsystem: str = "beam_shift", extra=()) -> MsgGenerator[dict]:
+                subsystem: str = "beam_shift", extra=(), exclude=()) -> MsgGenerator[dict]:
     microscope = detector.root
     stage = microscope.stage
     beam_dev = microscope.beam(detector.beam)
@@ -196,7 +232,8 @@ def _align_loop(detector, ref: np.ndarray, rec, tolerance: float, max_iterations
         frame, pixel = yield from _frame(detector, stage, extra)
         if frame is None:  # not a live RunEngine
             return {"converged": False, "iterations": 0, "history": []}
-        reg = register(ref, frame)
+        mask = exclusion_mask(frame.shape, pixel, exclude)
+        reg = register(ref, frame, mask=mask)
         dx, dy, score = reg.dx * pixel, reg.dy * pixel, reg.score
         common = {"iteration": it, "beam": detector.beam, "dx": dx, "dy": dy, "score": score,
                   "hfw": hfw}
@@ -257,6 +294,7 @@ def align_beam_shift(
     min_score: float = 0.5,
     max_step: float = 20e-6,
     use_stage: bool = True,
+    exclude: list[list[float]] | None = None,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[dict]:
     """Bring the current view of ``detector`` onto ``reference`` with the beam shift.
@@ -285,6 +323,10 @@ def align_beam_shift(
         Largest correction (m) allowed in one step; a larger measured offset is refused.
     use_stage : bool
         Fall back to a stable stage move when the beam shift would leave its limits.
+    exclude : list of [x0, y0, x1, y1], optional
+        Image-frame regions (m, centred, +y up) the registration ignores: what changed
+        since the reference was taken, e.g. freshly milled patterns (they would pull the
+        measured shift towards themselves).
     md : dict, optional
         Extra run metadata.
 
@@ -303,12 +345,14 @@ def align_beam_shift(
     """
     return (yield from _aligned_run(
         "align_beam_shift", detector, reference, tolerance, max_iterations, min_score, max_step,
-        bool(use_stage), "beam_shift", md))
+        bool(use_stage), "beam_shift", md, exclude))
 
 
 def _aligned_run(plan_name: str, detector, reference, tolerance, max_iterations, min_score,
-                 max_step, use_stage: bool, subsystem: str, md) -> MsgGenerator[dict]:
+                 max_step, use_stage: bool, subsystem: str, md,
+                 exclude=None) -> MsgGenerator[dict]:
     """Validate, then run the measure-and-correct loop as one recorded run."""
+    boxes = _check_boxes(exclude)
     tolerance = _positive("tolerance", tolerance)
     max_step = _positive("max_step", max_step)
     if int(max_iterations) < 1:
@@ -317,12 +361,13 @@ def _aligned_run(plan_name: str, detector, reference, tolerance, max_iterations,
     rec = _recorder()
     args = {"detector": detector.name, "subsystem": subsystem, "tolerance": tolerance,
             "max_iterations": max_iterations, "min_score": min_score, "max_step": max_step,
-            "use_stage": use_stage}
+            "use_stage": use_stage, "exclude": boxes}
 
     @bpp.stage_decorator([detector])
     def inner():
         loop = _align_loop(detector, ref, rec, tolerance, int(max_iterations),
-                           float(min_score), max_step, use_stage, subsystem=subsystem)
+                           float(min_score), max_step, use_stage, subsystem=subsystem,
+                           exclude=boxes)
         return (yield from _in_run(loop, _md(plan_name, [detector], args, md)))
 
     uid, result = yield from inner()
@@ -426,6 +471,7 @@ def correct_drift(
     min_score: float = 0.5,
     max_step: float = 5e-6,
     use_stage: bool = True,
+    exclude: list[list[float]] | None = None,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[dict]:
     """Correct the drift since ``reference`` was taken (between workflow stages).
@@ -453,13 +499,18 @@ def correct_drift(
         Refuse a correction larger than this, metres.
     use_stage : bool
         Fall back to a stable move beyond the beam-shift range.
+    exclude : list of [x0, y0, x1, y1], optional
+        Image-frame regions (m, centred, +y up) the registration ignores: what changed
+        since the reference was taken, e.g. freshly milled patterns (they would pull the
+        measured shift towards themselves).
     md : dict, optional
         Extra run metadata.
     """
     _md_ = {"alignment_kind": "drift", **(md or {})}
     return (yield from align_beam_shift(detector, reference, tolerance=tolerance,
                                         max_iterations=max_iterations, min_score=min_score,
-                                        max_step=max_step, use_stage=use_stage, md=_md_))
+                                        max_step=max_step, use_stage=use_stage,
+                                        exclude=exclude, md=_md_))
 
 
 # ------------------------------------------------------------------------------------------

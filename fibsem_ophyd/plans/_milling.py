@@ -12,12 +12,29 @@ from ..milling import as_stages, estimate_stage_time
 __all__ = ["mill_stages", "mill_lamella", "LAMELLA_ORDER"]
 
 
+#: alignments before milling stop within this (m): the beam shift is cheap, the lamella thin
+ALIGN_TOLERANCE = 10e-9
+
+#: how far around a milled shape the alignment ignores the image (m): the probe tail, debris,
+#: and at glancing incidence the walls and floor of a cut show up to microns beyond its outline
+EXCLUSION_MARGIN = 3e-6
+
+
+def milled_boxes(stage) -> list[list[float]]:
+    """Image-frame boxes [x0, y0, x1, y1] (m) around each shape a stage mills, with margin."""
+    m = EXCLUSION_MARGIN
+    return [[b[0] - m, b[1] - m, b[2] + m, b[3] + m]
+            for b in (sh.bounds for sh in stage.pattern.shapes())]
+
+
 def mill_stages(
     microscope: Readable,
     stages: list[dict[str, Any]],
     imaging_hfw: float | None = None,
     align: bool = False,
     reference: Any = None,
+    supervised: bool = False,
+    exclude: list[list[float]] | None = None,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Mill stages with the ion beam, imaging before and after each (and aligning at the
@@ -42,6 +59,17 @@ def mill_stages(
         The alignment reference (an array, the uid of a stored run, or ``None`` for the
         ion detector's current reference); only with ``align``. Take it at the field width
         the stages mill at.
+    supervised : bool
+        Before each stage (after the alignment) stop for a person: a checkpoint and a
+        pause. They look at the "ready" image, may set ``microscope.milling.pattern_offset``
+        ([dx, dy] m, image frame, +y up) to move the patterns, and resume (``RE.resume()``,
+        or ``qserver re resume`` under the queue server). The offset is applied with the ion
+        beam shift for that stage and recorded with it (the "done" event's
+        ``microscope_milling_pattern_offset``), then reset to zero.
+    exclude : list of [x0, y0, x1, y1], optional
+        Image regions (m) the alignment ignores because they changed since the reference was
+        taken (earlier milling); the shapes of this call's earlier stages are added (with a
+        3 um margin) as they are milled.
     md : dict, optional
         Extra run metadata (e.g. ``sample``, ``lamella``).
 
@@ -53,10 +81,11 @@ def mill_stages(
         microscope-reported milling times. The ion beam ends at its imaging current,
         blanked, also when milling fails.
     """
-    from ._alignment import _align_loop, _recorder, resolve_reference
+    from ._alignment import _align_loop, _check_boxes, _recorder, resolve_reference
 
     objs = as_stages(stages)
     microscope.milling.check([s for s in objs if s.enabled])  # refuse before any run/beam
+    boxes = _check_boxes(exclude)
     ref = (yield from resolve_reference(microscope.fib, reference)) if align else None
     imaging_current = yield from bps.rd(microscope.ion_beam.current)
     estimates = [estimate_stage_time(s, imaging_current) for s in objs]
@@ -83,9 +112,9 @@ def mill_stages(
         # at the milling current (the current change takes time, the sample drifts)
         yield from bps.mv(microscope.ion_beam.current, st.milling_current,
                           microscope.ion_beam.blanked, False, fib.hfw, st.hfw)
-        yield from _align_loop(fib, ref, rec, tolerance=10e-9, max_iterations=3,
+        yield from _align_loop(fib, ref, rec, tolerance=ALIGN_TOLERANCE, max_iterations=3,
                                min_score=0.5, max_step=20e-6, use_stage=True,
-                               extra=(milling,))
+                               extra=(milling,), exclude=boxes)
 
     def blank():
         # the ion beam ends at its imaging current, blanked, even on failure
@@ -104,9 +133,25 @@ def mill_stages(
             yield from image(hfw)  # before: state "ready"
             if ref is not None:
                 yield from aligned(st)
+            shift = None
+            if supervised:
+                yield from bps.checkpoint()
+                yield from bps.pause()  # a person confirms or moves the patterns
+                offset = [float(v) for v in (yield from bps.rd(milling.pattern_offset))]
+                if any(offset):
+                    shift = [float(v) for v in (yield from bps.rd(microscope.ion_beam.shift))]
+                    # the patterns are placed in the scanned field: shifting the field by
+                    # +d moves them by +d on the sample
+                    yield from bps.mv(microscope.ion_beam.shift,
+                                      [shift[0] + offset[0], shift[1] + offset[1]])
             yield from bps.mv(milling, st.to_dict())
+            if shift is not None:
+                yield from bps.mv(microscope.ion_beam.shift, shift)
             yield from bps.mv(microscope.ion_beam.current, imaging_current)
-            yield from image(hfw)  # after: state "done", with the milling times
+            yield from image(hfw)  # after: state "done", with the milling times and offset
+            if supervised:
+                yield from bps.mv(milling.pattern_offset, [0.0, 0.0])
+            boxes.extend(tuple(b) for b in milled_boxes(st))
 
     return (yield from inner())
 
@@ -181,20 +226,24 @@ def mill_lamella(
         yield from bps.mv(microscope.ion_beam.blanked, False)
         reference = yield from acquire_reference(
             microscope.fib, hfw=hfw, md={**base, "section": order[0], "role": "reference"})
+    changed: list[list[float]] = []  # milled since the reference: alignments ignore it
     for i, name in enumerate(order):
         stages = [s.to_dict() for s in sections[name]]
         if correct_drift_between_stages and i > 0:
             # mill_stages leaves the ion beam blanked; a blanked beam images nothing
             yield from bps.mv(microscope.ion_beam.blanked, False)
             result["drift"][name] = yield from correct_drift(
-                microscope.fib, reference, md={**base, "section": name})
+                microscope.fib, reference, tolerance=ALIGN_TOLERANCE, max_iterations=3,
+                exclude=changed, md={**base, "section": name})
             if i == 1:
                 # now aligned to the start, the reference gains the first section's marks
                 # (the fiducial), which later alignments lock on to
                 reference = yield from acquire_reference(
                     microscope.fib, hfw=hfw, md={**base, "section": name, "role": "reference"})
+                changed = []
         result["runs"][name] = yield from mill_stages(
             microscope, stages, align=reference is not None, reference=reference,
-            md={**base, "section": name, "section_index": i})
+            exclude=changed, md={**base, "section": name, "section_index": i})
+        changed = changed + [b for st in sections[name] if st.enabled for b in milled_boxes(st)]
     yield from bps.mv(microscope.ion_beam.blanked, True)
     return result

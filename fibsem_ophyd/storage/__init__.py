@@ -13,6 +13,7 @@
 - :mod:`.validate` -- :func:`validate_document`.
 """
 
+from .batch import batch_state
 from .catalog import (
     BACKUP_DIR,
     IMAGES_DIR,
@@ -105,6 +106,7 @@ __all__ = [
     "CatalogWriter",
     "WriteError",
     # reader
+    "batch_state",
     "load_images",
     "image_files",
     "image_keys",

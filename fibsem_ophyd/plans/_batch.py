@@ -1,0 +1,188 @@
+"""The on-grid lamella batch: many sites, each milling section done at every site before the
+next, resumable from the stored documents, a lost site skipped and reported."""
+
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.protocols import Readable
+from bluesky.utils import FailedStatus, MsgGenerator
+
+from ..alignment import RegistrationError
+from ..devices import make_recorder
+from ._alignment import AlignmentError, acquire_reference, correct_drift
+from ._milling import ALIGN_TOLERANCE, LAMELLA_ORDER, mill_stages, milled_boxes
+from ._movement import go_to_position, move_to_milling_angle
+
+__all__ = ["mill_lamellae"]
+
+#: one "site" event per lamella in the batch's summary run
+_SITE_FIELDS = {
+    "site": ("string", None),
+    "status": ("string", None),
+    "sections_done": ("string", None),
+    "skipped_section": ("string", None),
+    "reason": ("string", None),
+}
+
+#: what makes a site lost (the batch goes on without it); anything else stops the batch
+SITE_ERRORS = (AlignmentError, RegistrationError, FailedStatus)
+
+
+def _skip(batch: str, site: str, section: str, reason: str, md: dict) -> MsgGenerator[str]:
+    """A run that records why a site is skipped (``batch_state`` reads it back)."""
+    start = {**md, "plan_name": "lamella_skipped", "batch": batch, "lamella": site,
+             "section": section, "reason": reason, "hints": {}}
+    uid = yield from bps.open_run(md=start)
+    yield from bps.close_run()
+    return uid
+
+
+def mill_lamellae(
+    microscope: Readable,
+    sites: list[str],
+    protocol: dict[str, Any],
+    batch: str = "batch",
+    milling_angle: float | None = None,
+    resume: bool = False,
+    supervised: bool = False,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[dict]:
+    """Mill lamellae at many saved positions, the way a facility runs them overnight.
+
+    Each protocol section (fiducial, micro-expansion, rough, thin, polish) is milled at every
+    site before the next section starts, so all lamellae reach each thickness together. At
+    its first visit a site gets an ion reference image (run with ``role: "reference"``);
+    at every later visit the plan goes to the saved position, corrects the drift against
+    that reference, aligns again at each milling current and mills. A site that is lost (a
+    bad match, too large a correction, a failed milling) is skipped for the rest of the
+    batch and reported (a ``lamella_skipped`` run with the reason); the others go on.
+
+    Every run carries ``batch``, ``lamella`` (the site) and ``section``, so the stored
+    documents say what is done: with ``resume=True`` the plan reads them back (through the
+    session's catalog: ``microscope.batch_state``) and does only what is missing, with each
+    site's stored reference; an interrupted section is milled again.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    sites : list[str]
+        Saved stage positions (see ``save_position``), one lamella each, in visiting order.
+    protocol : dict
+        An OpenFIBSEM protocol (its ``milling`` section), as for ``mill_lamella``.
+    batch : str
+        Name of the batch, recorded in every run (``start.batch``); the key to resume it.
+    milling_angle : float, optional
+        Ion-beam-to-surface angle (degrees) to tilt to at each site after moving there.
+    resume : bool
+        Skip what the stored runs of ``batch`` say is done, and the sites they say are lost.
+    supervised : bool
+        Pause before every milling stage for a person to confirm or move the patterns
+        (see ``mill_stages``).
+    md : dict, optional
+        Extra metadata for every run.
+
+    Returns
+    -------
+    dict
+        ``batch``, ``sections`` (milling order), ``done`` ({site: [sections]}), ``skipped``
+        ({site: {"section", "reason"}}) and ``summary`` (the uid of the summary run: one
+        "site" event per site with its status).
+    """
+    from ..milling import load_protocol
+
+    if not isinstance(sites, (list, tuple)) or not sites or \
+            not all(isinstance(s, str) and s for s in sites):
+        raise ValueError(f"sites must be a non-empty list of saved position names, got {sites!r}")
+    if len(set(sites)) != len(sites):
+        raise ValueError(f"sites must not repeat, got {sites!r}")
+    if not isinstance(batch, str) or not batch:
+        raise ValueError(f"batch must be a non-empty string, got {batch!r}")
+    sections = load_protocol(protocol)  # validates every stage before anything moves
+    for name, stages in sections.items():
+        try:
+            microscope.milling.check([s for s in stages if s.enabled])
+        except ValueError as exc:
+            raise ValueError(f"protocol section {name!r}: {exc}") from None
+    positions = yield from bps.rd(microscope.stage.positions, default_value={})
+    unknown = [s for s in sites if s not in positions]
+    if unknown:
+        raise ValueError(f"unknown site position(s) {unknown}; saved: {sorted(positions)}")
+    order = [k for k in LAMELLA_ORDER if k in sections]
+    order += [k for k in sections if k not in order]
+    base = {**(md or {}), "batch": batch}
+
+    state = {s: {"done": [], "skipped": None, "reference": None} for s in sites}
+    if resume:
+        yield from bps.mv(microscope.batch_state, batch)
+        stored = (yield from bps.rd(microscope.batch_state, default_value=None)) or {}
+        for site in sites:
+            if site in stored:
+                state[site].update({k: stored[site][k] for k in ("done", "skipped",
+                                                                  "reference")})
+    fib = microscope.fib
+    hfw = sections[order[0]][0].hfw
+    # what each section mills changes the view against the site reference: alignments ignore
+    # it (the same pattern positions at every site)
+    boxes = {name: [b for st in sections[name] if st.enabled for b in milled_boxes(st)]
+             for name in order}
+
+    for i, name in enumerate(order):
+        stages = [s.to_dict() for s in sections[name]]
+        for site in sites:
+            st = state[site]
+            if st["skipped"] is not None or name in st["done"]:
+                continue
+            site_md = {**base, "lamella": site, "section": name}
+            try:
+                yield from go_to_position(microscope, site)
+                if milling_angle is not None:
+                    yield from move_to_milling_angle(microscope, milling_angle)
+                # the last site's beam shift means nothing here (and would pile up)
+                yield from bps.mv(microscope.ion_beam.blanked, False,
+                                  microscope.ion_beam.shift, [0.0, 0.0])
+                fresh = st["reference"] is None
+                if fresh:
+                    # first visit: this view is where the lamella goes
+                    st["reference"] = yield from acquire_reference(
+                        fib, hfw=hfw, md={**site_md, "role": "reference"})
+                elif isinstance(st["reference"], str):  # resumed: the stored run's frame
+                    yield from bps.mv(fib.reference, st["reference"])
+                    st["reference"] = yield from bps.rd(fib.reference)
+                changed = [b for n in st["done"] for b in boxes[n]]
+                if not fresh:
+                    yield from correct_drift(fib, st["reference"], tolerance=ALIGN_TOLERANCE,
+                                             max_iterations=3, exclude=changed, md=site_md)
+                yield from mill_stages(microscope, stages, align=True,
+                                       reference=st["reference"], supervised=supervised,
+                                       exclude=changed, md={**site_md, "section_index": i})
+                st["done"].append(name)
+            except SITE_ERRORS as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                st["skipped"] = {"section": name, "reason": reason}
+                yield from _skip(batch, site, name, reason, base)
+    yield from bps.mv(microscope.ion_beam.blanked, True)
+
+    rec = make_recorder("site", _SITE_FIELDS)
+    summary_md = {**base, "plan_name": "mill_lamellae", "sites": list(sites),
+                  "sections": order, "resumed": bool(resume), "hints": {}}
+
+    @bpp.run_decorator(md=summary_md)
+    def summary():
+        for site in sites:
+            st = state[site]
+            status = "skipped" if st["skipped"] else \
+                "done" if all(n in st["done"] for n in order) else "incomplete"
+            skipped = st["skipped"] or {"section": "", "reason": ""}
+            yield from bps.mv(rec.site, site, rec.status, status,
+                              rec.sections_done, ",".join(st["done"]),
+                              rec.skipped_section, skipped["section"],
+                              rec.reason, skipped["reason"])
+            yield from bps.trigger_and_read([rec], name="site")
+
+    uid = yield from summary()
+    return {"batch": batch, "sections": order,
+            "done": {s: list(state[s]["done"]) for s in sites},
+            "skipped": {s: state[s]["skipped"] for s in sites if state[s]["skipped"]},
+            "summary": uid}

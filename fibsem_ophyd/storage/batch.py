@@ -1,0 +1,42 @@
+"""The state of a lamella batch, read back from its stored runs (what a resumed batch skips).
+
+Every run of a batch carries ``batch`` and ``lamella`` (the site) in its start document;
+milling runs also ``section``. A site's section is *done* when a ``mill_stages`` run of it
+closed with exit_status "success"; a site is *skipped* when the batch recorded a
+``lamella_skipped`` run for it (lost alignment, a failed milling); the site's alignment
+reference is its latest successful run with ``role: "reference"``. A run that was
+interrupted (the batch was stopped or crashed) marks nothing: its section is done again.
+"""
+
+from __future__ import annotations
+
+from .reader import search_runs
+
+__all__ = ["batch_state"]
+
+
+def batch_state(catalog, batch: str) -> dict[str, dict]:
+    """``{site: {"done": [sections], "skipped": {"section", "reason"} | None, "reference":
+    uid | None}}`` of the runs of ``batch`` in ``catalog`` (empty if it has none)."""
+    if not isinstance(batch, str) or not batch:
+        raise ValueError(f"a batch name must be a non-empty string, got {batch!r}")
+    state: dict[str, dict] = {}
+    found = []
+    for uid, run in search_runs(catalog, batch=batch).items():
+        md = run.metadata
+        start, stop = md.get("start") or {}, md.get("stop") or {}
+        site = start.get("lamella")
+        if site is None:
+            continue
+        found.append((float(start.get("time", 0.0)), uid, site, start, stop))
+    for _, uid, site, start, stop in sorted(found, key=lambda f: (f[0], f[1])):
+        st = state.setdefault(site, {"done": [], "skipped": None, "reference": None})
+        ok = stop.get("exit_status") == "success"
+        plan = start.get("plan_name")
+        if plan == "mill_stages" and ok and start.get("section") not in st["done"]:
+            st["done"].append(start.get("section"))
+        elif plan == "lamella_skipped":
+            st["skipped"] = {"section": start.get("section"), "reason": start.get("reason", "")}
+        elif start.get("role") == "reference" and ok:
+            st["reference"] = uid
+    return state

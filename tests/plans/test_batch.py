@@ -1,0 +1,101 @@
+"""The lamella batch: sections across sites, an interruption resumed from the stored
+documents, a lost site skipped and reported, every lamella at its target thickness."""
+
+import copy
+
+import pytest
+
+from fibsem_ophyd.plans import mill_lamellae, move_to_milling_angle, save_position, stable_move
+from fibsem_ophyd.storage import batch_state
+
+ICE = {"milling_current": 2e-10, "hfw": 80e-6, "material": "ice"}
+PROTOCOL = {"milling": {
+    "mill_rough": [{
+        "name": "rough", "milling": {**ICE, "milling_current": 7.4e-10},
+        "pattern": {"name": "Trench", "width": 8e-6, "upper_trench_height": 3e-6,
+                    "lower_trench_height": 3e-6, "spacing": 2e-6, "depth": 1.5e-6}}],
+    "mill_polishing": [{
+        "name": "polish", "milling": {**ICE, "milling_current": 6e-11},
+        "pattern": {"name": "Trench", "width": 7e-6, "upper_trench_height": 0.7e-6,
+                    "lower_trench_height": 0.7e-6, "spacing": 0.5e-6, "depth": 1.5e-6}}],
+}}
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+def test_batch_resumes_skips_a_lost_site_and_leaves_target_lamellae(session, microscope):
+    RE, sim, scope = session.RE, session.backend, microscope
+    scope.fib.hfw.set(80e-6).wait()
+    RE(move_to_milling_angle(scope, 15.0))
+    for k, site in enumerate(("A", "B", "C")):
+        if k:
+            RE(stable_move(scope, 120e-6, 0.0, "ion"))
+        RE(save_position(scope, site))
+    intended = {}
+
+    def trouble(name, doc):
+        if name == "start" and doc.get("role") == "reference":
+            # where the lamella should go: the view of the site's reference (ground truth)
+            intended[doc["lamella"]] = sim.truth.surface_point("ion")
+        if name != "start" or doc.get("plan_name") != "mill_stages":
+            return
+        if (doc["lamella"], doc["section"]) == ("C", "mill_rough"):
+            # the stage loses site C: its saved position is now 40 um off
+            pos = copy.deepcopy(scope.stage.positions.get()["C"])
+            pos["x"] += 40e-6
+            scope.stage.positions.put({"C": pos})
+        if (doc["lamella"], doc["section"]) == ("B", "mill_polishing"):
+            raise Interrupt("the batch is stopped (power cut, crash, an operator)")
+
+    token = RE.subscribe(trouble)
+    with pytest.raises(Interrupt):
+        RE(mill_lamellae(scope, ["A", "B", "C"], PROTOCOL, batch="night-1"))
+    RE.unsubscribe(token)
+
+    # what the documents say: A finished, B and C rough only, nobody skipped yet
+    state = batch_state(session.catalog, "night-1")
+    assert state["A"]["done"] == ["mill_rough", "mill_polishing"]
+    assert state["B"]["done"] == state["C"]["done"] == ["mill_rough"]
+    assert all(state[s]["reference"] and state[s]["skipped"] is None for s in "ABC")
+    n_runs = len(session.catalog)
+
+    res = RE(mill_lamellae(scope, ["A", "B", "C"], PROTOCOL, batch="night-1",
+                           resume=True)).plan_result
+    assert res["done"] == {"A": ["mill_rough", "mill_polishing"],
+                           "B": ["mill_rough", "mill_polishing"], "C": ["mill_rough"]}
+    assert set(res["skipped"]) == {"C"} and res["skipped"]["C"]["section"] == "mill_polishing"
+    assert "AlignmentError" in res["skipped"]["C"]["reason"]
+    # only what was missing ran: B polish (drift run + mill run), C's refused drift run,
+    # its skip record and the summary
+    new = [session.catalog[u].metadata["start"] for u in list(session.catalog)[n_runs:]]
+    mills = [(s["lamella"], s["section"]) for s in new if s["plan_name"] == "mill_stages"]
+    assert mills == [("B", "mill_polishing")]
+    state = batch_state(session.catalog, "night-1")
+    assert state["C"]["skipped"]["section"] == "mill_polishing"
+    summary = session.catalog[res["summary"]]["site"].read()
+    assert list(summary["site_status"].values) == ["done", "done", "skipped"]
+
+    # ground truth: the finished lamellae are 500 nm thick (+-20) where the sites pointed
+    for site in "AB":
+        slab = sim.truth.lamella(intended[site], depth=0.75e-6)
+        assert slab["bounded"] and slab["thickness"] == pytest.approx(500e-9, abs=20e-9), site
+        assert abs(slab["centre_offset"]) < 25e-9, site
+    # C kept its rough trench: 2 um wide, not thinned
+    assert sim.truth.lamella(intended["C"], depth=0.75e-6)["thickness"] > 1.5e-6
+
+
+def test_batch_bad_input_moves_nothing(session, microscope):
+    x0 = microscope.stage.x.position
+    with pytest.raises(ValueError, match="unknown site position"):
+        session.RE(mill_lamellae(microscope, ["nowhere"], PROTOCOL))
+    with pytest.raises(ValueError, match="non-empty list"):
+        session.RE(mill_lamellae(microscope, [], PROTOCOL))
+    bad = copy.deepcopy(PROTOCOL)
+    bad["milling"]["mill_rough"][0]["pattern"]["depth"] = -1.0
+    session.RE(save_position(microscope, "A"))
+    with pytest.raises(ValueError, match="depth"):
+        session.RE(mill_lamellae(microscope, ["A"], bad))
+    assert microscope.stage.x.position == x0
+    assert len(session.catalog) == 0
