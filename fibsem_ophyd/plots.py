@@ -1,13 +1,14 @@
-"""Plots of stored runs (matplotlib): what an alignment measured and how coincidence converged.
+"""Plots of stored runs (matplotlib): what an alignment measured and how coincidence converged;
+and milling patterns outlined over an ion image.
 
-Both read only the run (documents in the catalog), so they work on any replayed run.
+The run plots read only the run (documents in the catalog), so they work on any replayed run.
 """
 
 import numpy as np
 
 from .storage import load_images
 
-__all__ = ["plot_alignment", "plot_convergence", "alignment_table"]
+__all__ = ["plot_alignment", "plot_convergence", "alignment_table", "draw_pattern"]
 
 
 def alignment_table(run) -> dict[str, np.ndarray]:
@@ -93,3 +94,38 @@ def plot_convergence(run, ax=None):
     ax.set_title("alignment convergence")
     fig.tight_layout()
     return fig
+
+
+def draw_pattern(pattern, ax, image_shape, pixel_size, image=None, **style):
+    """Outline every shape of a milling pattern over an ion image, in pixel coordinates.
+
+    Parameters
+    ----------
+    pattern : fibsem_ophyd.milling.Pattern or Shape
+        Metres in the ion image frame (+x right, +y up, origin at the image centre).
+    ax : matplotlib Axes
+    image_shape : (rows, cols)
+        Shape of the image the pattern is placed on.
+    pixel_size : float
+        Image pixel size, m.
+    image : 2-D array, optional
+        Shown in grey underneath (its shape must be ``image_shape``).
+    **style
+        Passed to ``matplotlib.patches.Polygon`` (default: unfilled yellow outline).
+
+    Returns
+    -------
+    list of matplotlib.patches.Polygon
+        One closed outline per shape ring (an annulus has two).
+    """
+    rows, cols = image_shape
+    if image is not None:
+        image = np.asarray(image)
+        if image.shape != tuple(image_shape):
+            raise ValueError(f"image shape {image.shape} differs from image_shape "
+                             f"{tuple(image_shape)}")
+        ax.imshow(image, cmap="gray")
+    patches = pattern.draw(ax, pixel_size, image_shape, **style)
+    ax.set_xlim(-0.5, cols - 0.5)
+    ax.set_ylim(rows - 0.5, -0.5)  # rows down, as imshow shows them
+    return patches

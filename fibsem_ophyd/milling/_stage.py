@@ -198,8 +198,9 @@ def check_patterns(pattern: Pattern, hfw: float, aspect: float = 1024 / 1536,
 def load_protocol(source: str | Path | Mapping) -> dict[str, list[MillingStage]]:
     """Milling stages of a protocol: ``{"mill_rough": [MillingStage, ...], ...}``.
 
-    Accepts an OpenFIBSEM ``protocol.yaml`` (its ``milling:`` section; each entry a stage or
-    a list of stages) or the same as a dict. Malformed YAML, unknown pattern types or
+    Accepts an OpenFIBSEM ``protocol.yaml`` (its ``milling:`` section; each entry a stage, a
+    list of stages or a ``{name, stages: [...]}`` group) or the same as a dict. Patterns are
+    named as in OpenFIBSEM (see ``PATTERNS``). Malformed YAML, unknown pattern types or
     materials, and non-positive depths or currents raise ``ValueError`` naming the stage.
     """
     if isinstance(source, (str, Path)):
@@ -218,6 +219,8 @@ def load_protocol(source: str | Path | Mapping) -> dict[str, list[MillingStage]]
         raise ValueError("protocol 'milling' section must be a mapping of name -> stages")
     out: dict[str, list[MillingStage]] = {}
     for key, entries in section.items():
+        if isinstance(entries, Mapping) and "pattern" not in entries and "stages" in entries:
+            entries = entries["stages"]  # the task-protocol layout: {name, stages: [...]}
         items = entries if isinstance(entries, list) else [entries]
         stages = []
         for i, item in enumerate(items):

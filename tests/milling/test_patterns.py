@@ -39,7 +39,7 @@ def test_time_scales_with_current_and_cross_section():
     ccs = RectanglePattern(**box, cross_section="CleaningCrossSection")
     assert estimate_milling_time(ccs, 1e-9) == pytest.approx(0.66 * t_rect)
     rcs = RectanglePattern(**box, cross_section="RegularCrossSection")
-    assert rcs.volume == pytest.approx(50e-18)  # a ramp: half the box
+    assert rcs.volume == pytest.approx(50e-18, rel=1e-9, abs=0)  # a ramp: half the box
 
 
 def test_depth_map_area_matches_analytic_area():
@@ -49,11 +49,12 @@ def test_depth_map_area_matches_analytic_area():
         (Rectangle(8e-6, 3e-6, 1e-6, 2e-6, -1e-6, rotation=30), 24e-12),
         (Circle(4e-6, 1e-6, thickness=1e-6), math.pi * (16 - 9) * 1e-12),
         (Polygon([[0, 0], [6e-6, 0], [0, 4e-6]], 1e-6), 12e-12),
-        (Line(-5e-6, -5e-6, 5e-6, 5e-6, 1e-6, width=200e-9), math.hypot(10, 10) * 0.2e-12),
+        (Line(-5.03e-6, -4.71e-6, 4.93e-6, 5.07e-6, 1e-6, width=200e-9),
+         math.hypot(9.96, 9.78) * 0.2e-12),
     ]:
         drawn = np.count_nonzero(pat.depth_map(shape, px)) * px * px
-        assert drawn == pytest.approx(area, rel=0.03), type(pat).__name__
-        assert pat.area == pytest.approx(area, rel=1e-9)
+        assert drawn == pytest.approx(area, rel=0.03, abs=0), type(pat).__name__
+        assert pat.area == pytest.approx(area, rel=1e-9, abs=0)
 
 
 def test_regular_cross_section_is_deepest_where_the_scan_ends():
@@ -72,7 +73,7 @@ def test_trench_leaves_the_lamella_and_mills_towards_it():
     assert up.centre_y == pytest.approx(0.25e-6 + 1.75e-6)
     assert low.centre_y == pytest.approx(-(0.25e-6 + 1.75e-6))
     assert (up.scan_direction, low.scan_direction) == ("TopToBottom", "BottomToTop")
-    assert t.volume == pytest.approx(2 * 10e-6 * 3.5e-6 * 2e-6)
+    assert t.volume == pytest.approx(2 * 10e-6 * 3.5e-6 * 2e-6, rel=1e-9, abs=0)
     lamella = (-5e-6, -0.25e-6 + 1e-9, 5e-6, 0.25e-6 - 1e-9)
     check_patterns(t, hfw=80e-6, protected=lamella)  # the trench spares the lamella
     with pytest.raises(ValueError, match="overlaps the protected region"):
@@ -82,14 +83,18 @@ def test_trench_leaves_the_lamella_and_mills_towards_it():
 def test_fiducial_and_expansion_joints():
     f = Fiducial(height=10e-6, width=1e-6, depth=1e-6)
     drawn = np.count_nonzero(f.depth_map((800, 800), 20e-9)) * 20e-9**2
-    assert drawn == pytest.approx(f.area, rel=0.03)
+    assert drawn == pytest.approx(f.area, rel=0.03, abs=0)
     m = MicroExpansion(width=0.5e-6, height=18e-6, distance=10e-6, depth=1e-6)
     assert [s.centre_x for s in m.shapes()] == pytest.approx([-10e-6, 10e-6])
 
 
 def test_bitmap_volume_is_grey_weighted():
-    b = Bitmap(np.array([[0, 0.5], [1, 1]]), pixel_size=1e-6, depth=2e-6)
-    assert b.volume == pytest.approx(2.5 * 1e-12 * 2e-6)
+    # 2 x 2 pixels stretched over 2 x 2 um: 1 um^2 each; grey sum 2.5, three pixels milled
+    b = Bitmap(np.array([[0, 0.5], [1, 1]]), width=2e-6, height=2e-6, depth=2e-6)
+    assert b.volume == pytest.approx(2.5 * 1e-12 * 2e-6, rel=1e-9, abs=0)
+    assert b.area == pytest.approx(3e-12, rel=1e-9, abs=0)
+    # row 0 is the top: the unmilled pixel is top-left
+    assert b.depth_at(-0.5e-6, 0.5e-6) == 0 and b.depth_at(0.5e-6, 0.5e-6) == 1e-6
 
 
 @pytest.mark.parametrize(
