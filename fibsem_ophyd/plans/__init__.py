@@ -15,7 +15,12 @@ from ._alignment import (
     multi_step_alignment,
 )
 from ._autofunctions import auto_contrast_brightness, autofocus
-from ._imaging import acquire_image, apply_image_settings, take_reference_images
+from ._imaging import (
+    acquire_image,
+    acquire_series,
+    apply_image_settings,
+    take_reference_images,
+)
 from ._milling import mill_lamella, mill_stages
 from ._movement import (
     go_to_position,
@@ -45,6 +50,7 @@ __all__ = [
     "eucentric_alignment",
     "find_coincidence",
     "acquire_image",
+    "acquire_series",
     "apply_image_settings",
     "demo_workflow",
     "go_to_position",
