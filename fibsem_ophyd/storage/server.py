@@ -163,7 +163,7 @@ def serve_command(
     return cmd
 
 
-# --------------------------------------------------------------------------- in-process server
+# --------------------------------------------------------------------------- fibsem-ophyd serve
 def catalog_database_uri(catalog: str | os.PathLike) -> str:
     """The SQL URI of a catalog given as a URI or a SQLite file path.
 

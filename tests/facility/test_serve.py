@@ -160,3 +160,14 @@ def test_default_catalog_is_the_data_directory_sqlite(tmp_path):
     finally:
         stop_process(proc)
     assert proc.returncode is not None
+
+
+def test_catalog_uris_and_redaction(tmp_path):
+    from fibsem_ophyd.storage.server import catalog_database_uri, redact_uri
+
+    assert catalog_database_uri("postgresql://u:pw@db:5432/runs") == \
+        "postgresql+asyncpg://u:pw@db:5432/runs"
+    assert catalog_database_uri(tmp_path / "c.db") == f"sqlite+aiosqlite:///{tmp_path}/c.db"
+    assert redact_uri("postgresql+asyncpg://u:s3cret@db:5432/runs") == \
+        "postgresql+asyncpg://u:***@db:5432/runs"
+    assert redact_uri("postgresql://u@db/runs") == "postgresql://u@db/runs"
