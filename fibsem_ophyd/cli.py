@@ -1,4 +1,5 @@
-"""``fibsem-ophyd`` command line: ``demo`` runs the demo workflow on the simulator."""
+"""``fibsem-ophyd`` command line: ``demo`` runs the demo workflow on the simulator; ``serve``
+serves a Tiled catalog of runs (PostgreSQL or SQLite) for a facility's writers and readers."""
 
 from __future__ import annotations
 
@@ -64,6 +65,37 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: environment variables consulted for the API key of ``serve``, in order
+API_KEY_ENV = ("FIBSEM_OPHYD_TILED_API_KEY", "TILED_SINGLE_USER_API_KEY")
+
+
+def serve(args: argparse.Namespace) -> int:
+    import os
+    import secrets
+
+    api_key = args.api_key or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)),
+                                   None)
+    if api_key is None:
+        api_key = secrets.token_hex(16)
+        print(f"No API key given ({', '.join(API_KEY_ENV)} unset): generated one.\n"
+              f"  clients: setup_session(tiled_uri=..., api_key={api_key!r})", flush=True)
+    elif not (api_key.isascii() and api_key.isalnum()):
+        print("fibsem-ophyd serve: the API key must be ASCII letters and digits only",
+              file=sys.stderr)
+        return 2
+
+    from .session import DEFAULT_DATA_DIR
+    from .storage.server import serve as serve_catalog
+
+    data_dir = args.data_dir or os.environ.get("FIBSEM_OPHYD_DATA_DIR") or DEFAULT_DATA_DIR
+    serve_catalog(
+        data_dir, catalog=args.catalog, tables=args.tables, readable_storage=args.readable,
+        api_key=api_key, host=args.host, port=args.port, log_level=args.log_level,
+        announce=lambda line: print(line, flush=True),
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fibsem-ophyd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +108,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serve", action="store_true",
                    help="serve the embedded catalog from a child process (faster acquisition)")
     p.set_defaults(func=demo)
+
+    p = sub.add_parser(
+        "serve", help="serve a Tiled catalog of runs (PostgreSQL or SQLite) with an API key",
+        description="Serve a Tiled catalog of Bluesky runs with an API key and the document "
+        "exporter registered (run.documents()). Writers: setup_session(tiled_uri=URL, "
+        "api_key=KEY) or the profile collection with FIBSEM_OPHYD_TILED_URI / "
+        "FIBSEM_OPHYD_TILED_API_KEY. The server must be able to read the writers' image "
+        "directory: <data-dir>/images, or add it with -r.")
+    p.add_argument("--catalog", default=None,
+                   help="catalog database: postgresql://USER[:PW]@HOST:PORT/DB (the database "
+                   "must exist; tables are created if missing) or a SQLite file "
+                   "(default <data-dir>/catalog.db)")
+    p.add_argument("--data-dir", default=None,
+                   help="server data directory: data/ (arrays), tables.duckdb, images/ "
+                   "(readable) (default $FIBSEM_OPHYD_DATA_DIR or ./fibsem_data)")
+    p.add_argument("--tables", default=None,
+                   help="table store URI, e.g. postgresql://... for several server processes "
+                   "(default duckdb:///<data-dir>/tables.duckdb)")
+    p.add_argument("-r", "--readable", action="append", default=[], metavar="DIR",
+                   help="another directory of detector files to serve (repeatable)")
+    p.add_argument("--api-key", default=None,
+                   help="single-user API key (default $FIBSEM_OPHYD_TILED_API_KEY, then "
+                   "$TILED_SINGLE_USER_API_KEY, else a generated key is printed); prefer the "
+                   "environment: a command-line key shows in the process list")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0 for the network)")
+    p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    p.add_argument("--log-level", default="warning", help="uvicorn log level")
+    p.set_defaults(func=serve)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -16,7 +16,12 @@ from ._alignment import (
 )
 from ._autofunctions import auto_contrast_brightness, autofocus
 from ._batch import mill_lamellae
-from ._imaging import acquire_image, apply_image_settings, take_reference_images
+from ._imaging import (
+    acquire_image,
+    acquire_series,
+    apply_image_settings,
+    take_reference_images,
+)
 from ._milling import mill_lamella, mill_stages
 from ._movement import (
     go_to_position,
@@ -46,6 +51,7 @@ __all__ = [
     "eucentric_alignment",
     "find_coincidence",
     "acquire_image",
+    "acquire_series",
     "apply_image_settings",
     "demo_workflow",
     "go_to_position",

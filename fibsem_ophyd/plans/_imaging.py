@@ -1,4 +1,4 @@
-"""Imaging plans: one image, reference images with both beams."""
+"""Imaging plans: one image, a series of images, reference images with both beams."""
 
 from typing import Any
 
@@ -7,7 +7,8 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
-__all__ = ["acquire_image", "take_reference_images", "apply_image_settings"]
+__all__ = ["acquire_image", "acquire_series", "take_reference_images",
+           "apply_image_settings"]
 
 _SETTINGS = ("resolution", "dwell_time", "hfw", "reduced_area", "line_integration",
              "frame_integration", "autocontrast")
@@ -100,6 +101,71 @@ def acquire_image(
     def inner():
         yield from apply_image_settings(detector, settings)
         yield from bps.trigger_and_read([detector, microscope.stage])
+
+    return (yield from inner())
+
+
+def acquire_series(
+    detector: Readable,
+    num: int = 10,
+    delay: float = 0.0,
+    resolution: list[int] | None = None,
+    dwell_time: float | None = None,
+    hfw: float | None = None,
+    reduced_area: list[float] | None = None,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """``num`` images with ``detector`` in one run, e.g. to follow drift or charging.
+
+    Each frame is one event of stream "primary" (image and stage position), preceded by a
+    checkpoint, so the series can be paused and resumed between frames.
+
+    Parameters
+    ----------
+    detector : Readable
+        The imaging detector (``microscope.sem`` or ``microscope.fib``).
+    num : int
+        Number of frames (>= 1).
+    delay : float
+        Seconds to wait between frames.
+    resolution : list[int], optional
+        [width, height] in pixels.
+    dwell_time : float, optional
+        Per-pixel dwell, seconds.
+    hfw : float, optional
+        Horizontal field width, metres.
+    reduced_area : list[float], optional
+        [left, top, width, height] as fractions of the frame.
+    md : dict, optional
+        Extra run metadata (e.g. ``sample``).
+
+    Returns
+    -------
+    str
+        The run uid.
+    """
+    num = int(num)
+    if num < 1:
+        raise ValueError(f"num = {num}: a series needs at least one frame")
+    if delay < 0:
+        raise ValueError(f"delay = {delay} s: must be >= 0")
+    settings = _settings_dict(resolution=resolution, dwell_time=dwell_time, hfw=hfw,
+                              reduced_area=reduced_area)
+    microscope = detector.root
+    _md = _image_md("acquire_series", [detector],
+                    {"detector": detector.name, "num": num, "delay": delay, **settings}, md)
+    _md["num_points"] = num
+    _md["hints"] = {"dimensions": [(["time"], "primary")]}
+
+    @bpp.stage_decorator([detector])
+    @bpp.run_decorator(md=_md)
+    def inner():
+        yield from apply_image_settings(detector, settings)
+        for i in range(num):
+            if i and delay:
+                yield from bps.sleep(delay)
+            yield from bps.checkpoint()
+            yield from bps.trigger_and_read([detector, microscope.stage])
 
     return (yield from inner())
 

@@ -10,6 +10,8 @@
   background, adaptively batched catalog writes).
 - :mod:`.reader` -- :func:`load_images`, :func:`search_runs`, :func:`replay`,
   :func:`replay_backup`.
+- :mod:`.recovery` -- :func:`recover_run` (close a run whose writer died, from its backup),
+  :func:`unfinished_backups`.
 - :mod:`.validate` -- :func:`validate_document`.
 """
 
@@ -52,6 +54,7 @@ from .reader import (
     replay_backup,
     search_runs,
 )
+from .recovery import RECOVERED_REASON, recover_run, unfinished_backups
 from .tiff import FibImage, read_metadata, read_tiff, write_tiff
 from .validate import validate_document, validate_documents
 
@@ -114,6 +117,10 @@ __all__ = [
     "replay",
     "replay_backup",
     "iter_backup",
+    # recovery
+    "recover_run",
+    "unfinished_backups",
+    "RECOVERED_REASON",
     # validate
     "validate_document",
     "validate_documents",

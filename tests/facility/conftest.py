@@ -139,7 +139,8 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 class QueueServer:
     """``start-re-manager`` on the profile collection, on unique ports and Redis prefix."""
 
-    def __init__(self, tmp_path: Path, data_dir: Path, config: Path | None = None):
+    def __init__(self, tmp_path: Path, data_dir: Path, config: Path | None = None,
+                 **env: str):
         self.control_addr = f"tcp://127.0.0.1:{free_port()}"
         self.info_addr = f"tcp://127.0.0.1:{free_port()}"
         self.redis_prefix = unique("fibsem_ophyd_test")
@@ -159,10 +160,11 @@ class QueueServer:
         ]
         self._log_file = open(self.log, "wb")
         self.process = subprocess.Popen(
-            cmd, cwd=tmp_path, env=facility_env(data_dir, config), stdout=self._log_file,
+            cmd, cwd=tmp_path, env=facility_env(data_dir, config, **env), stdout=self._log_file,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.api = None
+        self._manager_pids: set[int] | None = None
 
     def connect(self, timeout: float = 60.0):
         from bluesky_queueserver_api.zmq import REManagerAPI
@@ -177,7 +179,22 @@ class QueueServer:
                 return False
 
         wait_for(ready, timeout, "RE Manager", self.process, self.log, interval=0.5)
+        import psutil
+
+        # the watchdog (our child) and the manager: the worker is the process added later
+        root = psutil.Process(self.process.pid)
+        self._manager_pids = {root.pid, *(c.pid for c in root.children(recursive=True))}
         return self.api
+
+    def worker_process(self):
+        """The RE Worker (``psutil.Process``): the process ``environment_open`` started."""
+        import psutil
+
+        assert self._manager_pids is not None, "connect() first"
+        root = psutil.Process(self.process.pid)
+        workers = [c for c in root.children(recursive=True) if c.pid not in self._manager_pids]
+        assert len(workers) == 1, f"expected one RE Worker process, found {workers}"
+        return workers[0]
 
     def close(self) -> None:
         try:
@@ -250,9 +267,16 @@ def _pg(statement: str, database: str = "postgres") -> None:
 
 
 class TiledPostgresServer:
-    """``tiled serve config`` on a fresh PostgreSQL catalog database, exporter registered."""
+    """A Tiled server on a fresh PostgreSQL catalog database, exporter registered.
 
-    def __init__(self, root: Path):
+    ``command="tiled"``: ``tiled serve config`` on a config from
+    :func:`fibsem_ophyd.storage.server.write_server_config`; ``command="fibsem"``:
+    ``fibsem-ophyd serve --catalog postgresql://... --data-dir <data_dir> --port 0``.
+    """
+
+    def __init__(self, root: Path, command: str = "tiled"):
+        assert command in ("tiled", "fibsem"), command
+        self.command = command
         self.root = root
         self.data_dir = root / "data"  # setup_session(data_dir=...) of the writers
         self.images_dir = self.data_dir / "images"
@@ -268,6 +292,46 @@ class TiledPostgresServer:
         self._created = False
 
     def start(self) -> None:
+        _pg(f'CREATE DATABASE "{self.database}"')
+        self._created = True
+        if self.command == "fibsem":
+            self._start_fibsem()
+        else:
+            self._start_tiled()
+
+        import httpx
+
+        def healthy():
+            try:
+                return httpx.get(f"{self.uri}/healthz", timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 90, "tiled server", self.process, self.log)
+
+    def _start_fibsem(self) -> None:
+        """``fibsem-ophyd serve`` with the key in the environment and a port it picks."""
+        self._log_file = open(self.log, "wb")
+        env = dict(os.environ, FIBSEM_OPHYD_TILED_API_KEY=self.api_key)
+        env.pop("TILED_SINGLE_USER_API_KEY", None)
+        self.process = subprocess.Popen(
+            [bin_path("fibsem-ophyd"), "serve",
+             "--catalog", f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.database}",
+             "--data-dir", str(self.data_dir), "--port", "0"],
+            cwd=self.root, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def announced():
+            for line in self.log.read_text().splitlines():
+                if line.startswith("Serving http://"):
+                    return line.split()[1]
+            return None
+
+        self.uri = wait_for(announced, 90, "fibsem-ophyd serve", self.process, self.log)
+        self.port = int(self.uri.rsplit(":", 1)[1])
+
+    def _start_tiled(self) -> None:
         from fibsem_ophyd.storage.server import (
             catalog_init_command,
             serve_command,
@@ -275,8 +339,6 @@ class TiledPostgresServer:
         )
 
         root = self.root
-        _pg(f'CREATE DATABASE "{self.database}"')
-        self._created = True
         init = subprocess.run(catalog_init_command(self.catalog_uri), capture_output=True,
                               text=True, timeout=120)
         if init.returncode != 0:
@@ -292,16 +354,6 @@ class TiledPostgresServer:
             serve_command(config, port=self.port), cwd=root, env=env, stdout=self._log_file,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
-
-        import httpx
-
-        def healthy():
-            try:
-                return httpx.get(f"{self.uri}/healthz", timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, 90, "tiled server", self.process, self.log)
 
     def client(self, **kwargs):
         from fibsem_ophyd.storage import open_remote_catalog
@@ -327,6 +379,20 @@ def tiled_postgres(tmp_path_factory):
         pytest.skip(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}")
     pytest.importorskip("asyncpg")
     server = TiledPostgresServer(tmp_path_factory.mktemp("tiled_pg"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def served_postgres(tmp_path_factory):
+    """``fibsem-ophyd serve`` on a fresh PostgreSQL database for the test session."""
+    if not port_open(PG_HOST, PG_PORT):
+        pytest.skip(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}")
+    pytest.importorskip("asyncpg")
+    server = TiledPostgresServer(tmp_path_factory.mktemp("served_pg"), command="fibsem")
     try:
         server.start()
         yield server

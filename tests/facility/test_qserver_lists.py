@@ -14,7 +14,7 @@ MOVEMENT_PLANS = ["stable_move", "vertical_move", "safe_absolute_move", "move_fl
 #: alignment (stage / beam shift) and milling plans: denied to observers where they exist
 ALIGNMENT_PLANS = ["align_beam_shift", "correct_drift", "find_coincidence",
                    "eucentric_alignment", "mill_stages"]
-IMAGING_PLANS = ["take_reference_images", "acquire_image", "snapshot_state"]
+IMAGING_PLANS = ["take_reference_images", "acquire_image", "acquire_series", "snapshot_state"]
 
 
 def public_plans() -> list[str]:

@@ -9,6 +9,7 @@ from bluesky import preprocessors as bpp
 from fibsem_ophyd import BeamType
 from fibsem_ophyd.plans import (
     acquire_image,
+    acquire_series,
     restore_state,
     snapshot_state,
     stable_move,
@@ -37,6 +38,30 @@ def test_acquire_image_stores_tiff_and_catalog_entry(session, microscope):
     # the file on disk is the same frame with the metadata inside
     path = microscope.sem.last_file
     assert np.array_equal(tifffile.imread(path), arr[0])
+
+
+def test_acquire_series_one_run_num_frames(session, microscope):
+    uid = _run(session, acquire_series(microscope.fib, num=5, hfw=60e-6, md={"sample": "s5"}))
+    run = session.catalog[uid]
+    assert run.start["plan_name"] == "acquire_series" and run.start["num_points"] == 5
+    assert run.start["sample"] == "s5"
+    assert run.stop["exit_status"] == "success"
+    assert run.stop["num_events"] == {"primary": 5}
+    imgs = load_images(run, "primary")
+    assert len(imgs) == 5
+    assert len({img.path for img in imgs}) == 5  # one file per frame
+    assert all(img.beam == "ion" and img.hfw == pytest.approx(60e-6) for img in imgs)
+    # ion imaging erodes the sample a little and shot noise differs: no two frames equal
+    assert not np.array_equal(imgs[0].data, imgs[1].data)
+
+
+def test_acquire_series_refuses_bad_counts(session, microscope):
+    n_before = len(session.catalog)
+    with pytest.raises(ValueError, match="at least one frame"):
+        session.RE(acquire_series(microscope.sem, num=0))
+    with pytest.raises(ValueError, match="delay"):
+        session.RE(acquire_series(microscope.sem, num=2, delay=-1.0))
+    assert len(session.catalog) == n_before
 
 
 def test_take_reference_images_one_event_per_beam(session, microscope):

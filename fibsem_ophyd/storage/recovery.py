@@ -1,0 +1,153 @@
+"""Close runs whose writer died: rebuild them in the catalog from their JSON-lines backup.
+
+A process killed during a run (``SIGKILL``, power loss, an out-of-memory kill of the queue
+server's worker) leaves its run open: the catalog has no ``stop`` document and lacks the
+frames of the last unwritten batch, while the JSON-lines backup, flushed per document,
+holds everything emitted up to the kill, and the TIFF files are on disk.
+
+:func:`recover_run` makes the catalog whole again: it appends a ``stop`` document
+(``exit_status="fail"``, the reason, the event counts) to the backup, removes the partial
+entry from the catalog (catalog records and server-written tables only; Tiled never deletes
+externally written files such as the TIFF series) and writes the complete run from the
+backup. :func:`unfinished_backups` lists the backups that have no ``stop``.
+
+Recover only runs whose writer is gone: a run still being acquired also has no ``stop``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from ._json import dumps
+from .reader import iter_backup
+
+__all__ = ["recover_run", "unfinished_backups", "RECOVERED_REASON"]
+
+logger = logging.getLogger(__name__)
+
+#: start of the ``reason`` of a stop document written by :func:`recover_run`
+RECOVERED_REASON = "run not closed by its writer; closed from the JSON-lines backup"
+
+
+def unfinished_backups(backup_dir: str | os.PathLike) -> list[Path]:
+    """The run backups (``<run uid>.jsonl``) in ``backup_dir`` that have no ``stop``.
+
+    Oldest first (by modification time).
+    """
+    out = []
+    for path in Path(backup_dir).glob("*.jsonl"):
+        if path.name == "orphans.jsonl":
+            continue
+        names = [name for name, _ in iter_backup(path)]
+        if names and names[0] == "start" and "stop" not in names:
+            out.append(path)
+    return sorted(out, key=lambda p: p.stat().st_mtime)
+
+
+def _drop_truncated_tail(path: Path) -> None:
+    """Cut a last line the dead writer did not finish (it holds no complete document)."""
+    with open(path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:  # back to the last newline, a block at a time
+            block = min(pos, 1 << 16)
+            pos -= block
+            f.seek(pos)
+            cut = f.read(block).rfind(b"\n")
+            if cut >= 0:
+                f.truncate(pos + cut + 1)
+                return
+        f.truncate(0)
+
+
+def _stop_document(docs: list[tuple[str, dict]], reason: str, exit_status: str) -> dict:
+    start = docs[0][1]
+    streams = {d["uid"]: d.get("name", "primary") for n, d in docs if n == "descriptor"}
+    num_events: Counter = Counter()
+    for name, doc in docs:
+        if name == "event":
+            num_events[streams.get(doc["descriptor"], "primary")] += 1
+        elif name == "event_page":
+            num_events[streams.get(doc["descriptor"], "primary")] += len(doc["seq_num"])
+    return {
+        "uid": str(uuid.uuid4()),
+        "time": max(doc.get("time", start["time"]) for _, doc in docs),
+        "run_start": start["uid"],
+        "exit_status": exit_status,
+        "reason": reason,
+        "num_events": {name: num_events.get(name, 0) for name in sorted(set(streams.values()))},
+    }
+
+
+def recover_run(
+    catalog,
+    backup: str | os.PathLike,
+    *,
+    reason: str | None = None,
+    exit_status: str = "fail",
+) -> dict:
+    """Close a run whose writer died and make its catalog entry complete.
+
+    Parameters
+    ----------
+    catalog : tiled client
+        The writable catalog the run was being written to (embedded or served).
+    backup : str or PathLike
+        The run's JSON-lines backup (``<data_dir>/backup/<run uid>.jsonl``).
+    reason : str, optional
+        Why the run ended; default :data:`RECOVERED_REASON`, with the time of recovery.
+    exit_status : {"fail", "abort"}
+        Exit status of the added stop document.
+
+    Returns
+    -------
+    dict
+        The stop document now in the backup and the catalog (the existing one if the run
+        was already closed in both: then nothing is changed).
+
+    Raises
+    ------
+    ValueError
+        If the backup does not begin with a start document.
+    """
+    from bluesky_tiled_plugins import TiledWriter
+
+    from .validate import validate_document
+
+    path = Path(backup)
+    _drop_truncated_tail(path)
+    docs = list(iter_backup(path))
+    if not docs or docs[0][0] != "start":
+        raise ValueError(f"{path} does not begin with a start document")
+    uid = docs[0][1]["uid"]
+    stop = next((doc for name, doc in docs if name == "stop"), None)
+    if stop is not None and uid in catalog and (catalog[uid].metadata or {}).get("stop"):
+        return stop
+    if stop is None:
+        if reason is None:
+            reason = f"{RECOVERED_REASON} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
+        stop = _stop_document(docs, reason, exit_status)
+        validate_document("stop", stop)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(dumps({"name": "stop", "doc": stop}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        docs.append(("stop", stop))
+    if uid in catalog:
+        # records and server-written tables only: externally written files stay
+        catalog.delete_contents(uid, recursive=True, external_only=False)
+    writer = TiledWriter(catalog)
+    for name, doc in docs:
+        writer(name, doc)
+    logger.info("run %s recovered from %s (%s)", uid, path, stop["num_events"])
+    return stop
