@@ -46,8 +46,9 @@ class Milling(Device):
     """Mills :class:`~fibsem_ophyd.milling.MillingStage` s with the ion beam.
 
     Readings (recorded after each ``set``): ``stage_name``, ``estimated_time`` (s, from dose)
-    and ``milling_time`` (s, as the microscope reports it), ``state``, ``pattern_offset``
-    (m: how far a supervisor moved the patterns; the supervised milling plans apply it).
+    and ``milling_time`` (s, as the microscope reports it), ``state``,
+    ``pattern_offset_x``/``_y`` (m: how far a supervisor moved the patterns; the supervised
+    milling plans apply them).
     """
 
     state = Cpt(SettingSignal, vtype="str", value="idle", kind="normal",
@@ -57,9 +58,12 @@ class Milling(Device):
     milling_time = Cpt(SettingSignal, units="s", value=0.0, kind="normal")
     progress = Cpt(SettingSignal, units="%", limits=(0.0, 100.0), value=0.0, kind="omitted")
     #: where a supervisor moved the patterns (image metres, +x right, +y up) while a
-    #: supervised plan was paused; the plan applies it and records it with the stage
-    pattern_offset = Cpt(SettingSignal, vtype="pair", length=2, units="m",
-                         limits=(-20e-6, 20e-6), value=[0.0, 0.0], kind="normal")
+    #: supervised plan was paused; the plan applies them and records them with the stage
+    #: (two scalars: the event tables store 1-D array readings as text)
+    pattern_offset_x = Cpt(SettingSignal, units="m", limits=(-20e-6, 20e-6), value=0.0,
+                           kind="normal")
+    pattern_offset_y = Cpt(SettingSignal, units="m", limits=(-20e-6, 20e-6), value=0.0,
+                           kind="normal")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -22,7 +22,7 @@ from ._imaging import (
     apply_image_settings,
     take_reference_images,
 )
-from ._milling import mill_lamella, mill_stages
+from ._milling import mill_fiducial, mill_lamella, mill_stages
 from ._movement import (
     go_to_position,
     move_flat_to_beam,
@@ -55,6 +55,7 @@ __all__ = [
     "apply_image_settings",
     "demo_workflow",
     "go_to_position",
+    "mill_fiducial",
     "mill_lamella",
     "mill_lamellae",
     "mill_stages",

@@ -9,7 +9,7 @@ from bluesky.utils import MsgGenerator
 
 from ..milling import as_stages, estimate_stage_time
 
-__all__ = ["mill_stages", "mill_lamella", "LAMELLA_ORDER"]
+__all__ = ["mill_stages", "mill_fiducial", "mill_lamella", "LAMELLA_ORDER"]
 
 
 #: alignments before milling stop within this (m): the beam shift is cheap, the lamella thin
@@ -61,11 +61,11 @@ def mill_stages(
         the stages mill at.
     supervised : bool
         Before each stage (after the alignment) stop for a person: a checkpoint and a
-        pause. They look at the "ready" image, may set ``microscope.milling.pattern_offset``
-        ([dx, dy] m, image frame, +y up) to move the patterns, and resume (``RE.resume()``,
+        pause. They look at the "ready" image, may set ``microscope.milling.pattern_offset_x``
+        and ``_y`` (m, image frame, +y up) to move the patterns, and resume (``RE.resume()``,
         or ``qserver re resume`` under the queue server). The offset is applied with the ion
         beam shift for that stage and recorded with it (the "done" event's
-        ``microscope_milling_pattern_offset``), then reset to zero.
+        ``microscope_milling_pattern_offset_x``/``_y``), then reset to zero.
     exclude : list of [x0, y0, x1, y1], optional
         Image regions (m) the alignment ignores because they changed since the reference was
         taken (earlier milling); the shapes of this call's earlier stages are added (with a
@@ -137,7 +137,8 @@ def mill_stages(
             if supervised:
                 yield from bps.checkpoint()
                 yield from bps.pause()  # a person confirms or moves the patterns
-                offset = [float(v) for v in (yield from bps.rd(milling.pattern_offset))]
+                offset = [float((yield from bps.rd(milling.pattern_offset_x))),
+                          float((yield from bps.rd(milling.pattern_offset_y)))]
                 if any(offset):
                     shift = [float(v) for v in (yield from bps.rd(microscope.ion_beam.shift))]
                     # the patterns are placed in the scanned field: shifting the field by
@@ -150,10 +151,57 @@ def mill_stages(
             yield from bps.mv(microscope.ion_beam.current, imaging_current)
             yield from image(hfw)  # after: state "done", with the milling times and offset
             if supervised:
-                yield from bps.mv(milling.pattern_offset, [0.0, 0.0])
+                yield from bps.mv(milling.pattern_offset_x, 0.0, milling.pattern_offset_y, 0.0)
             boxes.extend(tuple(b) for b in milled_boxes(st))
 
     return (yield from inner())
+
+
+def mill_fiducial(
+    microscope: Readable,
+    centre_x: float = -25e-6,
+    centre_y: float = 0.0,
+    height: float = 10e-6,
+    width: float = 1e-6,
+    depth: float = 1e-6,
+    milling_current: float = 2e-9,
+    hfw: float = 80e-6,
+    material: str = "Si",
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """Mill a fiducial (an X of two bars at +-45 deg) beside the lamella site, as alignment
+    mark for the stages that follow (OpenFIBSEM's ``FiducialPattern``).
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    centre_x, centre_y : float
+        Centre in the ion image, m (+x right, +y up).
+    height, width : float
+        Length and width of each bar, m.
+    depth : float
+        Depth in ``material``, m.
+    milling_current : float
+        Ion current, A.
+    hfw : float
+        Field width the pattern is placed in, m.
+    material : str
+        Application-file material (sputter rate of the time estimate).
+    md : dict, optional
+        Extra run metadata.
+
+    Returns
+    -------
+    str
+        The run uid (a :func:`mill_stages` run, ``section: "fiducial"``).
+    """
+    stage = {"name": "fiducial",
+             "milling": {"milling_current": milling_current, "hfw": hfw, "material": material},
+             "pattern": {"name": "Fiducial", "height": height, "width": width, "depth": depth,
+                         "point": {"x": centre_x, "y": centre_y}}}
+    return (yield from mill_stages(microscope, [stage],
+                                   md={"section": "fiducial", **(md or {})}))
 
 
 #: the order a lamella's protocol sections are milled in (OpenFIBSEM / AutoLamella names);

@@ -117,3 +117,50 @@ def test_milling_failure_and_abort_restore_the_beam(session, microscope):
         status.wait(60)
     assert microscope.milling.state.get() == "failed"
     assert microscope.ion_beam.current.get() == pytest.approx(imaging_current)
+
+
+def test_supervised_stage_pauses_and_mills_where_the_person_moved_it(session, microscope):
+    from bluesky.utils import RunEngineInterrupted
+
+    from fibsem_ophyd.plans import mill_stages
+
+    RE, sim = session.RE, session.backend
+    box = {"name": "box", "milling": {"milling_current": 1e-9, "hfw": 80e-6, "material": "ice"},
+           "pattern": {"name": "Rectangle", "width": 3e-6, "height": 2e-6, "depth": 0.3e-6}}
+    with pytest.raises(RunEngineInterrupted):
+        RE(mill_stages(microscope, [box], supervised=True))
+    assert RE.state == "paused" and not sim.cuts  # stopped before the beam touched anything
+    microscope.milling.pattern_offset_x.put(1.5e-6)
+    microscope.milling.pattern_offset_y.put(-0.5e-6)
+    uid = RE.resume().plan_result
+    (cut,) = sim.cuts
+    # milled with the field shifted by the offset: the box sits 1.5 um right, 0.5 um down
+    assert list(cut.view.shift) == pytest.approx([1.5e-6, -0.5e-6])
+    assert microscope.ion_beam.shift.get() == [0.0, 0.0]  # restored after the stage
+    ion = session.catalog[uid]["ion"].read()
+    assert float(ion["microscope_milling_pattern_offset_x"][1]) == pytest.approx(1.5e-6)
+    assert float(ion["microscope_milling_pattern_offset_y"][1]) == pytest.approx(-0.5e-6)
+    assert microscope.milling.pattern_offset_x.get() == 0.0
+
+
+def test_mill_fiducial_cuts_an_x_where_asked(session, microscope):
+    from fibsem_ophyd.plans import mill_fiducial
+
+    sim = session.backend
+    microscope.ion_beam.hfw.set(80e-6).wait()
+    uid = session.RE(mill_fiducial(microscope, centre_x=-20e-6, centre_y=5e-6, height=6e-6,
+                                   width=1e-6, depth=0.5e-6, milling_current=1e-9,
+                                   material="ice")).plan_result
+    run = session.catalog[uid]
+    assert run.metadata["start"]["section"] == "fiducial"
+    t = float(run["ion"].read()["microscope_milling_milling_time"][1])
+    # two 6 x 1 um bars crossing in a 1 x 1 um square, 0.5 um deep in ice at 1 nA
+    assert t == pytest.approx((2 * 6 * 1 - 1) * 0.5 / 3.0, rel=0.05)
+    (cut,) = sim.cuts
+    view = cut.view
+    col = (np.arange(cut.depth.shape[1]) * cut.spacing + cut.u0)
+    row = (np.arange(cut.depth.shape[0]) * cut.spacing + cut.v0)
+    j, i = np.unravel_index(np.argmax(cut.depth), cut.depth.shape)
+    # the probe spreads dose from both bars onto their crossing: deepest at the asked centre
+    assert (col[i], row[j]) == pytest.approx((-20e-6, 5e-6), abs=0.3e-6)
+    assert view.beam == "ion"
