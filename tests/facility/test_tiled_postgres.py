@@ -26,7 +26,8 @@ def written(tiled_postgres):
             "L1": s.RE(take_reference_images(s.microscope, hfw=100e-6,
                                              md={"sample": "L1"})).plan_result,
             "L2": s.RE(take_reference_images(s.microscope, hfw=150e-6,
-                                             md={"sample": "L2"})).plan_result,
+                                             md={"sample": "L2", "lamella": "pg-lam-7"}))
+            .plan_result,
             "L1-sem": s.RE(acquire_image(s.microscope.sem, hfw=50e-6,
                                          md={"sample": "L1"})).plan_result,
         }
@@ -48,6 +49,7 @@ def test_search_by_sample_and_plan(tiled_postgres, written):
     both = search_runs(catalog, sample="L1", plan_name="acquire_image")
     assert list(both) == [written["L1-sem"]]
     assert len(search_runs(catalog, sample="nope")) == 0
+    assert list(search_runs(catalog, lamella="pg-lam-7")) == [written["L2"]]
 
 
 def test_images_read_back(tiled_postgres, written):
