@@ -50,6 +50,7 @@ from .detector import (
     draw_frame,
     expose,
 )
+from .erosion import ImagingErosion
 from .milling import mill_shapes
 from .render import BeamView, Optics, RenderStats, Shading, intersect_surface, render_clean
 from .scene import Scene
@@ -203,6 +204,8 @@ class SimulatedMicroscope:
         self.last_render = RenderStats()
         #: every milling's beam-parallel cut (:mod:`fibsem_ophyd.sim.cuts`), in order
         self.cuts: list[BeamCut] = []
+        #: erosion of the fields the ion beam imaged (:mod:`fibsem_ophyd.sim.erosion`)
+        self.erosion = ImagingErosion()
         self.truth = Truth(self)
 
     @staticmethod
@@ -674,6 +677,16 @@ class SimulatedMicroscope:
         else:
             self._exposure_cache.move_to_end(ekey)
         out = draw_frame(exp[1], self._rng, self._noise.take(exp[1].offset.shape))
+        if beam == ION and not st["blanked"]:
+            # the frame's ions sputter the field it scanned (see sim.erosion)
+            view = self._view(beam, frame, t_mid)
+            fw, fh = frame["resolution"]
+            area = view.pixel * fw * view.pixel * fh
+            if frame["reduced_area"] is not None:
+                area *= frame["reduced_area"][2] * frame["reduced_area"][3]
+            beam_time = frame["dwell_time"] * n_pix * integrations  # beam on the sample
+            self.erosion.add_frame(self, view, st["current"], beam_time, area,
+                                   frame["reduced_area"])
         self.clock.advance(duration)
         return out
 

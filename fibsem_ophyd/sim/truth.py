@@ -281,3 +281,7 @@ class Truth:
         out = lamella_profile(self._m.cuts, np.asarray(point, dtype=float), float(depth),
                               float(half_range))
         return {k: out[k] for k in ("thickness", "centre_offset", "inside", "bounded")}
+
+    def imaging_erosion(self, point) -> float:
+        """How far (m) ion imaging has lowered the surface at sample point (x, y[, z])."""
+        return self._m.erosion.depth_at(float(point[0]), float(point[1]))
