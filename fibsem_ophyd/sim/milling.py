@@ -8,7 +8,12 @@ per unit surface area (theta = incidence angle), and the surface recedes along i
 ``Y/Y0 = cos^-f(theta) exp(b (1 - 1/cos(theta)))`` (f = 1.41, b = 0.17). The change is applied
 in several passes, re-evaluating heights and slopes, and stored as a
 :class:`~fibsem_ophyd.sim.scene.HeightPatch` (the 2.5-D scene). The beam time is the total
-charge over the current. Not modelled: redeposition, overhangs, the probe's tail.
+charge over the current.
+
+Redeposition, approximated: a fraction :data:`REDEPOSITION` of the removed volume lands
+around the milled footprint (a Gaussian of width :data:`REDEPOSITION_WIDTH` spreading out of
+it), raising rims the way debris does; the milled floor keeps its depth. Not modelled here:
+overhangs (see :mod:`fibsem_ophyd.sim.cuts` for lamellae), the probe's tail.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ import numpy as np
 from .materials import material_table
 from .scene import HeightPatch
 
-__all__ = ["mill_shapes", "yamamura", "UM3_PER_NC"]
+__all__ = ["mill_shapes", "yamamura", "UM3_PER_NC", "REDEPOSITION", "REDEPOSITION_WIDTH"]
 
 #: 1 um^3/nC in m^3/C
 UM3_PER_NC = 1e-9
+#: fraction of the sputtered volume that redeposits around a milled pattern
+REDEPOSITION = 0.05
+#: how far (m, Gaussian sigma) redeposited material spreads from the milled footprint
+REDEPOSITION_WIDTH = 0.5e-6
 _F, _B = 1.41, 0.17
 
 
@@ -72,7 +81,7 @@ def mill_shapes(
             raise ValueError("the milling pattern does not land on the sample")
         corners.append(p[:2])
     corners = np.array(corners)
-    margin = 0.5e-6
+    margin = 0.5e-6 + 4 * REDEPOSITION_WIDTH
     sx0, sy0 = corners.min(axis=0) - margin
     sx1, sy1 = corners.max(axis=0) + margin
     if spacing is None:
@@ -104,6 +113,7 @@ def mill_shapes(
         dh_total -= erosion / np.maximum(n[..., 2], 0.2)
         if progress is not None:
             progress((k + 1) / passes)
+    dh_total += _redeposit(dh_total, spacing)
     # beam time: the charge needed over the pattern's image-plane area, at the current
     pix = min(x1 - x0, y1 - y0) / 200.0
     cu = np.arange(x0 + pix / 2, x1, pix)
@@ -113,3 +123,20 @@ def mill_shapes(
     scene.add_patch(HeightPatch(x0=float(sx0), y0=float(sy0), spacing=float(spacing),
                                 dh=dh_total.astype(np.float32)))
     return {"time": charge / current, "charge": charge, "spacing": spacing}
+
+
+def _redeposit(dh: np.ndarray, spacing: float) -> np.ndarray:
+    """Height added around the milled footprint of ``dh`` (m): :data:`REDEPOSITION` of the
+    removed volume, spread out of the footprint by a Gaussian of :data:`REDEPOSITION_WIDTH`."""
+    from scipy.ndimage import gaussian_filter
+
+    removed = np.clip(-dh, 0.0, None)
+    if not removed.any():
+        return np.zeros_like(dh)
+    footprint = removed > 0.01 * removed.max()
+    weight = gaussian_filter(footprint.astype(float), REDEPOSITION_WIDTH / spacing,
+                             mode="constant") * ~footprint
+    total = weight.sum()
+    if total <= 0:
+        return np.zeros_like(dh)
+    return REDEPOSITION * removed.sum() * weight / total

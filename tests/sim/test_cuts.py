@@ -3,6 +3,7 @@ probe predict, at any beam incidence, fixed in the sample frame."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fibsem_ophyd.milling import RectanglePattern, Trench
@@ -73,3 +74,23 @@ def test_a_stage_move_between_cuts_misplaces_the_second():
     assert abs(dv) > 150e-9
     assert slab["thickness"] == pytest.approx(500e-9 + dv, abs=10e-9)
     assert abs(slab["thickness"] - 500e-9) > 150e-9
+
+
+def test_redeposition_raises_a_rim_with_its_share_of_the_volume():
+    """5 % of what a box removes lands around it (the floor keeps its depth): the patch's
+    raised volume is 5 % of its removed volume, all of it outside the box, within ~2 um."""
+    from fibsem_ophyd.sim.milling import REDEPOSITION
+
+    sim = small_sim(seed=4)
+    sim.move_stage_absolute({"t": 52.0})
+    sim.set("hfw", 40e-6, "ion")
+    _mill(sim, RectanglePattern(width=4e-6, height=4e-6, depth=0.5e-6))
+    patch = sim.scene.patches[-1]
+    dh = patch.dh.astype(float)
+    removed, raised = -dh[dh < 0].sum(), dh[dh > 0].sum()
+    assert raised == pytest.approx(REDEPOSITION * removed, rel=0.02)
+    ny, nx = dh.shape
+    ys, xs = np.nonzero(dh > 0.01 * dh.max())
+    cx, cy = (nx - 1) / 2, (ny - 1) / 2
+    reach = np.hypot(xs - cx, ys - cy).max() * patch.spacing
+    assert 2e-6 < reach < 2e-6 * 2 ** 0.5 + 2.5e-6  # beyond the box's half width, not far
