@@ -11,7 +11,7 @@ from bluesky.utils import FailedStatus, MsgGenerator
 from ..alignment import RegistrationError
 from ..devices import make_recorder
 from ._alignment import AlignmentError, acquire_reference, correct_drift
-from ._milling import ALIGN_TOLERANCE, LAMELLA_ORDER, mill_stages, milled_boxes
+from ._milling import ALIGN_TOLERANCE, lamella_protocol, mill_stages, milled_boxes
 from ._movement import go_to_position, move_to_milling_angle
 
 __all__ = ["mill_lamellae"]
@@ -90,8 +90,6 @@ def mill_lamellae(
         ({site: {"section", "reason"}}) and ``summary`` (the uid of the summary run: one
         "site" event per site with its status).
     """
-    from ..milling import load_protocol
-
     if not isinstance(sites, (list, tuple)) or not sites or \
             not all(isinstance(s, str) and s for s in sites):
         raise ValueError(f"sites must be a non-empty list of saved position names, got {sites!r}")
@@ -99,18 +97,11 @@ def mill_lamellae(
         raise ValueError(f"sites must not repeat, got {sites!r}")
     if not isinstance(batch, str) or not batch:
         raise ValueError(f"batch must be a non-empty string, got {batch!r}")
-    sections = load_protocol(protocol)  # validates every stage before anything moves
-    for name, stages in sections.items():
-        try:
-            microscope.milling.check([s for s in stages if s.enabled])
-        except ValueError as exc:
-            raise ValueError(f"protocol section {name!r}: {exc}") from None
+    sections, order = lamella_protocol(microscope, protocol)
     positions = yield from bps.rd(microscope.stage.positions, default_value={})
     unknown = [s for s in sites if s not in positions]
     if unknown:
         raise ValueError(f"unknown site position(s) {unknown}; saved: {sorted(positions)}")
-    order = [k for k in LAMELLA_ORDER if k in sections]
-    order += [k for k in sections if k not in order]
     base = {**(md or {}), "batch": batch}
 
     state = {s: {"done": [], "skipped": None, "reference": None} for s in sites}

@@ -209,6 +209,21 @@ def mill_fiducial(
 LAMELLA_ORDER = ("fiducial", "microexpansion", "mill_rough", "mill_thin", "mill_polishing")
 
 
+def lamella_protocol(microscope, protocol) -> tuple[dict, list[str]]:
+    """Load and check every stage of a lamella protocol (before anything moves); return the
+    sections and their milling order (:data:`LAMELLA_ORDER`, then the protocol's own)."""
+    from ..milling import load_protocol
+
+    sections = load_protocol(protocol)
+    for name, stages in sections.items():
+        try:
+            microscope.milling.check([s for s in stages if s.enabled])
+        except ValueError as exc:
+            raise ValueError(f"protocol section {name!r}: {exc}") from None
+    order = [k for k in LAMELLA_ORDER if k in sections]
+    return sections, order + [k for k in sections if k not in order]
+
+
 def mill_lamella(
     microscope: Readable,
     protocol: dict[str, Any],
@@ -249,18 +264,10 @@ def mill_lamella(
         ``{"lamella", "sections": [names in milling order], "runs": {section: uid},
         "drift": {section: result of correct_drift}}``.
     """
-    from ..milling import load_protocol
     from ._alignment import acquire_reference, correct_drift
     from ._movement import go_to_position, move_to_milling_angle
 
-    sections = load_protocol(protocol)  # validates every stage before anything moves
-    for name, stages in sections.items():
-        try:
-            microscope.milling.check([s for s in stages if s.enabled])
-        except ValueError as exc:
-            raise ValueError(f"protocol section {name!r}: {exc}") from None
-    order = [k for k in LAMELLA_ORDER if k in sections]
-    order += [k for k in sections if k not in order]
+    sections, order = lamella_protocol(microscope, protocol)
     base = {"lamella": lamella, **(md or {})}
     if position is not None:
         yield from go_to_position(microscope, position)
