@@ -26,6 +26,8 @@ transfer are in :mod:`fibsem_ophyd.sim.detector`.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,11 +48,23 @@ from .materials import (
     material_table,
     universal_yield,
 )
-from .scene import RasterGrid, Scene, blend_layer
+from .scene import RasterGrid, RasterPlan, Scene, blend_layer
 
 __all__ = ["BeamView", "Optics", "Shading", "render_clean", "intersect_surface", "gaussian_blur"]
 
 _WORKERS = 2
+#: nodes per block of the raster (a block's temporaries stay in a core's cache)
+_BLOCK_NODES = 1 << 16
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Worker threads for the raster blocks (numpy releases the GIL inside its loops)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                                   thread_name_prefix="sim-render")
+    return _POOL
 
 
 def _rot2(a: float) -> np.ndarray:
@@ -431,8 +445,7 @@ def render_clean(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
     origin = lin @ (o_img + shift) + g0
     nj = n_cj + top + bot
     grid = RasterGrid(tuple(origin - top * dj), tuple(di), tuple(dj), n_ci, nj)
-    hgt, mat, layers = scene.rasterize(grid, coverage=True)
-    sig = _shade(hgt, mat, grid, view, shading, layers)
+    hgt, sig = _raster_and_shade(scene, grid, view, shading, need_height=bool(top or bot))
     if top or bot:
         out = _warp(hgt, sig, kappa, top, n_cj, h_ref)
     else:
@@ -551,24 +564,71 @@ def _facing(vec, hx: np.ndarray, hy: np.ndarray, inv_norm: np.ndarray) -> np.nda
     return out
 
 
-def _shade(hgt: np.ndarray, mat: np.ndarray, grid: RasterGrid, view: BeamView,
-           shading: Shading, layers: list | None = None) -> np.ndarray:
-    """Yield at every raster node from the local normal, material and edges.
+def _halo(grid: RasterGrid, shading: Shading) -> int:
+    """Nodes of neighbourhood the shading of a node reads: the gradient's and the edge
+    high-pass's (one node, or ~4 sigma of their Gaussians) and the material smoothing's."""
+    sp_i = math.hypot(*grid.di)
+    sp_j = math.hypot(*grid.dj)
+    sig_m = max(shading.edge_sigma, min(sp_i, sp_j))
+    s_edge = max(sig_m / sp_i, sig_m / sp_j, 0.7)
+    r = 1 if s_edge <= 1.5 else int(math.ceil(4.0 * s_edge)) + 1
+    s_mat = max(shading.edge_sigma / sp_i, shading.edge_sigma / sp_j)
+    if s_mat > 1.0:
+        r = max(r, int(math.ceil(4.0 * s_mat)) + 1)
+    return r
 
-    ``layers`` = ``[(material_id, coverage), ...]`` (anti-aliased coverages from
-    :meth:`Scene.rasterize`, dense or sparse): their yields and angular exponents are blended,
-    in order, over those of ``mat``.
+
+def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: Shading,
+                      need_height: bool):
+    """Height (if ``need_height``) and yield on ``grid``, a block of rows at a time.
+
+    The grid is extended by a halo of ``_halo`` nodes on every side so each block's shading
+    sees its neighbours; every node is computed exactly as in a whole-grid pass, so the block
+    layout (fixed by the grid size) and the number of worker threads do not change the image.
+    """
+    ni, nj = grid.ni, grid.nj
+    hal = _halo(grid, shading)
+    di, dj = np.array(grid.di), np.array(grid.dj)
+    origin = np.array(grid.origin) - hal * (di + dj)
+    ext = RasterGrid((float(origin[0]), float(origin[1])), grid.di, grid.dj,
+                     ni + 2 * hal, nj + 2 * hal)
+    plan = RasterPlan(scene, ext)
+    sig = np.empty((nj, ni), dtype=np.float32)
+    hgt = np.empty((nj, ni), dtype=np.float32) if need_height else None
+    rows = max(8, 4 * hal, _BLOCK_NODES // ext.ni)
+    starts = list(range(0, nj, rows))
+
+    def work(a: int) -> None:
+        b = min(a + rows, nj)
+        h, mat, layers = plan.block(a, b + 2 * hal)
+        sig[a:b] = _shade(h, mat, layers, hal, ext, view, shading)
+        if hgt is not None:
+            hgt[a:b] = h[hal:hal + b - a, hal:hal + ni]
+
+    if len(starts) == 1:
+        work(0)
+    else:
+        for f in [_pool().submit(work, a) for a in starts]:
+            f.result()
+    return hgt, sig
+
+
+def _shade(hgt: np.ndarray, mat: np.ndarray, layers: list, hal: int, grid: RasterGrid,
+           view: BeamView, shading: Shading) -> np.ndarray:
+    """Yield of the interior of a block from the local normal, material and edges.
+
+    ``hgt`` and ``mat`` cover the block with a halo of ``hal`` nodes on every side (the
+    interior is ``hgt[hal:-hal, hal:-hal]``); ``layers`` = ``[(material_id, (flat_index,
+    coverage)), ...]`` (anti-aliased coverages from :class:`RasterPlan`, indices into the
+    haloed block): their yields and angular exponents are blended, in order, over those of
+    ``mat``.
     """
     f32 = np.float32
+    nb, ni = hgt.shape[0] - 2 * hal, hgt.shape[1] - 2 * hal
+    rows, cols = slice(hal, hal + nb), slice(hal, hal + ni)
     # central differences per node; the 1/2 is folded into the metric below
-    hi = np.empty_like(hgt)
-    hj = np.empty_like(hgt)
-    np.subtract(hgt[:, 2:], hgt[:, :-2], out=hi[:, 1:-1])
-    hi[:, 0] = 2 * (hgt[:, 1] - hgt[:, 0])
-    hi[:, -1] = 2 * (hgt[:, -1] - hgt[:, -2])
-    np.subtract(hgt[2:], hgt[:-2], out=hj[1:-1])
-    hj[0] = 2 * (hgt[1] - hgt[0])
-    hj[-1] = 2 * (hgt[-1] - hgt[-2])
+    hi = np.subtract(hgt[rows, hal + 1:hal + ni + 1], hgt[rows, hal - 1:hal + ni - 1])
+    hj = np.subtract(hgt[hal + 1:hal + nb + 1, cols], hgt[hal - 1:hal + nb - 1, cols])
     # sample-frame gradient (Hx, Hy) = J^-T (Hi, Hj)
     m = 0.5 * np.linalg.inv(grid.jacobian()).T
     tiny = 1e-12 * float(np.abs(m).max())
@@ -597,18 +657,18 @@ def _shade(hgt: np.ndarray, mat: np.ndarray, grid: RasterGrid, view: BeamView,
         # (1+cos)/2 raised to -9/sqrt(Z): 1 at normal incidence, rising towards grazing
         cos_b += 1.0
         cos_b *= 0.5
-    expo = shading.exponent[mat]
-    y0 = shading.base[mat]
-    for mid, cov in layers or ():
+    expo = shading.exponent.take(mat)
+    y0 = shading.base.take(mat)
+    for mid, cov in layers:
         blend_layer(expo, cov, shading.exponent[mid])
         blend_layer(y0, cov, shading.base[mid])
     ang = np.log(cos_b)
-    ang *= expo
+    ang *= expo[rows, cols]
     np.negative(ang, out=ang)
     np.exp(ang, out=ang)                           # sec^n (or the Arnal BSE factor)
-    y = _material_map(y0, grid, shading)
-    y *= ang
-    del ang, cos_b
+    y = _material_map(y0, grid, shading)[rows, cols]
+    y = np.multiply(y, ang, out=ang)
+    del cos_b
     if shading.k_det:
         cos_d = _facing(view.rotation.T @ np.array(shading.det_dir), hx, hy, inv_norm)
         cos_d *= f32(shading.k_det)
@@ -616,7 +676,7 @@ def _shade(hgt: np.ndarray, mat: np.ndarray, grid: RasterGrid, view: BeamView,
         y *= cos_d
         del cos_d
     del hx, hy, inv_norm
-    y *= _edge_factor(hgt, grid, shading)
+    y *= _edge_factor(hgt, hal, grid, shading)
     return y
 
 
@@ -636,35 +696,39 @@ def _material_map(y0: np.ndarray, grid: RasterGrid, shading: Shading) -> np.ndar
     return gaussian_blur(y0, np.diag([max(si, 0.3) ** 2, max(sj, 0.3) ** 2]))
 
 
-def _edge_factor(hgt: np.ndarray, grid: RasterGrid, shading: Shading) -> np.ndarray:
-    """``1 + k tanh((h - G*h) / sigma)``: bright rims and peaks, dark valleys.
+def _edge_factor(hgt: np.ndarray, hal: int, grid: RasterGrid, shading: Shading) -> np.ndarray:
+    """``1 + k tanh((h - G*h) / sigma)`` on the interior of a haloed block: bright rims and
+    peaks, dark valleys.
 
     The Gaussian is isotropic in the sample frame (sigma in nodes per axis, at least 0.7 node).
     Up to ~1.5 nodes the high-pass ``h - G*h`` is its second-order expansion
     ``-(sigma_i^2 h_ii + sigma_j^2 h_jj) / 2`` (two slice passes instead of a blur).
     """
     f32 = np.float32
+    nb, ni = hgt.shape[0] - 2 * hal, hgt.shape[1] - 2 * hal
+    rows, cols = slice(hal, hal + nb), slice(hal, hal + ni)
     sp_i = math.hypot(*grid.di)
     sp_j = math.hypot(*grid.dj)
     sig_m = max(shading.edge_sigma, min(sp_i, sp_j))
     si = max(sig_m / sp_i, 0.7)
     sj = max(sig_m / sp_j, 0.7)
     scale = 1.0 / max(shading.edge_sigma, math.sqrt(sp_i * sp_j))
+    c = hgt[rows, cols]
     if max(si, sj) <= 1.5:
-        hp = np.zeros_like(hgt)
-        d2 = hp[:, 1:-1]
-        np.add(hgt[:, 2:], hgt[:, :-2], out=d2)
-        d2 -= 2 * hgt[:, 1:-1]
-        d2 *= f32(-0.5 * si * si * scale)
-        d2 = hp[1:-1]
-        t = hgt[2:] + hgt[:-2]
-        t -= 2 * hgt[1:-1]
+        hp = np.add(hgt[rows, hal + 1:hal + ni + 1], hgt[rows, hal - 1:hal + ni - 1])
+        hp -= 2 * c
+        hp *= f32(-0.5 * si * si * scale)
+        t = np.add(hgt[hal + 1:hal + nb + 1, cols], hgt[hal - 1:hal + nb - 1, cols])
+        t -= 2 * c
         t *= f32(-0.5 * sj * sj * scale)
-        d2 += t
+        hp += t
         del t
     else:
-        hp = gaussian_blur(hgt, np.diag([si * si, sj * sj]))
-        hp -= hgt
+        # about a reference level: the high-pass of metres of relief keeps its nanometres
+        ref = f32(hgt[hal, hal])
+        hp = gaussian_blur(hgt - ref, np.diag([si * si, sj * sj]))[rows, cols]
+        hp -= c
+        hp += ref
         hp *= f32(-scale)
     np.tanh(hp, out=hp)
     hp *= f32(shading.k_edge)

@@ -35,7 +35,8 @@ import numpy as np
 
 from .materials import MATERIAL_IDS, material_table
 
-__all__ = ["SceneParameters", "HeightPatch", "RasterGrid", "Scene", "SceneObjects", "blend_layer"]
+__all__ = ["SceneParameters", "HeightPatch", "RasterGrid", "RasterPlan", "Scene", "SceneObjects",
+           "blend_layer"]
 
 _AU = MATERIAL_IDS["Au"]
 _C = MATERIAL_IDS["C"]
@@ -503,14 +504,6 @@ class Scene:
         f = (np.sqrt(np.maximum(_CAP_R * _CAP_R - rho2, 0.0)) - (_CAP_R - _CAP)) / _CAP
         return P["height"][k] * np.maximum(f, 0.0)
 
-    @staticmethod
-    def _particle_coverage(dx, dy, P: dict, k) -> np.ndarray:
-        """Anti-aliased coverage of a particle's footprint: a one-node linear ramp centred on
-        its rim (``P["node"]`` = node size, m)."""
-        r = P["radius"][k]
-        dist = r - np.sqrt(dx * dx + dy * dy)          # > 0 inside the rim
-        return np.clip(dist / P["node"] + 0.5, 0.0, 1.0)
-
     def _objects(self, bbox, spacing):
         """Cells and every particle population in ``bbox``, ready for the profile functions."""
         cells = self.cells(bbox)
@@ -530,25 +523,42 @@ class Scene:
             worst = np.maximum(worst, np.abs(st))
         return np.clip(2.0 - worst / (math.pi / 2), 0.0, 1.0)
 
-    def _waves_on_grid(self, waves: _Waves, grid: RasterGrid) -> np.ndarray:
-        """Sum of the waves on an affine grid as one rank-2K matrix product (float32)."""
+    def _wave_factors(self, waves: _Waves, grid: RasterGrid):
+        """The waves on an affine grid as two float32 factors ``(left (nj, 2K), right (2K, ni))``
+        whose product is the field (``sin(a + b) = sin a cos b + cos a sin b``); ``None`` when
+        every wave is finer than the grid resolves."""
         ox, oy = grid.origin
         b = waves.kx * grid.di[0] + waves.ky * grid.di[1]      # phase step per column
         g = waves.kx * grid.dj[0] + waves.ky * grid.dj[1]      # phase step per row
         amp = waves.amp * self._taper(waves, [b, g])
         keep = amp != 0
         if not keep.any():
-            return np.zeros((grid.nj, grid.ni), dtype=np.float32)
+            return None
         amp, b, g = amp[keep], b[keep], g[keep]
         alpha = np.mod(waves.kx[keep] * ox + waves.ky[keep] * oy + waves.phase[keep], 2 * math.pi)
         ii = np.arange(grid.ni)
         jj = np.arange(grid.nj)
-        pc = alpha[:, None] + b[:, None] * ii[None, :]          # (K, ni)
-        pr = g[None, :] * jj[:, None]                           # (nj, K)
+        # phases reduced to [0, 2 pi) in float64, their sines and cosines in float32
+        two_pi = 2 * math.pi
+        pc = np.mod(alpha[:, None] + b[:, None] * ii[None, :], two_pi).astype(np.float32)
+        pr = np.mod(g[None, :] * jj[:, None], two_pi).astype(np.float32)   # (nj, K)
         # sin(pc + pr) = sin(pc) cos(pr) + cos(pc) sin(pr)
-        left = np.concatenate([np.cos(pr) * amp, np.sin(pr) * amp], axis=1).astype(np.float32)
-        right = np.concatenate([np.sin(pc), np.cos(pc)], axis=0).astype(np.float32)
-        return left @ right
+        k = len(amp)
+        a32 = amp.astype(np.float32)
+        left = np.empty((grid.nj, 2 * k), dtype=np.float32)
+        np.multiply(np.cos(pr), a32, out=left[:, :k])
+        np.multiply(np.sin(pr), a32, out=left[:, k:])
+        right = np.empty((2 * k, grid.ni), dtype=np.float32)
+        np.sin(pc, out=right[:k])
+        np.cos(pc, out=right[k:])
+        return left, right
+
+    def _waves_on_grid(self, waves: _Waves, grid: RasterGrid) -> np.ndarray:
+        """Sum of the waves on an affine grid as one rank-2K matrix product (float32)."""
+        f = self._wave_factors(waves, grid)
+        if f is None:
+            return np.zeros((grid.nj, grid.ni), dtype=np.float32)
+        return f[0] @ f[1]
 
     @staticmethod
     def _waves_at(waves: _Waves, x: np.ndarray, y: np.ndarray, spacing: float | None):
@@ -688,78 +698,29 @@ class Scene:
         step along each grid axis).
 
         With ``coverage=True`` returns ``(height, material, layers)``: ``layers`` is a list of
-        ``(material_id, coverage)`` (float32 0..1 arrays: the grid metal, then each particle
-        population) with anti-aliased one-node ramps at their boundaries, to be blended in
-        order over ``material``; so a bar or particle edge moves continuously with the sample
-        instead of in node steps.
+        ``(material_id, (flat_index, coverage))`` (float32 0..1 at the listed nodes: the grid
+        metal, then each particle population) with anti-aliased one-node ramps at their
+        boundaries, to be blended in order over ``material`` (:func:`blend_layer`); so a bar or
+        particle edge moves continuously with the sample instead of in node steps. Nodes fully
+        covered by the grid metal already carry its material. The work is done by a
+        :class:`RasterPlan`, which can also produce the raster a block of rows at a time.
         """
-        ni, nj = grid.ni, grid.nj
-        bbox = grid.bbox()
-        ox, oy = self._origin(0.5 * (bbox[0] + bbox[1]), 0.5 * (bbox[2] + bbox[3]))
-        lx0, ly0 = grid.origin[0] - ox, grid.origin[1] - oy
-        ii = np.arange(ni, dtype=np.float64)
-        jj = np.arange(nj, dtype=np.float64)
-        (dix, diy), (djx, djy) = grid.di, grid.dj
-        tol = 1e-9 * math.hypot(*grid.di) + 1e-9 * math.hypot(*grid.dj)
-        f32 = np.float32
-        if abs(diy) <= tol and abs(djx) <= tol:        # x along columns, y along rows
-            lx = (lx0 + ii * dix).astype(f32)[None, :]
-            ly = (ly0 + jj * djy).astype(f32)[:, None]
-        elif abs(dix) <= tol and abs(djy) <= tol:      # x along rows, y along columns
-            lx = (lx0 + jj * djx).astype(f32)[:, None]
-            ly = (ly0 + ii * diy).astype(f32)[None, :]
-        else:
-            lx = (lx0 + jj * djx)[:, None].astype(f32) + (ii * dix)[None, :].astype(f32)
-            ly = (ly0 + jj * djy)[:, None].astype(f32) + (ii * diy)[None, :].astype(f32)
-        ramps = (abs(dix) + abs(djx), abs(diy) + abs(djy))   # node footprint along x, y
-        h, mat, cov = self._base(lx, ly, ox, oy, self._needs_radius(bbox), ramps=ramps)
-        del lx, ly
-        h += self._waves_on_grid(self._waviness, grid)
-        spacing = grid.spacing()
-        cells, pops = self._objects(bbox, spacing)
-        if len(cells):
-            st = self._stamp(grid, cells, self._cell_profile)
-            if st is not None:
-                hc = st[0]
-                h += hc
-                on = hc > 5e-8
-                mat[on] = _ORG
-                cov[on] = 0
-        # particle layers: (material id, anti-aliased coverage), blended over the base
-        layers = [(_AU, cov)]
-        for objs in pops:
-            if len(objs):
-                objs.params["node"] = spacing
-                st = self._stamp(grid, objs, self._particle_profile, self._particle_coverage)
-                if st is not None:
-                    hp, cp = st
-                    h += hp
-                    nz = np.flatnonzero(cp)            # particles are sparse: keep (index, value)
-                    layers.append((self._populations[objs.kind]["material"],
-                                   (nz, cp.reshape(-1)[nz])))
-        tex = self._waves_on_grid(self._texture, grid)
-        factor = self._tex_factor[mat]
-        for mid, c in layers:
-            blend_layer(factor, c, self._tex_factor[mid])
-        tex *= factor
-        h += tex
-        for patch in self.patches:
-            self._apply_patch_grid(patch, grid, h, mat, layers)
+        h, mat, layers = RasterPlan(self, grid).block(0, grid.nj)
         if coverage:
             return h, mat, layers
         mf = mat.reshape(-1)
         for mid, c in layers:
-            if isinstance(c, tuple):
-                mf[c[0][c[1] >= 0.5]] = mid
-            else:
-                mat[c >= 0.5] = mid
+            mf[c[0][c[1] >= 0.5]] = mid
         return h, mat
 
-    def _stamp(self, grid: RasterGrid, objs: SceneObjects, *profiles) -> list | None:
+    def _stamp(self, grid: RasterGrid, objs: SceneObjects, *profiles,
+               extent: list | None = None) -> list | None:
         """Max-composite each profile of the objects onto the grid.
 
         Returns one float32 (nj, ni) array per profile, or ``None`` if no object is visible.
         Stamps reach one node beyond the objects' radii (room for anti-aliased coverage).
+        ``extent``, when given, receives ``[i0, i1, j0, j1]``: a node range outside which
+        every profile is zero.
         """
         ni, nj = grid.ni, grid.nj
         outs = [np.zeros((nj, ni), dtype=np.float32) for _ in profiles]
@@ -774,6 +735,11 @@ class Scene:
         idx = np.nonzero(vis)[0]
         if idx.size == 0:
             return None
+        if extent is not None:
+            extent[:] = [max(0, int(math.floor((ic[idx] - ext_i[idx]).min())) - 1),
+                         min(ni, int(math.ceil((ic[idx] + ext_i[idx]).max())) + 2),
+                         max(0, int(math.floor((jc[idx] - ext_j[idx]).min())) - 1),
+                         min(nj, int(math.ceil((jc[idx] + ext_j[idx]).max())) + 2)]
         ei = np.ceil(ext_i[idx]).astype(np.int64)
         ej = np.ceil(ext_j[idx]).astype(np.int64)
         big = (2 * ei + 1) * (2 * ej + 1) > 4096
@@ -820,6 +786,83 @@ class Scene:
                 np.maximum.at(out.reshape(-1), flat, v[ok].astype(np.float32))
         return outs
 
+    def _particle_stamps(self, grid: RasterGrid, objs: SceneObjects, node: float):
+        """Height (spherical caps, :meth:`_particle_profile`) and anti-aliased coverage (a
+        one-node linear ramp centred on the rim, ``node`` = node size, m) of a particle
+        population on the grid, max-composited where particles overlap.
+
+        Returns ``(flat_index, height, coverage)`` over the nodes a particle covers, indices
+        sorted and unique (the height's support lies inside the coverage's), or ``None``.
+        """
+        ni, nj = grid.ni, grid.nj
+        f32 = np.float32
+        jinv = np.linalg.inv(grid.jacobian())
+        rel = np.stack([objs.x - grid.origin[0], objs.y - grid.origin[1]])
+        ic, jc = jinv @ rel
+        ext_i = objs.radius * math.hypot(*jinv[0]) + 1.0
+        ext_j = objs.radius * math.hypot(*jinv[1]) + 1.0
+        vis = ((ic + ext_i >= 0) & (ic - ext_i <= ni - 1)
+               & (jc + ext_j >= 0) & (jc - ext_j <= nj - 1))
+        idx = np.nonzero(vis)[0]
+        if idx.size == 0:
+            return None
+        ei = np.ceil(ext_i[idx]).astype(np.int64)
+        ej = np.ceil(ext_j[idx]).astype(np.int64)
+        di, dj = np.array(grid.di), np.array(grid.dj)
+        radius = objs.params["radius"]
+        height = objs.params["height"]
+        flats, hs, cs = [], [], []
+        # windows of (2 ei + 1) x (2 ej + 1) nodes around the nearest node, grouped by size
+        bi = np.ceil(np.log2(np.maximum(ei, 1))).astype(np.int64)
+        bj = np.ceil(np.log2(np.maximum(ej, 1))).astype(np.int64)
+        for key in sorted(set(zip(bi.tolist(), bj.tolist(), strict=True))):
+            grp = (bi == key[0]) & (bj == key[1])
+            sel = idx[grp]
+            hi_ = int(ei[grp].max())
+            hj_ = int(ej[grp].max())
+            n_win = (2 * hi_ + 1) * (2 * hj_ + 1)
+            for part in range(0, sel.size, max(1, (1 << 18) // n_win)):
+                k = sel[part:part + max(1, (1 << 18) // n_win)]
+                ri = np.rint(ic[k]).astype(np.int64)
+                rj = np.rint(jc[k]).astype(np.int64)
+                oi = np.arange(-hi_, hi_ + 1)
+                oj = np.arange(-hj_, hj_ + 1)
+                col = ri[:, None, None] + oi[None, None, :]
+                row = rj[:, None, None] + oj[None, :, None]
+                ci = (ri - ic[k]).astype(f32)[:, None, None] + oi.astype(f32)[None, None, :]
+                cj = (rj - jc[k]).astype(f32)[:, None, None] + oj.astype(f32)[None, :, None]
+                dx = ci * f32(di[0]) + cj * f32(dj[0])
+                dy = ci * f32(di[1]) + cj * f32(dj[1])
+                d2 = dx * dx
+                d2 += dy * dy
+                r = radius[k].astype(f32)[:, None, None]
+                dist = np.sqrt(d2)
+                cov = r - dist                          # > 0 inside the rim
+                cov *= f32(1.0 / node)
+                cov += f32(0.5)
+                np.clip(cov, 0.0, 1.0, out=cov)
+                ok = (cov > 0) & (col >= 0) & (col < ni) & (row >= 0) & (row < nj)
+                # spherical cap: (sqrt(R^2 - rho^2) - (R - H)) / H of the base radius
+                rho2 = d2[ok] / np.broadcast_to(r * r, d2.shape)[ok]
+                f = np.sqrt(np.maximum(f32(_CAP_R * _CAP_R) - rho2, 0.0))
+                f -= f32(_CAP_R - _CAP)
+                f *= f32(1.0 / _CAP)
+                np.maximum(f, 0.0, out=f)
+                f *= np.broadcast_to(height[k].astype(f32)[:, None, None], d2.shape)[ok]
+                flats.append((row * ni + col)[ok])
+                hs.append(f)
+                cs.append(cov[ok])
+        flat = np.concatenate(flats)
+        if flat.size == 0:
+            return None
+        hv = np.zeros(ni * nj, dtype=f32)
+        cv = np.zeros(ni * nj, dtype=f32)
+        np.maximum.at(hv, flat, np.concatenate(hs))
+        np.maximum.at(cv, flat, np.concatenate(cs))
+        u = np.sort(flat)
+        u = u[np.concatenate(([True], u[1:] != u[:-1]))]
+        return u, hv[u], cv[u]
+
     @staticmethod
     def _apply_patch_grid(patch: HeightPatch, grid: RasterGrid, h: np.ndarray, mat: np.ndarray,
                           layers: list | None = None):
@@ -852,3 +895,210 @@ class Scene:
                 c[1][hit] = 0
             else:
                 c[j0:j1, i0:i1][changed] = 0
+
+
+def _runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the runs of equal values of a 1-D array."""
+    if values.size == 0:
+        return []
+    cut = np.flatnonzero(values[1:] != values[:-1]) + 1
+    edges = [0, *cut.tolist(), int(values.size)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+class RasterPlan:
+    """Rasterising a :class:`RasterGrid` a block of rows at a time.
+
+    The plan holds everything that does not depend on the block: the local origin, the
+    per-axis bar/meniscus/metal terms (when the grid is axis-aligned in the sample frame, the
+    common case, the base surface is a function of one coordinate per axis and a block is
+    assembled from those vectors), the per-hole ice table, both wave fields as low-rank
+    factors, the cells (stamped once) and the particles (sparse). :meth:`block` then produces
+    any range of rows with every node exactly as in a whole-grid raster, so blocks can run on
+    worker threads with their temporaries resident in cache.
+    """
+
+    def __init__(self, scene: Scene, grid: RasterGrid):
+        self.scene, self.grid = scene, grid
+        p = scene.params
+        f32 = np.float32
+        ni, nj = grid.ni, grid.nj
+        bbox = grid.bbox()
+        self.ox, self.oy = scene._origin(0.5 * (bbox[0] + bbox[1]), 0.5 * (bbox[2] + bbox[3]))
+        self.need_radius = scene._needs_radius(bbox)
+        lx0, ly0 = grid.origin[0] - self.ox, grid.origin[1] - self.oy
+        ii = np.arange(ni, dtype=np.float64)
+        jj = np.arange(nj, dtype=np.float64)
+        (dix, diy), (djx, djy) = grid.di, grid.dj
+        tol = 1e-9 * math.hypot(*grid.di) + 1e-9 * math.hypot(*grid.dj)
+        self.ramps = (abs(dix) + abs(djx), abs(diy) + abs(djy))   # node footprint along x, y
+        if abs(diy) <= tol and abs(djx) <= tol:        # x along columns, y along rows
+            self.mode = "xy"
+            self.lx = (lx0 + ii * dix).astype(f32)[None, :]
+            self.ly = (ly0 + jj * djy).astype(f32)[:, None]
+        elif abs(dix) <= tol and abs(djy) <= tol:      # x along rows, y along columns
+            self.mode = "yx"
+            self.lx = (lx0 + jj * djx).astype(f32)[:, None]
+            self.ly = (ly0 + ii * diy).astype(f32)[None, :]
+        else:
+            self.mode = ""
+            self.lx = ((lx0 + jj * djx).astype(f32), (ii * dix).astype(f32))
+            self.ly = ((ly0 + jj * djy).astype(f32), (ii * diy).astype(f32))
+        self.separable = bool(self.mode) and not self.need_radius
+        if self.separable:
+            self._plan_separable(p)
+        # the wave fields as two whole-grid products (BLAS, threaded) rather than per block
+        wf = scene._wave_factors(scene._waviness, grid)
+        self.waviness = None if wf is None else wf[0] @ wf[1]
+        tf = scene._wave_factors(scene._texture, grid)
+        self.texture = None if tf is None else tf[0] @ tf[1]
+        spacing = grid.spacing()
+        cells, pops = scene._objects(bbox, spacing)
+        self.cells = None
+        if len(cells):
+            ext: list = []
+            st = scene._stamp(grid, cells, scene._cell_profile, extent=ext)
+            if st is not None:
+                self.cells = (st[0], ext)
+        self.particles = []
+        for objs in pops:
+            if len(objs):
+                st = scene._particle_stamps(grid, objs, spacing)
+                if st is not None:
+                    self.particles.append((scene._populations[objs.kind]["material"], *st))
+
+    def _plan_separable(self, p: SceneParameters) -> None:
+        f32 = np.float32
+        inv = f32(1.0 / p.pitch)
+        tx = self.scene._axis_terms(self.lx.ravel() * inv, f32, self.ramps[0] / p.pitch)
+        ty = self.scene._axis_terms(self.ly.ravel() * inv, f32, self.ramps[1] / p.pitch)
+        col, row = (tx, ty) if self.mode == "xy" else (ty, tx)
+        mh = f32(p.meniscus_height)
+        self.col_w, self.row_w = col[1], row[1]
+        self.col_men, self.row_men = col[2] * mh, row[2] * mh
+        self.col_cov, self.row_cov = col[3], row[3]
+        mo, no = int(round(self.ox / p.pitch)), int(round(self.oy / p.pitch))
+        m0, m1 = int(tx[0].min()), int(tx[0].max())
+        n0, n1 = int(ty[0].min()), int(ty[0].max())
+        tab = self.scene._hole_tables(m0 + mo, m1 + mo, n0 + no, n1 + no, f32)   # (n, m)
+        hx = (tx[0] - f32(m0)).astype(np.intp)
+        hy = (ty[0] - f32(n0)).astype(np.intp)
+        if self.mode == "xy":
+            self.row_hole = hy
+            per_row = {int(v): tab[v, hx] for v in np.unique(hy)}
+        else:
+            self.row_hole = hx
+            per_row = {int(v): tab[hy, v] for v in np.unique(hx)}
+        # per hole row: ice thickness, iced flag and hole material along the columns
+        self.hole_rows = {}
+        for v, thick in per_row.items():
+            iced = thick > 0
+            self.hole_rows[v] = (np.ascontiguousarray(thick), iced.astype(f32), bool(iced.all()),
+                                 np.where(iced, np.uint8(_ICE), np.uint8(_C)))
+        cc = self.col_cov
+        self.full_cols = [(a, b) for a, b in _runs(cc >= 1) if cc[a] >= 1]
+        self.partial_cols = np.flatnonzero((cc > 0) & (cc < 1))
+        self.bare_cols = np.flatnonzero(cc <= 0)
+
+    # ------------------------------------------------------------------ blocks
+    def block(self, j0: int, j1: int):
+        """Rows ``j0 .. j1-1`` of the raster: ``(height, material, layers)`` as
+        :meth:`Scene.rasterize` with ``coverage=True`` (flat indices relative to the block)."""
+        scene, grid = self.scene, self.grid
+        ni = grid.ni
+        if self.separable:
+            h, mat, au = self._base_separable(j0, j1)
+        else:
+            h, mat, au = self._base_general(j0, j1)
+        if self.waviness is not None:
+            h += self.waviness[j0:j1]
+        if self.cells is not None:
+            hc, (ci0, ci1, cj0, cj1) = self.cells
+            a, b = max(j0, cj0), min(j1, cj1)
+            if a < b:
+                sl = hc[a:b, ci0:ci1]
+                h[a - j0:b - j0, ci0:ci1] += sl
+                on = sl > 5e-8
+                if on.any():
+                    mat[a - j0:b - j0, ci0:ci1][on] = _ORG
+                    jj, ii = np.divmod(au[0], ni)
+                    sel = (jj >= a - j0) & (jj < b - j0) & (ii >= ci0) & (ii < ci1)
+                    sel[sel] = on[jj[sel] - (a - j0), ii[sel] - ci0]
+                    au[1][sel] = 0
+        layers = [(_AU, au)]
+        hf = h.reshape(-1)
+        for mid, nz, hv, cv in self.particles:
+            s, e = np.searchsorted(nz, [j0 * ni, j1 * ni])
+            idx = nz[s:e] - j0 * ni
+            hf[idx] += hv[s:e]
+            layers.append((mid, (idx, cv[s:e].copy())))
+        if self.texture is not None:
+            tf = scene._tex_factor
+            factor = tf.take(mat)
+            for mid, c in layers:
+                blend_layer(factor, c, tf[mid])
+            h += np.multiply(self.texture[j0:j1], factor, out=factor)
+        if scene.patches:
+            o = np.array(grid.origin) + j0 * np.array(grid.dj)
+            sub = RasterGrid((float(o[0]), float(o[1])), grid.di, grid.dj, ni, j1 - j0)
+            for patch in scene.patches:
+                scene._apply_patch_grid(patch, sub, h, mat, layers)
+        return h, mat, layers
+
+    def _base_separable(self, j0: int, j1: int):
+        """Grid + film + ice from the per-axis vectors, one hole row at a time."""
+        f32 = np.float32
+        ni = self.grid.ni
+        nb = j1 - j0
+        bar = f32(self.scene.params.bar_height)
+        h = np.empty((nb, ni), dtype=f32)
+        mat = np.empty((nb, ni), dtype=np.uint8)
+        col_w, col_men = self.col_w[None, :], self.col_men[None, :]
+        rh = self.row_hole[j0:j1]
+        for a, b in _runs(rh):
+            thick, iced, all_iced, hole_mat = self.hole_rows[int(rh[a])]
+            men = np.maximum(self.row_men[j0 + a:j0 + b, None], col_men)
+            if not all_iced:
+                men *= iced
+            men += thick
+            hb = h[a:b]
+            np.subtract(bar, men, out=hb)
+            hb *= np.maximum(self.row_w[j0 + a:j0 + b, None], col_w)
+            hb += men
+            mat[a:b] = hole_mat
+        # grid metal: rows or columns fully covered carry it; partial nodes form a layer
+        cr = self.row_cov[j0:j1]
+        cc = self.col_cov
+        full = cr >= 1
+        if full.any():
+            mat[full] = _AU
+        for a, b in self.full_cols:
+            mat[:, a:b] = _AU
+        idx, val = [], []
+        below = np.flatnonzero(~full)
+        if self.partial_cols.size and below.size:
+            idx.append((below[:, None] * ni + self.partial_cols[None, :]).ravel())
+            val.append(np.maximum(cr[below][:, None], cc[self.partial_cols][None, :]).ravel())
+        part_rows = np.flatnonzero((cr > 0) & ~full)
+        if part_rows.size and self.bare_cols.size:
+            idx.append((part_rows[:, None] * ni + self.bare_cols[None, :]).ravel())
+            val.append(np.repeat(cr[part_rows], self.bare_cols.size))
+        if idx:
+            au = (np.concatenate(idx), np.concatenate(val).astype(f32))
+        else:
+            au = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=f32))
+        return h, mat, au
+
+    def _base_general(self, j0: int, j1: int):
+        """Grid + film + ice at the block's nodes (rotated grids, or near the grid's rim)."""
+        if self.mode == "xy":
+            lx, ly = self.lx, self.ly[j0:j1]
+        elif self.mode == "yx":
+            lx, ly = self.lx[j0:j1], self.ly
+        else:
+            lx = self.lx[0][j0:j1, None] + self.lx[1][None, :]
+            ly = self.ly[0][j0:j1, None] + self.ly[1][None, :]
+        h, mat, cov = self.scene._base(lx, ly, self.ox, self.oy, self.need_radius,
+                                       ramps=self.ramps)
+        nz = np.flatnonzero((cov > 0) & (cov < 1))
+        return h, mat, (nz, cov.reshape(-1)[nz])
