@@ -48,13 +48,13 @@ from .materials import (
     material_table,
     universal_yield,
 )
-from .scene import RasterGrid, RasterPlan, Scene, blend_layer
+from .scene import RasterGrid, RasterPlan, Scene
 
 __all__ = ["BeamView", "Optics", "Shading", "render_clean", "intersect_surface", "gaussian_blur"]
 
 _WORKERS = 2
 #: nodes per block of the raster (a block's temporaries stay in a core's cache)
-_BLOCK_NODES = 1 << 16
+_BLOCK_NODES = 1 << 17
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -445,11 +445,8 @@ def render_clean(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
     origin = lin @ (o_img + shift) + g0
     nj = n_cj + top + bot
     grid = RasterGrid(tuple(origin - top * dj), tuple(di), tuple(dj), n_ci, nj)
-    hgt, sig = _raster_and_shade(scene, grid, view, shading, need_height=bool(top or bot))
-    if top or bot:
-        out = _warp(hgt, sig, kappa, top, n_cj, h_ref)
-    else:
-        out = sig
+    warp = (kappa, top, n_cj, h_ref) if top or bot else None
+    out = _raster_and_shade(scene, grid, view, shading, warp)
     if optics.max_sigma >= 0.5:
         cov = optics.covariance()
         if not aligned:
@@ -475,76 +472,92 @@ def render_clean(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
     return np.ascontiguousarray(img, dtype=np.float32)
 
 
+def _scan(a: np.ndarray, op, reverse: bool = False, span: int | None = None) -> np.ndarray:
+    """Inclusive running ``op`` (add, maximum, minimum) along axis 1, from the end when
+    ``reverse``: log2 steps of whole-array operations (Hillis-Steele) instead of a scalar
+    loop. With ``span`` the result at each element only needs to cover the ``span``
+    elements from it (enough for an extremum whose influence is bounded). ``a`` is consumed.
+    """
+    n = a.shape[1]
+    lim = n if span is None else min(n, span)
+    src, dst = a, np.empty_like(a)
+    s = 1
+    while s < lim:
+        if reverse:
+            op(src[:, :-s], src[:, s:], out=dst[:, :-s])
+            dst[:, -s:] = src[:, -s:]
+        else:
+            op(src[:, s:], src[:, :-s], out=dst[:, s:])
+            dst[:, :s] = src[:, :s]
+        src, dst = dst, src
+        s *= 2
+    return src
+
+
 def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
           h_ref: float = 0.0) -> np.ndarray:
-    """Parallax with exact occlusion and pixel integration, column by column of the raster.
+    """Parallax with exact occlusion and pixel integration along each raster line.
 
-    Raster row ``j`` (a point of the plane at ``h_ref``) with height ``h`` appears at image row
-    ``V_j = j + kappa (h_j - h_ref)``. Along a ray the point nearest the source has the largest
-    height, so a row is hidden when a row on its far side projects past it: the running
-    minimum (``kappa < 0``, from the far end) or maximum (``kappa > 0``) of ``V`` is the
-    visible envelope ``E``, non-decreasing in ``j`` and flat over hidden rows.
+    ``hgt`` and ``sig`` are ``(lines, n)``: line ``l`` holds the nodes ``j = 0 .. n-1`` of one
+    raster column. Node ``j`` (a point of the plane at ``h_ref``) with height ``h`` appears
+    at image row ``V_j = j + kappa (h_j - h_ref)``. Along a ray the point nearest the source
+    has the largest height, so a node is hidden when a node on its far side projects past it:
+    the running minimum (``kappa < 0``, from the far end) or maximum (``kappa > 0``) of ``V``
+    is the visible envelope ``E``, non-decreasing in ``j`` and flat over hidden nodes.
 
     Each output row integrates the signal over its extent ``[J - 1/2, J + 1/2]`` of the
     envelope (``C = cumsum(S dE)`` differenced at the row boundaries): a foreshortened
     stretch of surface is averaged, a magnified one interpolated, a hidden one contributes
     nothing, and a thin bright strip (a silhouette at grazing incidence) adds in proportion to
-    its projected width instead of flickering with the sampling phase.
+    its projected width instead of flickering with the sampling phase. Returns
+    ``(lines, n_out)``.
     """
-    nj, ni = hgt.shape
+    nl, n = hgt.shape
     f32 = np.float32
-    env = hgt - f32(h_ref)
+    env = np.subtract(hgt, f32(h_ref))
     env *= f32(kappa)
-    env += np.arange(nj, dtype=f32)[:, None]
-    # running extremum row by row: contiguous rows are far faster than a strided accumulate
+    env += np.arange(n, dtype=f32)
+    # a node can only be hidden by one less than |kappa| (h_max - h_min) nodes beyond it
+    reach = int(math.ceil(abs(kappa) * float(hgt.max() - hgt.min()))) + 2
     if kappa < 0:
-        for j in range(nj - 2, -1, -1):
-            np.minimum(env[j], env[j + 1], out=env[j])
+        env = _scan(env, np.minimum, reverse=True, span=reach)
     else:
-        for j in range(1, nj):
-            np.maximum(env[j], env[j - 1], out=env[j])
-    # cumulative signal along the envelope (trapezoids; hidden rows have dE = 0)
+        env = _scan(env, np.maximum, span=reach)
+    # C(x) = integral of the signal density along the envelope, piecewise linear: on segment
+    # [E_j, E_j+1] the density is the trapezoid mean rho_j (hidden segments have zero length).
+    # It is kept relative to a linear trend rho_bar x (rho_bar = the line's mean signal) so
+    # the float32 sums stay small: C(x) = a_j + (rho_j - rho_bar) x + rho_bar x.
+    rho_bar = sig.mean(axis=1, keepdims=True)
+    slope = np.add(sig[:, 1:], sig[:, :-1])
+    slope *= f32(0.5)
+    slope -= rho_bar
+    d_env = np.subtract(env[:, 1:], env[:, :-1])
     cum = np.empty_like(env)
-    cum[0] = 0.0
-    d_env = env[1:] - env[:-1]
-    trap = sig[1:] + sig[:-1]
-    trap *= d_env
-    trap *= f32(0.5)
-    for j in range(1, nj):
-        np.add(cum[j - 1], trap[j - 1], out=cum[j])
-    del trap
-    # row boundaries B_k = top - 1/2 + k, k = 0..n_out: first raster row with E >= B_k
+    cum[:, 0] = 0.0
+    np.cumsum(np.multiply(slope, d_env, out=d_env), axis=1, out=cum[:, 1:])
+    inter = np.multiply(slope, env[:, :-1])
+    np.subtract(cum[:, :-1], inter, out=inter)        # a_j = C~_j - (rho_j - rho_bar) E_j
+    # row boundaries B_k = top - 1/2 + k, k = 0..n_out: the segment holding B_k is the one
+    # before the first node with E >= B_k (a histogram of the nodes' boundary bins, summed)
     nb = n_out + 1
-    k = env - f32(top - 0.5)
+    k = np.subtract(env, f32(top - 1.5))
     np.floor(k, out=k)
-    k += 1.0
     np.clip(k, 0, nb, out=k)
-    k *= f32(ni)
-    k += np.arange(ni, dtype=f32)
-    counts = np.bincount(k.astype(np.intp).ravel(), minlength=(nb + 1) * ni)
-    first = counts[: nb * ni].astype(np.int32).reshape(nb, ni)
-    for j in range(1, nb):
-        np.add(first[j], first[j - 1], out=first[j])
-    first -= 1
-    np.clip(first, 0, nj - 2, out=first)
-    idx = first.astype(np.intp)
-    idx *= ni
-    idx += np.arange(ni)
-    ef = env.reshape(-1)
-    e_lo = ef[idx]
-    e_hi = ef[ni:][idx]
-    frac = (np.arange(nb, dtype=f32) + f32(top - 0.5))[:, None] - e_lo
-    e_hi -= e_lo
-    np.maximum(e_hi, f32(1e-9), out=e_hi)
-    frac /= e_hi
-    np.clip(frac, 0.0, 1.0, out=frac)
-    cf = cum.reshape(-1)
-    c_lo = cf[idx]
-    c_b = cf[ni:][idx]
-    c_b -= c_lo
-    c_b *= frac
-    c_b += c_lo                                  # C at the boundaries
-    return c_b[1:] - c_b[:-1]
+    k += (np.arange(nl, dtype=f32) * f32(nb + 1))[:, None]
+    counts = np.bincount(k.astype(np.intp).ravel(), minlength=nl * (nb + 1))
+    del k
+    seg = np.cumsum(counts.reshape(nl, nb + 1)[:, :nb], axis=1)
+    base = (np.arange(nl) * (n - 1))[:, None]
+    seg += base - 1
+    np.clip(seg, base, base + (n - 2), out=seg)
+    # the boundaries, clamped to the envelope's extent (no signal beyond the raster)
+    bc = np.clip(np.arange(nb, dtype=f32) + f32(top - 0.5), env[:, :1], env[:, -1:])
+    c_b = slope.reshape(-1).take(seg)
+    c_b *= bc
+    c_b += inter.reshape(-1).take(seg)                # C~ at the boundaries
+    out = np.subtract(c_b[:, 1:], c_b[:, :-1])
+    out += np.multiply(np.subtract(bc[:, 1:], bc[:, :-1]), rho_bar)
+    return out
 
 
 def _facing(vec, hx: np.ndarray, hy: np.ndarray, inv_norm: np.ndarray) -> np.ndarray:
@@ -579,49 +592,63 @@ def _halo(grid: RasterGrid, shading: Shading) -> int:
 
 
 def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: Shading,
-                      need_height: bool):
-    """Height (if ``need_height``) and yield on ``grid``, a block of rows at a time.
+                      warp: tuple | None = None) -> np.ndarray:
+    """Yield on ``grid`` (``(nj, ni)``), or with ``warp = (kappa, top, n_out, h_ref)`` the
+    yield seen through the parallax along the grid's rows (``(n_out, ni)``, see
+    :func:`_warp`), computed a block at a time.
 
     The grid is extended by a halo of ``_halo`` nodes on every side so each block's shading
     sees its neighbours; every node is computed exactly as in a whole-grid pass, so the block
     layout (fixed by the grid size) and the number of worker threads do not change the image.
+    With parallax the grid is rasterised transposed: a block is then a range of the grid's
+    columns with all its rows, the raster lines along which the parallax acts, so the warp
+    runs inside the block too.
     """
     ni, nj = grid.ni, grid.nj
     hal = _halo(grid, shading)
-    di, dj = np.array(grid.di), np.array(grid.dj)
-    origin = np.array(grid.origin) - hal * (di + dj)
-    ext = RasterGrid((float(origin[0]), float(origin[1])), grid.di, grid.dj,
-                     ni + 2 * hal, nj + 2 * hal)
+    if warp is None:
+        work_grid = grid
+    else:
+        work_grid = RasterGrid(grid.origin, grid.dj, grid.di, nj, ni)     # transposed
+    wi, wj = work_grid.ni, work_grid.nj
+    di, dj = np.array(work_grid.di), np.array(work_grid.dj)
+    origin = np.array(work_grid.origin) - hal * (di + dj)
+    ext = RasterGrid((float(origin[0]), float(origin[1])), work_grid.di, work_grid.dj,
+                     wi + 2 * hal, wj + 2 * hal)
     plan = RasterPlan(scene, ext)
-    sig = np.empty((nj, ni), dtype=np.float32)
-    hgt = np.empty((nj, ni), dtype=np.float32) if need_height else None
+    tables = (-shading.exponent, shading.base)
+    if warp is None:
+        out = np.empty((nj, ni), dtype=np.float32)
+    else:
+        out = np.empty((warp[2], ni), dtype=np.float32)
     rows = max(8, 4 * hal, _BLOCK_NODES // ext.ni)
-    starts = list(range(0, nj, rows))
+    starts = list(range(0, wj, rows))
 
     def work(a: int) -> None:
-        b = min(a + rows, nj)
-        h, mat, layers = plan.block(a, b + 2 * hal)
-        sig[a:b] = _shade(h, mat, layers, hal, ext, view, shading)
-        if hgt is not None:
-            hgt[a:b] = h[hal:hal + b - a, hal:hal + ni]
+        b = min(a + rows, wj)
+        h, _, _, (neg_expo, y0) = plan.block(a, b + 2 * hal, tables)
+        sig = _shade(h, neg_expo, y0, hal, ext, view, shading)
+        if warp is None:
+            out[a:b] = sig
+        else:
+            out[:, a:b] = _warp(h[hal:hal + b - a, hal:hal + wi], sig, *warp).T
 
     if len(starts) == 1:
         work(0)
     else:
         for f in [_pool().submit(work, a) for a in starts]:
             f.result()
-    return hgt, sig
+    return out
 
 
-def _shade(hgt: np.ndarray, mat: np.ndarray, layers: list, hal: int, grid: RasterGrid,
+def _shade(hgt: np.ndarray, neg_expo: np.ndarray, y0: np.ndarray, hal: int, grid: RasterGrid,
            view: BeamView, shading: Shading) -> np.ndarray:
     """Yield of the interior of a block from the local normal, material and edges.
 
-    ``hgt`` and ``mat`` cover the block with a halo of ``hal`` nodes on every side (the
-    interior is ``hgt[hal:-hal, hal:-hal]``); ``layers`` = ``[(material_id, (flat_index,
-    coverage)), ...]`` (anti-aliased coverages from :class:`RasterPlan`, indices into the
-    haloed block): their yields and angular exponents are blended, in order, over those of
-    ``mat``.
+    ``hgt`` and the material maps (``neg_expo``: minus the angular exponent, ``y0``: the
+    yield at normal incidence; anti-aliased blends of the materials, from
+    :meth:`RasterPlan.block`) cover the block with a halo of ``hal`` nodes on every side (the
+    interior is ``hgt[hal:-hal, hal:-hal]``).
     """
     f32 = np.float32
     nb, ni = hgt.shape[0] - 2 * hal, hgt.shape[1] - 2 * hal
@@ -657,14 +684,8 @@ def _shade(hgt: np.ndarray, mat: np.ndarray, layers: list, hal: int, grid: Raste
         # (1+cos)/2 raised to -9/sqrt(Z): 1 at normal incidence, rising towards grazing
         cos_b += 1.0
         cos_b *= 0.5
-    expo = shading.exponent.take(mat)
-    y0 = shading.base.take(mat)
-    for mid, cov in layers:
-        blend_layer(expo, cov, shading.exponent[mid])
-        blend_layer(y0, cov, shading.base[mid])
     ang = np.log(cos_b)
-    ang *= expo[rows, cols]
-    np.negative(ang, out=ang)
+    ang *= neg_expo[rows, cols]
     np.exp(ang, out=ang)                           # sec^n (or the Arnal BSE factor)
     y = _material_map(y0, grid, shading)[rows, cols]
     y = np.multiply(y, ang, out=ang)

@@ -705,7 +705,7 @@ class Scene:
         covered by the grid metal already carry its material. The work is done by a
         :class:`RasterPlan`, which can also produce the raster a block of rows at a time.
         """
-        h, mat, layers = RasterPlan(self, grid).block(0, grid.nj)
+        h, mat, layers, _ = RasterPlan(self, grid).block(0, grid.nj)
         if coverage:
             return h, mat, layers
         mf = mat.reshape(-1)
@@ -865,7 +865,9 @@ class Scene:
 
     @staticmethod
     def _apply_patch_grid(patch: HeightPatch, grid: RasterGrid, h: np.ndarray, mat: np.ndarray,
-                          layers: list | None = None):
+                          layers: list | None = None, maps: list | None = None):
+        """Apply a patch to a raster: height, material (zeroing the layers' coverage where
+        the material changes) and any per-material ``maps`` given as ``(array, table)``."""
         px0, px1, py0, py1 = patch.bbox
         jinv = np.linalg.inv(grid.jacobian())
         corners = np.array([[px0, px0, px1, px1], [py0, py1, py0, py1]])
@@ -886,6 +888,8 @@ class Scene:
         h[j0:j1, i0:i1] = hn.reshape(hb.shape)
         changed = mn.reshape(mb.shape) != mb
         mat[j0:j1, i0:i1] = mn.reshape(mb.shape)
+        for m, t in maps or ():
+            m[j0:j1, i0:i1][changed] = t.take(mat[j0:j1, i0:i1][changed])
         for _, c in layers or ():
             if isinstance(c, tuple):
                 jj_, ii_ = np.divmod(c[0], grid.ni)
@@ -1001,15 +1005,23 @@ class RasterPlan:
         self.bare_cols = np.flatnonzero(cc <= 0)
 
     # ------------------------------------------------------------------ blocks
-    def block(self, j0: int, j1: int):
-        """Rows ``j0 .. j1-1`` of the raster: ``(height, material, layers)`` as
-        :meth:`Scene.rasterize` with ``coverage=True`` (flat indices relative to the block)."""
+    def block(self, j0: int, j1: int, tables: tuple = ()):
+        """Rows ``j0 .. j1-1`` of the raster: ``(height, material, layers, maps)``.
+
+        ``height``, ``material`` and ``layers`` are as :meth:`Scene.rasterize` with
+        ``coverage=True`` (flat indices relative to the block). ``maps`` holds, for each
+        per-material float32 table in ``tables``, its value at every node with the layers
+        blended in: built from the same per-axis pieces as the material map, so no per-node
+        table lookup is needed.
+        """
         scene, grid = self.scene, self.grid
         ni = grid.ni
+        tabs = (scene._tex_factor, *tables)
         if self.separable:
-            h, mat, au = self._base_separable(j0, j1)
+            h, mat, au, maps = self._base_separable(j0, j1, tabs)
         else:
             h, mat, au = self._base_general(j0, j1)
+            maps = [t.take(mat) for t in tabs]
         if self.waviness is not None:
             h += self.waviness[j0:j1]
         if self.cells is not None:
@@ -1021,6 +1033,8 @@ class RasterPlan:
                 on = sl > 5e-8
                 if on.any():
                     mat[a - j0:b - j0, ci0:ci1][on] = _ORG
+                    for m, t in zip(maps, tabs, strict=True):
+                        m[a - j0:b - j0, ci0:ci1][on] = t[_ORG]
                     jj, ii = np.divmod(au[0], ni)
                     sel = (jj >= a - j0) & (jj < b - j0) & (ii >= ci0) & (ii < ci1)
                     sel[sel] = on[jj[sel] - (a - j0), ii[sel] - ci0]
@@ -1032,20 +1046,20 @@ class RasterPlan:
             idx = nz[s:e] - j0 * ni
             hf[idx] += hv[s:e]
             layers.append((mid, (idx, cv[s:e].copy())))
-        if self.texture is not None:
-            tf = scene._tex_factor
-            factor = tf.take(mat)
+        for m, t in zip(maps, tabs, strict=True):
             for mid, c in layers:
-                blend_layer(factor, c, tf[mid])
-            h += np.multiply(self.texture[j0:j1], factor, out=factor)
+                blend_layer(m, c, t[mid])
+        if self.texture is not None:
+            h += np.multiply(self.texture[j0:j1], maps[0], out=maps[0])
         if scene.patches:
             o = np.array(grid.origin) + j0 * np.array(grid.dj)
             sub = RasterGrid((float(o[0]), float(o[1])), grid.di, grid.dj, ni, j1 - j0)
             for patch in scene.patches:
-                scene._apply_patch_grid(patch, sub, h, mat, layers)
-        return h, mat, layers
+                scene._apply_patch_grid(patch, sub, h, mat, layers,
+                                        list(zip(maps[1:], tabs[1:], strict=True)))
+        return h, mat, layers, maps[1:]
 
-    def _base_separable(self, j0: int, j1: int):
+    def _base_separable(self, j0: int, j1: int, tables: tuple):
         """Grid + film + ice from the per-axis vectors, one hole row at a time."""
         f32 = np.float32
         ni = self.grid.ni
@@ -1053,6 +1067,7 @@ class RasterPlan:
         bar = f32(self.scene.params.bar_height)
         h = np.empty((nb, ni), dtype=f32)
         mat = np.empty((nb, ni), dtype=np.uint8)
+        maps = [np.empty((nb, ni), dtype=f32) for _ in tables]
         col_w, col_men = self.col_w[None, :], self.col_men[None, :]
         rh = self.row_hole[j0:j1]
         for a, b in _runs(rh):
@@ -1066,14 +1081,20 @@ class RasterPlan:
             hb *= np.maximum(self.row_w[j0 + a:j0 + b, None], col_w)
             hb += men
             mat[a:b] = hole_mat
+            for m, t in zip(maps, tables, strict=True):
+                m[a:b] = t.take(hole_mat)
         # grid metal: rows or columns fully covered carry it; partial nodes form a layer
         cr = self.row_cov[j0:j1]
         cc = self.col_cov
         full = cr >= 1
         if full.any():
             mat[full] = _AU
+            for m, t in zip(maps, tables, strict=True):
+                m[full] = t[_AU]
         for a, b in self.full_cols:
             mat[:, a:b] = _AU
+            for m, t in zip(maps, tables, strict=True):
+                m[:, a:b] = t[_AU]
         idx, val = [], []
         below = np.flatnonzero(~full)
         if self.partial_cols.size and below.size:
@@ -1087,7 +1108,7 @@ class RasterPlan:
             au = (np.concatenate(idx), np.concatenate(val).astype(f32))
         else:
             au = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=f32))
-        return h, mat, au
+        return h, mat, au, maps
 
     def _base_general(self, j0: int, j1: int):
         """Grid + film + ice at the block's nodes (rotated grids, or near the grid's rim)."""
