@@ -74,22 +74,28 @@ def expose(clean: np.ndarray, primaries: float, collection: float, brightness: f
     read_noise : float
         Gaussian read noise, in counts.
     """
+    f32 = np.float32
     a = contrast_gain(contrast)
     norm = max(primaries * collection, 1e-30)
     grey_per_count = 255.0 * a / (reference * norm)
-    lam = clean * np.float32(norm)
-    base = np.float32(255.0 * (brightness - a) + 0.5)
-    offset = lam * np.float32(grey_per_count)
+    base = f32(255.0 * (brightness - a) + 0.5)
+    # offset = grey of lambda = clean * norm; scale = grey of sqrt(F lambda + read^2), with
+    # the constant factors folded so each map is one or two passes over the image
+    offset = np.multiply(clean, f32(norm * grey_per_count))
     offset += base
-    scale = np.sqrt(np.float32(excess) * lam + np.float32(read_noise**2))
-    scale *= np.float32(grey_per_count)
-    low = (lam < _POISSON_BELOW) & (lam > 0)
-    idx = np.flatnonzero(low)
+    scale = np.multiply(clean, f32(excess * norm * grey_per_count**2))
+    scale += f32((read_noise * grey_per_count) ** 2)
+    np.sqrt(scale, out=scale)
+    idx = np.zeros(0, dtype=np.intp)
+    if clean.size and float(clean.min()) * norm < _POISSON_BELOW:
+        lam_low = f32(_POISSON_BELOW / norm)
+        idx = np.flatnonzero((clean < lam_low) & (clean > 0))
+    lam_idx = clean.reshape(-1)[idx].astype(np.float64) * norm
     if idx.size:
         offset.reshape(-1)[idx] = base
-        scale.reshape(-1)[idx] = np.float32(grey_per_count * read_noise)
-    return Exposure(offset, scale, idx, lam.reshape(-1)[idx].astype(np.float64),
-                    float(grey_per_count), float(lam.mean()) if lam.size else 0.0)
+        scale.reshape(-1)[idx] = f32(grey_per_count * read_noise)
+    return Exposure(offset, scale, idx, lam_idx, float(grey_per_count),
+                    float(clean.mean(dtype=np.float64)) * norm if clean.size else 0.0)
 
 
 class NoiseSource:

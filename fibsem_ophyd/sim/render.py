@@ -446,8 +446,18 @@ def render_clean(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
     nj = n_cj + top + bot
     grid = RasterGrid(tuple(origin - top * dj), tuple(di), tuple(dj), n_ci, nj)
     warp = (kappa, top, n_cj, h_ref) if top or bot else None
+    blur = optics.max_sigma >= 0.5
+    if aligned and not blur:
+        # the blocks write the frame itself: nothing needs the margins
+        img = _raster_and_shade(scene, grid, view, shading, warp, crop=(bm, H, W))
+        if stats is not None:
+            stats.raster_shape = (nj, n_ci)
+            stats.parallax_px_per_um = kappa * 1e-6
+            stats.aligned = aligned
+            stats.blur_sigma_px = optics.max_sigma
+        return img
     out = _raster_and_shade(scene, grid, view, shading, warp)
-    if optics.max_sigma >= 0.5:
+    if blur:
         cov = optics.covariance()
         if not aligned:
             # image (col, row) -> raster (i, j): columns of q are e_c, e_r in image (col, row)
@@ -525,9 +535,9 @@ def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
         env = _scan(env, np.maximum, span=reach)
     # C(x) = integral of the signal density along the envelope, piecewise linear: on segment
     # [E_j, E_j+1] the density is the trapezoid mean rho_j (hidden segments have zero length).
-    # It is kept relative to a linear trend rho_bar x (rho_bar = the line's mean signal) so
+    # It is kept relative to a linear trend rho_bar x (rho_bar ~ the line's mean signal) so
     # the float32 sums stay small: C(x) = a_j + (rho_j - rho_bar) x + rho_bar x.
-    rho_bar = sig.mean(axis=1, keepdims=True)
+    rho_bar = sig[:, ::8].mean(axis=1, keepdims=True)
     slope = np.add(sig[:, 1:], sig[:, :-1])
     slope *= f32(0.5)
     slope -= rho_bar
@@ -537,41 +547,61 @@ def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
     np.cumsum(np.multiply(slope, d_env, out=d_env), axis=1, out=cum[:, 1:])
     inter = np.multiply(slope, env[:, :-1])
     np.subtract(cum[:, :-1], inter, out=inter)        # a_j = C~_j - (rho_j - rho_bar) E_j
-    # row boundaries B_k = top - 1/2 + k, k = 0..n_out: the segment holding B_k is the one
-    # before the first node with E >= B_k (a histogram of the nodes' boundary bins, summed)
+    del cum, d_env
+    # row boundaries B_k = top - 1/2 + k, k = 0..n_out. Node j lies before B_k for k >= q_j
+    # (q non-decreasing along the line), so the segment holding B_k starts at the last node
+    # with q_j <= k: set at k = q_j by the last node of each run of equal q, then carried
+    # over the gaps (a magnified stretch) by a running maximum as long as the longest gap.
     nb = n_out + 1
-    k = np.subtract(env, f32(top - 1.5))
-    np.floor(k, out=k)
-    np.clip(k, 0, nb, out=k)
-    k += (np.arange(nl, dtype=f32) * f32(nb + 1))[:, None]
-    counts = np.bincount(k.astype(np.intp).ravel(), minlength=nl * (nb + 1))
-    del k
-    seg = np.cumsum(counts.reshape(nl, nb + 1)[:, :nb], axis=1)
-    base = (np.arange(nl) * (n - 1))[:, None]
-    seg += base - 1
-    np.clip(seg, base, base + (n - 2), out=seg)
-    # the boundaries, clamped to the envelope's extent (no signal beyond the raster)
-    bc = np.clip(np.arange(nb, dtype=f32) + f32(top - 0.5), env[:, :1], env[:, -1:])
+    q = np.subtract(env, f32(top - 1.5))
+    np.floor(q, out=q)
+    np.clip(q, 0, nb, out=q)
+    q = q.astype(np.int32)
+    step = np.subtract(q[:, 1:], q[:, :-1])
+    runs_end = step != 0
+    q += (np.arange(nl, dtype=np.int32) * (nb + 1))[:, None]     # flat index into seg
+    seg = np.full((nl, nb + 1), -1, dtype=np.int32)
+    sf = seg.reshape(-1)
+    sf[q[:, :-1][runs_end]] = np.broadcast_to(np.arange(n - 1, dtype=np.int32),
+                                              runs_end.shape)[runs_end]
+    sf[q[:, -1]] = n - 1
+    gap = int(step.max()) + 1 if step.size else 1
+    seg = _scan(seg, np.maximum, span=gap)[:, :nb]
+    base = (np.arange(nl, dtype=np.int32) * (n - 1))[:, None]
+    np.clip(seg, 0, n - 2, out=seg)
+    seg += base
+    bounds = np.arange(nb, dtype=f32) + f32(top - 0.5)
+    if env[:, 0].max() <= bounds[0] and env[:, -1].min() >= bounds[-1]:
+        c_b = slope.reshape(-1).take(seg)
+        c_b *= bounds
+        c_b += inter.reshape(-1).take(seg)            # C~ at the boundaries
+        out = np.subtract(c_b[:, 1:], c_b[:, :-1])
+        out += rho_bar
+        return out
+    # boundaries beyond the envelope's extent see no more signal: clamp them to it
+    bc = np.clip(bounds, env[:, :1], env[:, -1:])
     c_b = slope.reshape(-1).take(seg)
     c_b *= bc
-    c_b += inter.reshape(-1).take(seg)                # C~ at the boundaries
+    c_b += inter.reshape(-1).take(seg)
     out = np.subtract(c_b[:, 1:], c_b[:, :-1])
     out += np.multiply(np.subtract(bc[:, 1:], bc[:, :-1]), rho_bar)
     return out
 
 
-def _facing(vec, hx: np.ndarray, hy: np.ndarray, inv_norm: np.ndarray) -> np.ndarray:
-    """cos of the angle between the local normal ``(-Hx, -Hy, 1)/|.|`` and ``vec`` (sample)."""
+def _facing(vec, hx: np.ndarray, hy: np.ndarray, inv_norm: np.ndarray,
+            scratch: np.ndarray | None = None) -> np.ndarray:
+    """``|vec|`` times the cos of the angle between the local normal ``(-Hx, -Hy, 1)/|.|``
+    and ``vec`` (sample frame); ``scratch`` (the shape of ``hx``) may be overwritten."""
     v = np.asarray(vec, dtype=np.float32)
     out = None
     for comp, grad in ((v[0], hx), (v[1], hy)):
         if abs(comp) > 1e-7:
             if out is None:
-                out = grad * -comp
+                out = np.multiply(grad, -comp)
             else:
-                out -= grad * comp
+                out -= np.multiply(grad, comp, out=scratch)
     if out is None:
-        return inv_norm * v[2]
+        return np.multiply(inv_norm, v[2])
     out += v[2]
     out *= inv_norm
     return out
@@ -592,10 +622,12 @@ def _halo(grid: RasterGrid, shading: Shading) -> int:
 
 
 def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: Shading,
-                      warp: tuple | None = None) -> np.ndarray:
+                      warp: tuple | None = None,
+                      crop: tuple[int, int, int] | None = None) -> np.ndarray:
     """Yield on ``grid`` (``(nj, ni)``), or with ``warp = (kappa, top, n_out, h_ref)`` the
     yield seen through the parallax along the grid's rows (``(n_out, ni)``, see
-    :func:`_warp`), computed a block at a time.
+    :func:`_warp`), computed a block at a time; with ``crop = (m, H, W)`` only the
+    ``[m:m+H, m:m+W]`` part of that result is returned.
 
     The grid is extended by a halo of ``_halo`` nodes on every side so each block's shading
     sees its neighbours; every node is computed exactly as in a whole-grid pass, so the block
@@ -615,12 +647,11 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
     origin = np.array(work_grid.origin) - hal * (di + dj)
     ext = RasterGrid((float(origin[0]), float(origin[1])), work_grid.di, work_grid.dj,
                      wi + 2 * hal, wj + 2 * hal)
-    plan = RasterPlan(scene, ext)
+    plan = RasterPlan(scene, ext, _pool())
     tables = (-shading.exponent, shading.base)
-    if warp is None:
-        out = np.empty((nj, ni), dtype=np.float32)
-    else:
-        out = np.empty((warp[2], ni), dtype=np.float32)
+    full = (nj if warp is None else warp[2], ni)
+    m, (fh, fw) = (0, full) if crop is None else (crop[0], crop[1:])
+    out = np.empty((fh, fw), dtype=np.float32)
     rows = max(8, 4 * hal, _BLOCK_NODES // ext.ni)
     starts = list(range(0, wj, rows))
 
@@ -628,10 +659,16 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
         b = min(a + rows, wj)
         h, _, _, (neg_expo, y0) = plan.block(a, b + 2 * hal, tables)
         sig = _shade(h, neg_expo, y0, hal, ext, view, shading)
-        if warp is None:
-            out[a:b] = sig
-        else:
-            out[:, a:b] = _warp(h[hal:hal + b - a, hal:hal + wi], sig, *warp).T
+        if warp is None:                      # block rows a..b of the result
+            lo, hi = max(a, m), min(b, m + fh)
+            if lo < hi:
+                out[lo - m:hi - m] = sig[lo - a:hi - a, m:m + fw]
+        else:                                 # block columns a..b of the result
+            lo, hi = max(a, m), min(b, m + fw)
+            if lo < hi:
+                res = _warp(h[hal + lo - a:hal + hi - a, hal:hal + wi], sig[lo - a:hi - a],
+                            *warp)
+                out[:, lo - m:hi - m] = res[:, m:m + fh].T
 
     if len(starts) == 1:
         work(0)
@@ -671,32 +708,30 @@ def _shade(hgt: np.ndarray, neg_expo: np.ndarray, y0: np.ndarray, hal: int, grid
         hx = f32(m[0, 0]) * hi + f32(m[0, 1]) * hj
         hy = f32(m[1, 0]) * hi + f32(m[1, 1]) * hj
         del hi, hj
-    inv_norm = hx * hx
-    inv_norm += hy * hy
+    tmp = np.multiply(hy, hy)
+    inv_norm = np.multiply(hx, hx)
+    inv_norm += tmp
     inv_norm += 1.0
     np.sqrt(inv_norm, out=inv_norm)
-    np.divide(1.0, inv_norm, out=inv_norm)
+    np.divide(1.0, inv_norm, out=inv_norm)          # 1 / |(-Hx, -Hy, 1)|
 
     _, _, d_s = view.sample_axes()
-    cos_b = _facing(d_s, hx, hy, inv_norm)
+    cos_b = _facing(d_s, hx, hy, inv_norm, tmp)
     np.clip(cos_b, 0.1, 1.0, out=cos_b)
     if shading.mode == "BSE":
         # (1+cos)/2 raised to -9/sqrt(Z): 1 at normal incidence, rising towards grazing
         cos_b += 1.0
         cos_b *= 0.5
-    ang = np.log(cos_b)
-    ang *= neg_expo[rows, cols]
-    np.exp(ang, out=ang)                           # sec^n (or the Arnal BSE factor)
-    y = _material_map(y0, grid, shading)[rows, cols]
-    y = np.multiply(y, ang, out=ang)
-    del cos_b
+    y = np.log(cos_b, out=cos_b)
+    y *= neg_expo[rows, cols]
+    np.exp(y, out=y)                               # sec^n (or the Arnal BSE factor)
+    y *= _material_map(y0, grid, shading)[rows, cols]
     if shading.k_det:
-        cos_d = _facing(view.rotation.T @ np.array(shading.det_dir), hx, hy, inv_norm)
-        cos_d *= f32(shading.k_det)
+        det = view.rotation.T @ np.array(shading.det_dir) * shading.k_det
+        cos_d = _facing(det, hx, hy, inv_norm, tmp)  # k_det cos(normal, detector)
         cos_d += 1.0
         y *= cos_d
-        del cos_d
-    del hx, hy, inv_norm
+    del hx, hy, inv_norm, tmp
     y *= _edge_factor(hgt, hal, grid, shading)
     return y
 
@@ -736,14 +771,23 @@ def _edge_factor(hgt: np.ndarray, hal: int, grid: RasterGrid, shading: Shading) 
     scale = 1.0 / max(shading.edge_sigma, math.sqrt(sp_i * sp_j))
     c = hgt[rows, cols]
     if max(si, sj) <= 1.5:
+        # second-order high-pass a (h_E + h_W - 2 h) + b (h_N + h_S - 2 h)
+        a = f32(-0.5 * si * si * scale)
+        b = f32(-0.5 * sj * sj * scale)
         hp = np.add(hgt[rows, hal + 1:hal + ni + 1], hgt[rows, hal - 1:hal + ni - 1])
-        hp -= 2 * c
-        hp *= f32(-0.5 * si * si * scale)
-        t = np.add(hgt[hal + 1:hal + nb + 1, cols], hgt[hal - 1:hal + nb - 1, cols])
-        t -= 2 * c
-        t *= f32(-0.5 * sj * sj * scale)
-        hp += t
-        del t
+        if a == b:
+            hp += hgt[hal + 1:hal + nb + 1, cols]
+            hp += hgt[hal - 1:hal + nb - 1, cols]
+            hp -= np.multiply(c, f32(4.0))
+            hp *= a
+        else:
+            t = np.add(hgt[hal + 1:hal + nb + 1, cols], hgt[hal - 1:hal + nb - 1, cols])
+            t -= np.multiply(c, f32(2.0))
+            t *= b / a
+            hp -= np.multiply(c, f32(2.0))
+            hp += t
+            hp *= a
+            del t
     else:
         # about a reference level: the high-pass of metres of relief keeps its nanometres
         ref = f32(hgt[hal, hal])

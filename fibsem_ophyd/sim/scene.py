@@ -74,6 +74,15 @@ def _uniform(seed: int, salt: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
+def _wrap_phase(p: np.ndarray) -> np.ndarray:
+    """Phases (rad, float64) reduced to [0, 2 pi) and rounded to float32."""
+    two_pi = 2 * math.pi
+    k = np.multiply(p, 1.0 / two_pi)
+    np.floor(k, out=k)
+    k *= two_pi
+    return np.subtract(p, k, out=k).astype(np.float32)
+
+
 def blend_layer(a: np.ndarray, cov, value) -> None:
     """In place ``a += cov (value - a)`` for a coverage layer: a dense array, or a sparse
     ``(flat_index, coverage)`` pair."""
@@ -539,9 +548,8 @@ class Scene:
         ii = np.arange(grid.ni)
         jj = np.arange(grid.nj)
         # phases reduced to [0, 2 pi) in float64, their sines and cosines in float32
-        two_pi = 2 * math.pi
-        pc = np.mod(alpha[:, None] + b[:, None] * ii[None, :], two_pi).astype(np.float32)
-        pr = np.mod(g[None, :] * jj[:, None], two_pi).astype(np.float32)   # (nj, K)
+        pc = _wrap_phase(alpha[:, None] + b[:, None] * ii[None, :])          # (K, ni)
+        pr = _wrap_phase(g[None, :] * jj[:, None])                          # (nj, K)
         # sin(pc + pr) = sin(pc) cos(pr) + cos(pc) sin(pr)
         k = len(amp)
         a32 = amp.astype(np.float32)
@@ -855,13 +863,12 @@ class Scene:
         flat = np.concatenate(flats)
         if flat.size == 0:
             return None
-        hv = np.zeros(ni * nj, dtype=f32)
-        cv = np.zeros(ni * nj, dtype=f32)
-        np.maximum.at(hv, flat, np.concatenate(hs))
-        np.maximum.at(cv, flat, np.concatenate(cs))
-        u = np.sort(flat)
-        u = u[np.concatenate(([True], u[1:] != u[:-1]))]
-        return u, hv[u], cv[u]
+        # max over the particles sharing a node: sort the node indices, reduce each run
+        order = np.argsort(flat, kind="stable")
+        flat = flat[order]
+        first = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
+        return (flat[first], np.maximum.reduceat(np.concatenate(hs)[order], first),
+                np.maximum.reduceat(np.concatenate(cs)[order], first))
 
     @staticmethod
     def _apply_patch_grid(patch: HeightPatch, grid: RasterGrid, h: np.ndarray, mat: np.ndarray,
@@ -922,7 +929,9 @@ class RasterPlan:
     worker threads with their temporaries resident in cache.
     """
 
-    def __init__(self, scene: Scene, grid: RasterGrid):
+    def __init__(self, scene: Scene, grid: RasterGrid, executor=None):
+        """``executor`` (a :class:`concurrent.futures.Executor`), when given, builds the wave
+        fields and the particle stamps on its workers while this thread builds the rest."""
         self.scene, self.grid = scene, grid
         p = scene.params
         f32 = np.float32
@@ -951,25 +960,39 @@ class RasterPlan:
         self.separable = bool(self.mode) and not self.need_radius
         if self.separable:
             self._plan_separable(p)
-        # the wave fields as two whole-grid products (BLAS, threaded) rather than per block
-        wf = scene._wave_factors(scene._waviness, grid)
-        self.waviness = None if wf is None else wf[0] @ wf[1]
-        tf = scene._wave_factors(scene._texture, grid)
-        self.texture = None if tf is None else tf[0] @ tf[1]
         spacing = grid.spacing()
-        cells, pops = scene._objects(bbox, spacing)
+
+        def waves(w):
+            # a wave field as one whole-grid product (BLAS) rather than per block
+            f = scene._wave_factors(w, grid)
+            return None if f is None else f[0] @ f[1]
+
+        def particles(name):
+            objs = scene.particles(bbox, spacing, name)
+            if not len(objs):
+                return None
+            objs.params.update(radius=objs.radius)
+            st = scene._particle_stamps(grid, objs, spacing)
+            return None if st is None else (scene._populations[name]["material"], *st)
+
+        jobs = [(waves, scene._waviness), (waves, scene._texture)]
+        jobs += [(particles, name) for name in scene._populations]
+        if executor is not None:
+            futures = [executor.submit(f, a) for f, a in jobs]
+        cells = scene.cells(bbox)
+        cells.params.update(cx=cells.x, cy=cells.y)
         self.cells = None
         if len(cells):
             ext: list = []
             st = scene._stamp(grid, cells, scene._cell_profile, extent=ext)
             if st is not None:
                 self.cells = (st[0], ext)
-        self.particles = []
-        for objs in pops:
-            if len(objs):
-                st = scene._particle_stamps(grid, objs, spacing)
-                if st is not None:
-                    self.particles.append((scene._populations[objs.kind]["material"], *st))
+        if executor is not None:
+            results = [f.result() for f in futures]
+        else:
+            results = [f(a) for f, a in jobs]
+        self.waviness, self.texture = results[:2]
+        self.particles = [r for r in results[2:] if r is not None]
 
     def _plan_separable(self, p: SceneParameters) -> None:
         f32 = np.float32
