@@ -25,6 +25,7 @@ transfer are in :mod:`fibsem_ophyd.sim.detector`.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
+from threadpoolctl import ThreadpoolController
 
 from ..geometry import (
     ELECTRON,
@@ -56,6 +58,11 @@ _WORKERS = 2
 #: nodes per block of the raster (a block's temporaries stay in a core's cache)
 _BLOCK_NODES = 1 << 17
 _POOL: ThreadPoolExecutor | None = None
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -377,7 +384,17 @@ class RenderStats:
 
 def render_clean(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
                  stats: RenderStats | None = None) -> np.ndarray:
-    """Noise-free yield image (float32, (height, width)) of ``view``."""
+    """Noise-free yield image (float32, (height, width)) of ``view``.
+
+    The raster blocks run on worker threads; meanwhile BLAS is kept to one thread per call
+    (its own idle threads would otherwise spin on the cores the workers need).
+    """
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return _render(scene, view, shading, optics, stats)
+
+
+def _render(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
+            stats: RenderStats | None) -> np.ndarray:
     W, H, p = view.width, view.height, view.pixel
     pm = view.plane_map()
     if pm is None:     # the beam hits the back of the holder: no signal
