@@ -532,12 +532,16 @@ def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
     the running minimum (``kappa < 0``, from the far end) or maximum (``kappa > 0``) of ``V``
     is the visible envelope ``E``, non-decreasing in ``j`` and flat over hidden nodes.
 
-    Each output row integrates the signal over its extent ``[J - 1/2, J + 1/2]`` of the
-    envelope (``C = cumsum(S dE)`` differenced at the row boundaries): a foreshortened
-    stretch of surface is averaged, a magnified one interpolated, a hidden one contributes
-    nothing, and a thin bright strip (a silhouette at grazing incidence) adds in proportion to
-    its projected width instead of flickering with the sampling phase. Returns
-    ``(lines, n_out)``.
+    Along ``E`` the signal is a density, ``rho_j = (S_j + S_j+1) / 2`` on segment
+    ``[E_j, E_j+1]`` (a hidden segment has zero length), and output row ``k`` integrates it
+    over its extent ``[B_k, B_k + 1]``, ``B_k = top - 1/2 + k``: a foreshortened stretch of
+    surface is averaged, a magnified one interpolated, a hidden one contributes nothing, and a
+    thin bright strip (a silhouette at grazing incidence) adds in proportion to its projected
+    width instead of flickering with the sampling phase. Written with the density's jumps
+    ``d_j = rho_j - rho_j-1`` at the knots ``E_j`` (``rho`` is zero outside the line), the
+    integral is ``rho(B_k + 1) - sum over knots in [B_k, B_k + 1) of d_j (E_j - B_k)``, and
+    ``rho(B_k + 1)`` is the sum of the jumps before ``B_k + 1``: two histograms of the knots
+    over the rows and one running sum, no search. Returns ``(lines, n_out)``.
     """
     nl, n = hgt.shape
     f32 = np.float32
@@ -550,59 +554,25 @@ def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
         env = _scan(env, np.minimum, reverse=True, span=reach)
     else:
         env = _scan(env, np.maximum, span=reach)
-    # C(x) = integral of the signal density along the envelope, piecewise linear: on segment
-    # [E_j, E_j+1] the density is the trapezoid mean rho_j (hidden segments have zero length).
-    # It is kept relative to a linear trend rho_bar x (rho_bar ~ the line's mean signal) so
-    # the float32 sums stay small: C(x) = a_j + (rho_j - rho_bar) x + rho_bar x.
-    rho_bar = sig[:, ::8].mean(axis=1, keepdims=True)
-    slope = np.add(sig[:, 1:], sig[:, :-1])
-    slope *= f32(0.5)
-    slope -= rho_bar
-    d_env = np.subtract(env[:, 1:], env[:, :-1])
-    cum = np.empty_like(env)
-    cum[:, 0] = 0.0
-    np.cumsum(np.multiply(slope, d_env, out=d_env), axis=1, out=cum[:, 1:])
-    inter = np.multiply(slope, env[:, :-1])
-    np.subtract(cum[:, :-1], inter, out=inter)        # a_j = C~_j - (rho_j - rho_bar) E_j
-    del cum, d_env
-    # row boundaries B_k = top - 1/2 + k, k = 0..n_out. Node j lies before B_k for k >= q_j
-    # (q non-decreasing along the line), so the segment holding B_k starts at the last node
-    # with q_j <= k: set at k = q_j by the last node of each run of equal q, then carried
-    # over the gaps (a magnified stretch) by a running maximum as long as the longest gap.
-    nb = n_out + 1
-    q = np.subtract(env, f32(top - 1.5))
-    np.floor(q, out=q)
-    np.clip(q, 0, nb, out=q)
-    q = q.astype(np.int32)
-    step = np.subtract(q[:, 1:], q[:, :-1])
-    runs_end = step != 0
-    q += (np.arange(nl, dtype=np.int32) * (nb + 1))[:, None]     # flat index into seg
-    seg = np.full((nl, nb + 1), -1, dtype=np.int32)
-    sf = seg.reshape(-1)
-    sf[q[:, :-1][runs_end]] = np.broadcast_to(np.arange(n - 1, dtype=np.int32),
-                                              runs_end.shape)[runs_end]
-    sf[q[:, -1]] = n - 1
-    gap = int(step.max()) + 1 if step.size else 1
-    seg = _scan(seg, np.maximum, span=gap)[:, :nb]
-    base = (np.arange(nl, dtype=np.int32) * (n - 1))[:, None]
-    np.clip(seg, 0, n - 2, out=seg)
-    seg += base
-    bounds = np.arange(nb, dtype=f32) + f32(top - 0.5)
-    if env[:, 0].max() <= bounds[0] and env[:, -1].min() >= bounds[-1]:
-        c_b = slope.reshape(-1).take(seg)
-        c_b *= bounds
-        c_b += inter.reshape(-1).take(seg)            # C~ at the boundaries
-        out = np.subtract(c_b[:, 1:], c_b[:, :-1])
-        out += rho_bar
-        return out
-    # boundaries beyond the envelope's extent see no more signal: clamp them to it
-    bc = np.clip(bounds, env[:, :1], env[:, -1:])
-    c_b = slope.reshape(-1).take(seg)
-    c_b *= bc
-    c_b += inter.reshape(-1).take(seg)
-    out = np.subtract(c_b[:, 1:], c_b[:, :-1])
-    out += np.multiply(np.subtract(bc[:, 1:], bc[:, :-1]), rho_bar)
-    return out
+    rho = np.zeros((nl, n + 1), dtype=f32)           # rho[:, j + 1]: density on segment j
+    seg = rho[:, 1:n]
+    np.add(sig[:, 1:], sig[:, :-1], out=seg)
+    seg *= f32(0.5)
+    jump = np.subtract(rho[:, 1:], rho[:, :-1])      # d_j at knot j = 0 .. n-1
+    # knot j lies in row bin floor(E_j - B_0) (clipped: -1 before the frame, n_out after)
+    u = np.subtract(env, f32(top - 0.5))
+    row = np.floor(u)
+    frac = np.subtract(u, row, out=u)
+    frac *= jump
+    np.clip(row, -1, n_out, out=row)
+    row += (np.arange(nl, dtype=f32) * f32(n_out + 2) + f32(1.0))[:, None]
+    key = row.astype(np.intp).ravel()
+    nbins = nl * (n_out + 2)
+    dens = np.bincount(key, weights=jump.ravel(), minlength=nbins).reshape(nl, n_out + 2)
+    np.cumsum(dens, axis=1, out=dens)                # rho at the bins' right edges
+    corr = np.bincount(key, weights=frac.ravel(), minlength=nbins).reshape(nl, n_out + 2)
+    out = np.subtract(dens[:, 1:n_out + 1], corr[:, 1:n_out + 1])
+    return out.astype(f32)
 
 
 def _facing(vec, hx: np.ndarray, hy: np.ndarray, inv_norm: np.ndarray,
