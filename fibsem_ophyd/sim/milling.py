@@ -98,9 +98,9 @@ def mill_shapes(
     scene = sim.scene
     dh_total = np.zeros((ny, nx))
     offset = view.offset
+    h_scene, mat = scene.evaluate(gx, gy, spacing)     # the scene does not change between passes
     for k in range(passes):
-        h, mat = scene.evaluate(gx, gy, spacing)
-        h = h + dh_total
+        h = h_scene + dh_total
         sz = offset + h
         u, v = view.project(np.stack([gx, gy, sz], axis=-1))
         target = np.asarray(depth_at(u, v), dtype=float)  # m in the application material
