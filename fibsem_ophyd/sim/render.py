@@ -522,7 +522,8 @@ def _scan(a: np.ndarray, op, reverse: bool = False, span: int | None = None) -> 
 
 
 def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
-          h_ref: float = 0.0) -> np.ndarray:
+          h_ref: float = 0.0, out: np.ndarray | None = None,
+          rows: tuple[int, int] | None = None) -> np.ndarray:
     """Parallax with exact occlusion and pixel integration along each raster line.
 
     ``hgt`` and ``sig`` are ``(lines, n)``: line ``l`` holds the nodes ``j = 0 .. n-1`` of one
@@ -541,7 +542,8 @@ def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
     ``d_j = rho_j - rho_j-1`` at the knots ``E_j`` (``rho`` is zero outside the line), the
     integral is ``rho(B_k + 1) - sum over knots in [B_k, B_k + 1) of d_j (E_j - B_k)``, and
     ``rho(B_k + 1)`` is the sum of the jumps before ``B_k + 1``: two histograms of the knots
-    over the rows and one running sum, no search. Returns ``(lines, n_out)``.
+    over the rows and one running sum, no search. Returns ``(lines, n_out)``, or the output
+    rows ``rows = (k0, k1)`` of it, written into ``out`` when given.
     """
     nl, n = hgt.shape
     f32 = np.float32
@@ -571,8 +573,11 @@ def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
     dens = np.bincount(key, weights=jump.ravel(), minlength=nbins).reshape(nl, n_out + 2)
     np.cumsum(dens, axis=1, out=dens)                # rho at the bins' right edges
     corr = np.bincount(key, weights=frac.ravel(), minlength=nbins).reshape(nl, n_out + 2)
-    out = np.subtract(dens[:, 1:n_out + 1], corr[:, 1:n_out + 1])
-    return out.astype(f32)
+    k0, k1 = (0, n_out) if rows is None else rows
+    if out is None:
+        out = np.empty((nl, k1 - k0), dtype=f32)
+    np.subtract(dens[:, k0 + 1:k1 + 1], corr[:, k0 + 1:k1 + 1], out=out, casting="same_kind")
+    return out
 
 
 def _facing(vec, hx: np.ndarray, hy: np.ndarray, inv_norm: np.ndarray,
@@ -653,9 +658,8 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
         else:                                 # block columns a..b of the result
             lo, hi = max(a, m), min(b, m + fw)
             if lo < hi:
-                res = _warp(h[hal + lo - a:hal + hi - a, hal:hal + wi], sig[lo - a:hi - a],
-                            *warp)
-                out[:, lo - m:hi - m] = res[:, m:m + fh].T
+                _warp(h[hal + lo - a:hal + hi - a, hal:hal + wi], sig[lo - a:hi - a], *warp,
+                      out=out[:, lo - m:hi - m].T, rows=(m, m + fh))
 
     if len(starts) == 1:
         work(0)
