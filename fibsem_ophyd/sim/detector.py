@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._workers import for_row_blocks
+
 __all__ = ["ELEMENTARY_CHARGE", "contrast_gain", "contrast_from_gain", "Exposure", "expose",
            "draw_frame", "autocontrast_settings"]
 
@@ -81,11 +83,18 @@ def expose(clean: np.ndarray, primaries: float, collection: float, brightness: f
     base = f32(255.0 * (brightness - a) + 0.5)
     # offset = grey of lambda = clean * norm; scale = grey of sqrt(F lambda + read^2), with
     # the constant factors folded so each map is one or two passes over the image
-    offset = np.multiply(clean, f32(norm * grey_per_count))
-    offset += base
-    scale = np.multiply(clean, f32(excess * norm * grey_per_count**2))
-    scale += f32((read_noise * grey_per_count) ** 2)
-    np.sqrt(scale, out=scale)
+    offset = np.empty(clean.shape, dtype=f32)
+    scale = np.empty(clean.shape, dtype=f32)
+
+    def rows(r0: int, r1: int) -> None:
+        o = np.multiply(clean[r0:r1], f32(norm * grey_per_count), out=offset[r0:r1])
+        o += base
+        sc = np.multiply(clean[r0:r1], f32(excess * norm * grey_per_count**2),
+                         out=scale[r0:r1])
+        sc += f32((read_noise * grey_per_count) ** 2)
+        np.sqrt(sc, out=sc)
+
+    for_row_blocks(rows, clean.shape[0] if clean.ndim else 0)
     idx = np.zeros(0, dtype=np.intp)
     if clean.size and float(clean.min()) * norm < _POISSON_BELOW:
         lam_low = f32(_POISSON_BELOW / norm)
@@ -140,13 +149,27 @@ def draw_frame(exp: Exposure, rng: np.random.Generator,
     if normal is None:
         normal = rng.standard_normal(exp.offset.shape, dtype=np.float32)
     out = normal
-    out *= exp.scale
-    out += exp.offset
+    grey = np.empty(out.shape, dtype=np.uint8)
+    counts = None
     if exp.low_index.size:
         counts = rng.poisson(exp.low_lambda).astype(np.float32)
-        out.reshape(-1)[exp.low_index] += counts * np.float32(exp.count_grey)
-    np.clip(out, 0.0, 255.0, out=out)
-    return out.astype(np.uint8)
+        counts *= np.float32(exp.count_grey)
+
+    def rows(r0: int, r1: int) -> None:
+        o = out[r0:r1]
+        o *= exp.scale[r0:r1]
+        o += exp.offset[r0:r1]
+
+    def finish(r0: int, r1: int) -> None:
+        np.clip(out[r0:r1], 0.0, 255.0, out=out[r0:r1])
+        grey[r0:r1] = out[r0:r1]
+
+    n = out.shape[0] if out.ndim else 0
+    for_row_blocks(rows, n)
+    if counts is not None:
+        out.reshape(-1)[exp.low_index] += counts
+    for_row_blocks(finish, n)
+    return grey
 
 
 def autocontrast_settings(clean: np.ndarray, primaries: float, collection: float,

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +41,7 @@ from ..geometry import (
     rx,
     sample_to_chamber_matrix,
 )
+from ._workers import pool
 from .materials import (
     MATERIAL_IDS,
     MATERIALS,
@@ -57,21 +56,11 @@ __all__ = ["BeamView", "Optics", "Shading", "render_clean", "intersect_surface",
 _WORKERS = 2
 #: nodes per block of the raster (a block's temporaries stay in a core's cache)
 _BLOCK_NODES = 1 << 17
-_POOL: ThreadPoolExecutor | None = None
 
 
 @functools.cache
 def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
-
-
-def _pool() -> ThreadPoolExecutor:
-    """Worker threads for the raster blocks (numpy releases the GIL inside its loops)."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
-                                   thread_name_prefix="sim-render")
-    return _POOL
 
 
 def _rot2(a: float) -> np.ndarray:
@@ -639,7 +628,7 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
     origin = np.array(work_grid.origin) - hal * (di + dj)
     ext = RasterGrid((float(origin[0]), float(origin[1])), work_grid.di, work_grid.dj,
                      wi + 2 * hal, wj + 2 * hal)
-    plan = RasterPlan(scene, ext, _pool())
+    plan = RasterPlan(scene, ext, pool())
     tables = (-shading.exponent, shading.base)
     full = (nj if warp is None else warp[2], ni)
     m, (fh, fw) = (0, full) if crop is None else (crop[0], crop[1:])
@@ -664,7 +653,7 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
     if len(starts) == 1:
         work(0)
     else:
-        for f in [_pool().submit(work, a) for a in starts]:
+        for f in [pool().submit(work, a) for a in starts]:
             f.result()
     return out
 

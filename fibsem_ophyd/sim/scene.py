@@ -57,21 +57,47 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
 
+_MASK = (1 << 64) - 1
+
+
 def _splitmix(x: np.ndarray) -> np.ndarray:
     x = x + _G
-    x = (x ^ (x >> np.uint64(30))) * _M1
-    x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
+    t = x >> np.uint64(30)
+    x ^= t
+    x *= _M1
+    np.right_shift(x, np.uint64(27), out=t)
+    x ^= t
+    x *= _M2
+    np.right_shift(x, np.uint64(31), out=t)
+    x ^= t
+    return x
 
 
-def _uniform(seed: int, salt: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def _splitmix_int(x: int) -> int:
+    """:func:`_splitmix` of one unsigned 64-bit integer (Python ints, wrapped to 64 bits)."""
+    x = (x + int(_G)) & _MASK
+    x = ((x ^ (x >> 30)) * int(_M1)) & _MASK
+    x = ((x ^ (x >> 27)) * int(_M2)) & _MASK
+    return x ^ (x >> 31)
+
+
+def _uniform(seed: int, salt, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Deterministic uniform [0, 1) per integer pair (i, j) for a stream ``salt``."""
-    i = np.asarray(i, dtype=np.int64).view(np.uint64)
-    j = np.asarray(j, dtype=np.int64).view(np.uint64)
-    h = _splitmix(np.full(i.shape, seed, dtype=np.uint64) * _M2 + np.uint64(salt))
-    h = _splitmix(h ^ i)
-    h = _splitmix(h ^ (j * _M1))
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    i, j = np.broadcast_arrays(np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64))
+    shape = i.shape
+    i = i.reshape(-1).view(np.uint64)
+    j = j.reshape(-1).view(np.uint64)
+    if np.ndim(salt) == 0:
+        h = i ^ np.uint64(_splitmix_int((seed * int(_M2) + int(salt)) & _MASK))
+    else:
+        salt = np.broadcast_to(np.asarray(salt, dtype=np.int64), shape).reshape(-1)
+        h = _splitmix(np.full(i.shape, seed, dtype=np.uint64) * _M2
+                      + salt.view(np.uint64)) ^ i
+    h = _splitmix(h)
+    h ^= j * _M1
+    h = _splitmix(h)
+    h >>= np.uint64(11)
+    return (h.astype(np.float64) * (1.0 / 9007199254740992.0)).reshape(shape)
 
 
 def _wrap_phase(p: np.ndarray) -> np.ndarray:
@@ -257,6 +283,7 @@ class Scene:
         self.seed = int(seed) & 0x7FFFFFFFFFFFFFFF
         self.params = params or SceneParameters()
         self.patches: list[HeightPatch] = []
+        self._cell_table: SceneObjects | None = None
         #: bumped on every modification; renderer caches key on it
         self.version = 0
         p = self.params
@@ -415,8 +442,21 @@ class Scene:
         p = self.params
         m0, n0 = (math.floor(bbox[0] / p.pitch + 0.5) - 1, math.floor(bbox[2] / p.pitch + 0.5) - 1)
         m1, n1 = (math.floor(bbox[1] / p.pitch + 0.5) + 1, math.floor(bbox[3] / p.pitch + 0.5) + 1)
-        m1 = min(m1, m0 + 4000)
-        n1 = min(n1, n0 + 4000)
+        # every cell of the grid, generated once (only holes inside the mesh carry cells), in
+        # the order the holes of any sub-range would give
+        if self._cell_table is None:
+            r = int(math.ceil(p.mesh_radius / p.pitch)) + 1
+            self._cell_table = self._cells_of_holes(-r, r, -r, r)
+        t = self._cell_table
+        m, n = t.ids[:, 0], t.ids[:, 1]
+        sel = np.flatnonzero((m >= m0) & (m <= m1) & (n >= n0) & (n <= n1))
+        return SceneObjects("cell", t.ids[sel], t.x[sel], t.y[sel], t.radius[sel],
+                            {k: v[sel] for k, v in t.params.items()})
+
+    def _cells_of_holes(self, m0: int, m1: int, n0: int, n1: int) -> SceneObjects:
+        """The cells of holes ``m0..m1`` x ``n0..n1``, hole by hole (row-major), each hole's
+        k-th cell after every hole's (k-1)-th."""
+        p = self.params
         mm, nn = np.meshgrid(np.arange(m0, m1 + 1), np.arange(n0, n1 + 1))
         mm, nn = mm.ravel(), nn.ravel()
         iced, _ = self._hole_props(mm, nn)
