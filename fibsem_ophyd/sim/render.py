@@ -536,36 +536,40 @@ def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
     """
     nl, n = hgt.shape
     f32 = np.float32
-    env = np.subtract(hgt, f32(h_ref))
-    env *= f32(kappa)
-    env += np.arange(n, dtype=f32)
+    # the envelope relative to the first boundary: E_j - B_0 = j + kappa (h_j - h_ref) - B_0
+    env = np.multiply(hgt, f32(kappa))
+    env += np.arange(n, dtype=np.float64).astype(f32) - f32(kappa * h_ref + top - 0.5)
     # a node can only be hidden by one less than |kappa| (h_max - h_min) nodes beyond it
     reach = int(math.ceil(abs(kappa) * float(hgt.max() - hgt.min()))) + 2
     if kappa < 0:
         env = _scan(env, np.minimum, reverse=True, span=reach)
     else:
         env = _scan(env, np.maximum, span=reach)
-    rho = np.zeros((nl, n + 1), dtype=f32)           # rho[:, j + 1]: density on segment j
-    seg = rho[:, 1:n]
-    np.add(sig[:, 1:], sig[:, :-1], out=seg)
-    seg *= f32(0.5)
-    jump = np.subtract(rho[:, 1:], rho[:, :-1])      # d_j at knot j = 0 .. n-1
+    # twice the density's jump at each knot: rho_j - rho_j-1 = (S_j+1 - S_j-1) / 2 inside,
+    # rho_0 at the first knot and -rho_n-2 at the last (no signal beyond the line)
+    jump = np.empty_like(sig)
+    np.subtract(sig[:, 2:], sig[:, :-2], out=jump[:, 1:-1])
+    np.add(sig[:, 0], sig[:, 1], out=jump[:, 0])
+    np.add(sig[:, -2], sig[:, -1], out=jump[:, -1])
+    np.negative(jump[:, -1], out=jump[:, -1])
     # knot j lies in row bin floor(E_j - B_0) (clipped: -1 before the frame, n_out after)
-    u = np.subtract(env, f32(top - 0.5))
-    row = np.floor(u)
-    frac = np.subtract(u, row, out=u)
+    row = np.floor(env)
+    frac = np.subtract(env, row, out=env)
     frac *= jump
     np.clip(row, -1, n_out, out=row)
     row += (np.arange(nl, dtype=f32) * f32(n_out + 2) + f32(1.0))[:, None]
     key = row.astype(np.intp).ravel()
-    nbins = nl * (n_out + 2)
-    dens = np.bincount(key, weights=jump.ravel(), minlength=nbins).reshape(nl, n_out + 2)
-    np.cumsum(dens, axis=1, out=dens)                # rho at the bins' right edges
-    corr = np.bincount(key, weights=frac.ravel(), minlength=nbins).reshape(nl, n_out + 2)
+    del row
+    dens = np.zeros((nl, n_out + 2), dtype=f32)
+    np.add.at(dens.reshape(-1), key, jump.reshape(-1))
+    np.cumsum(dens, axis=1, out=dens)                # 2 rho at the bins' right edges
+    corr = np.zeros((nl, n_out + 2), dtype=f32)
+    np.add.at(corr.reshape(-1), key, frac.reshape(-1))
+    dens -= corr
     k0, k1 = (0, n_out) if rows is None else rows
     if out is None:
         out = np.empty((nl, k1 - k0), dtype=f32)
-    np.subtract(dens[:, k0 + 1:k1 + 1], corr[:, k0 + 1:k1 + 1], out=out, casting="same_kind")
+    np.multiply(dens[:, k0 + 1:k1 + 1], 0.5, out=out, casting="same_kind")
     return out
 
 
