@@ -21,6 +21,13 @@ For one beam the pipeline is:
 
 The result is the clean yield image (secondary electrons per primary); noise and the detector
 transfer are in :mod:`fibsem_ophyd.sim.detector`.
+
+Steps 2-3 run a block of raster rows at a time (:class:`~fibsem_ophyd.sim.scene.RasterPlan`,
+:func:`_raster_and_shade`): each block's temporaries stay in a core's cache and the blocks run
+on worker threads (numpy releases the GIL in its loops). With parallax the raster is built
+transposed, so a block holds whole raster lines and its warp runs in the block too. Every node
+is computed as in a whole-raster pass, and the block layout depends only on the raster size,
+so the image does not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -489,10 +496,10 @@ def _render(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
 
 
 def _scan(a: np.ndarray, op, reverse: bool = False, span: int | None = None) -> np.ndarray:
-    """Inclusive running ``op`` (add, maximum, minimum) along axis 1, from the end when
+    """Inclusive running ``op`` (``np.maximum``, ``np.minimum``) along axis 1, from the end when
     ``reverse``: log2 steps of whole-array operations (Hillis-Steele) instead of a scalar
-    loop. With ``span`` the result at each element only needs to cover the ``span``
-    elements from it (enough for an extremum whose influence is bounded). ``a`` is consumed.
+    loop. With ``span`` each result only covers the ``span`` elements from it (enough for an
+    extremum whose influence is bounded). ``a`` is consumed.
     """
     n = a.shape[1]
     lim = n if span is None else min(n, span)

@@ -601,13 +601,6 @@ class Scene:
         np.cos(pc, out=right[k:])
         return left, right
 
-    def _waves_on_grid(self, waves: _Waves, grid: RasterGrid) -> np.ndarray:
-        """Sum of the waves on an affine grid as one rank-2K matrix product (float32)."""
-        f = self._wave_factors(waves, grid)
-        if f is None:
-            return np.zeros((grid.nj, grid.ni), dtype=np.float32)
-        return f[0] @ f[1]
-
     @staticmethod
     def _waves_at(waves: _Waves, x: np.ndarray, y: np.ndarray, spacing: float | None):
         amp = waves.amp
@@ -1003,9 +996,8 @@ class RasterPlan:
         spacing = grid.spacing()
 
         def waves(w):
-            # a wave field as one whole-grid product (BLAS) rather than per block
-            f = scene._wave_factors(w, grid)
-            return None if f is None else f[0] @ f[1]
+            # a wave field as two low-rank factors; each block takes its rows' product (BLAS)
+            return scene._wave_factors(w, grid)
 
         def particles(name):
             objs = scene.particles(bbox, spacing, name)
@@ -1086,7 +1078,7 @@ class RasterPlan:
             h, mat, au = self._base_general(j0, j1)
             maps = [t.take(mat) for t in tabs]
         if self.waviness is not None:
-            h += self.waviness[j0:j1]
+            h += self.waviness[0][j0:j1] @ self.waviness[1]
         if self.cells is not None:
             hc, (ci0, ci1, cj0, cj1) = self.cells
             a, b = max(j0, cj0), min(j1, cj1)
@@ -1113,7 +1105,8 @@ class RasterPlan:
             for mid, c in layers:
                 blend_layer(m, c, t[mid])
         if self.texture is not None:
-            h += np.multiply(self.texture[j0:j1], maps[0], out=maps[0])
+            tex = np.matmul(self.texture[0][j0:j1], self.texture[1])
+            h += np.multiply(tex, maps[0], out=tex)
         if scene.patches:
             o = np.array(grid.origin) + j0 * np.array(grid.dj)
             sub = RasterGrid((float(o[0]), float(o[1])), grid.di, grid.dj, ni, j1 - j0)
