@@ -518,7 +518,7 @@ def _scan(a: np.ndarray, op, reverse: bool = False, span: int | None = None) -> 
 
 
 def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
-          h_ref: float = 0.0, out: np.ndarray | None = None,
+          h_ref: float = 0.0, out_rows: np.ndarray | None = None,
           rows: tuple[int, int] | None = None) -> np.ndarray:
     """Parallax with exact occlusion and pixel integration along each raster line.
 
@@ -539,7 +539,8 @@ def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
     integral is ``rho(B_k + 1) - sum over knots in [B_k, B_k + 1) of d_j (E_j - B_k)``, and
     ``rho(B_k + 1)`` is the sum of the jumps before ``B_k + 1``: two histograms of the knots
     over the rows and one running sum, no search. Returns ``(lines, n_out)``, or the output
-    rows ``rows = (k0, k1)`` of it, written into ``out`` when given.
+    rows ``rows = (k0, k1)`` of it; with ``out_rows`` (``(k1 - k0, lines)``, image
+    orientation) the result is written there transposed.
     """
     nl, n = hgt.shape
     f32 = np.float32
@@ -574,10 +575,12 @@ def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
     np.add.at(corr.reshape(-1), key, frac.reshape(-1))
     dens -= corr
     k0, k1 = (0, n_out) if rows is None else rows
-    if out is None:
-        out = np.empty((nl, k1 - k0), dtype=f32)
-    np.multiply(dens[:, k0 + 1:k1 + 1], 0.5, out=out, casting="same_kind")
-    return out
+    if out_rows is None:
+        return np.multiply(dens[:, k0 + 1:k1 + 1], f32(0.5))
+    res = np.ascontiguousarray(dens[:, k0 + 1:k1 + 1].T)    # a cache-friendly transpose
+    res *= f32(0.5)
+    out_rows[...] = res
+    return out_rows
 
 
 def _facing(vec, hx: np.ndarray, hy: np.ndarray, inv_norm: np.ndarray,
@@ -659,7 +662,7 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
             lo, hi = max(a, m), min(b, m + fw)
             if lo < hi:
                 _warp(h[hal + lo - a:hal + hi - a, hal:hal + wi], sig[lo - a:hi - a], *warp,
-                      out=out[:, lo - m:hi - m].T, rows=(m, m + fh))
+                      out_rows=out[:, lo - m:hi - m], rows=(m, m + fh))
 
     if len(starts) == 1:
         work(0)
