@@ -698,7 +698,8 @@ class Scene:
         step = p.bar_width / 4
         nx = int(min(32, max(2, math.ceil((xmax - xmin) / step) + 1)))
         ny = int(min(32, max(2, math.ceil((ymax - ymin) / step) + 1)))
-        xs, ys = np.meshgrid(np.linspace(xmin, xmax, nx), np.linspace(ymin, ymax, ny))
+        x1, y1 = np.linspace(xmin, xmax, nx), np.linspace(ymin, ymax, ny)
+        xs, ys = np.meshgrid(x1, y1)
         xs, ys = xs.ravel(), ys.ravel()
         d = max((xmax - xmin) / (nx - 1), (ymax - ymin) / (ny - 1))
         ox, oy = self._origin(0.5 * (xmin + xmax), 0.5 * (ymin + ymax))
@@ -706,7 +707,11 @@ class Scene:
         hb, mat, _ = self._base(xs - ox, ys - oy, ox, oy, need_r, dtype=np.float64)
         slack = 0.0
         for waves, factor in ((self._waviness, None), (self._texture, self._tex_factor)):
-            v = self._waves_at(waves, xs, ys, None)
+            # on the lattice: sin(a_x + b_y) = sin a_x cos b_y + cos a_x sin b_y per wave
+            a = np.outer(x1, waves.kx) + waves.phase
+            b = np.outer(y1, waves.ky)
+            v = ((np.cos(b) * waves.amp) @ np.sin(a).T + (np.sin(b) * waves.amp) @ np.cos(a).T)
+            v = v.ravel()
             hb = hb + (v if factor is None else v * factor[mat])
             k = np.hypot(waves.kx, waves.ky)
             dev = float(np.sum(waves.amp * np.minimum(1.0, (k * d / 2) ** 2 / 2)))
