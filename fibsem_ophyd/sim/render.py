@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,9 @@ __all__ = ["BeamView", "Optics", "Shading", "render_clean", "intersect_surface",
 _WORKERS = 2
 #: nodes per block of the raster (a block's temporaries stay in a core's cache)
 _BLOCK_NODES = 1 << 17
+
+
+_RENDER_LOCK = threading.RLock()
 
 
 @functools.cache
@@ -382,10 +386,11 @@ def render_clean(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
                  stats: RenderStats | None = None) -> np.ndarray:
     """Noise-free yield image (float32, (height, width)) of ``view``.
 
-    The raster blocks run on worker threads; meanwhile BLAS is kept to one thread per call
-    (its own idle threads would otherwise spin on the cores the workers need).
+    The raster blocks run on worker threads, so renders take turns (each already uses every
+    core), and BLAS is kept to one thread per call meanwhile: its idle threads would otherwise
+    spin on the cores the workers need.
     """
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with _RENDER_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
         return _render(scene, view, shading, optics, stats)
 
 
