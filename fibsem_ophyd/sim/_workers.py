@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["pool", "for_row_blocks"]
+__all__ = ["pool", "for_row_blocks", "start_row_blocks"]
 
 _POOL: ThreadPoolExecutor | None = None
 _LOCK = threading.Lock()
@@ -28,13 +28,20 @@ def pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def for_row_blocks(fn: Callable[[int, int], None], n_rows: int, blocks: int = 4) -> None:
-    """Call ``fn(r0, r1)`` for ``blocks`` consecutive row ranges covering ``n_rows`` rows, on
-    the workers; returns when all are done (re-raising the first error)."""
+def start_row_blocks(fn: Callable[[int, int], None], n_rows: int,
+                     blocks: int = 4) -> Callable[[], None]:
+    """Start ``fn(r0, r1)`` for ``blocks`` consecutive row ranges covering ``n_rows`` rows on
+    the workers; returns a function that waits for them (re-raising the first error)."""
     step = max(1, -(-n_rows // blocks))
-    starts = range(0, n_rows, step)
-    if len(starts) <= 1:
-        fn(0, n_rows)
-        return
-    for f in [pool().submit(fn, a, min(a + step, n_rows)) for a in starts]:
-        f.result()
+    futures = [pool().submit(fn, a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+
+    def wait() -> None:
+        for f in futures:
+            f.result()
+
+    return wait
+
+
+def for_row_blocks(fn: Callable[[int, int], None], n_rows: int, blocks: int = 4) -> None:
+    """:func:`start_row_blocks` and wait."""
+    start_row_blocks(fn, n_rows, blocks)()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._workers import for_row_blocks
+from ._workers import for_row_blocks, start_row_blocks
 
 __all__ = ["ELEMENTARY_CHARGE", "contrast_gain", "contrast_from_gain", "Exposure", "expose",
            "draw_frame", "autocontrast_settings"]
@@ -85,26 +85,31 @@ def expose(clean: np.ndarray, primaries: float, collection: float, brightness: f
     # the constant factors folded so each map is one or two passes over the image
     offset = np.empty(clean.shape, dtype=f32)
     scale = np.empty(clean.shape, dtype=f32)
+    lam_low = f32(_POISSON_BELOW / norm)
+    low: dict[int, np.ndarray] = {}
+    sums: dict[int, float] = {}
 
     def rows(r0: int, r1: int) -> None:
-        o = np.multiply(clean[r0:r1], f32(norm * grey_per_count), out=offset[r0:r1])
+        c = clean[r0:r1]
+        o = np.multiply(c, f32(norm * grey_per_count), out=offset[r0:r1])
         o += base
-        sc = np.multiply(clean[r0:r1], f32(excess * norm * grey_per_count**2),
-                         out=scale[r0:r1])
+        sc = np.multiply(c, f32(excess * norm * grey_per_count**2), out=scale[r0:r1])
         sc += f32((read_noise * grey_per_count) ** 2)
         np.sqrt(sc, out=sc)
+        sums[r0] = float(c.sum(dtype=np.float64))
+        nz = np.zeros(0, dtype=np.intp)
+        if c.size and c.min() < lam_low:           # Poisson pixels: lambda below the limit
+            nz = np.flatnonzero((c < lam_low) & (c > 0))
+            o.reshape(-1)[nz] = base
+            sc.reshape(-1)[nz] = f32(grey_per_count * read_noise)
+            nz += r0 * c.shape[1]
+        low[r0] = nz
 
     for_row_blocks(rows, clean.shape[0] if clean.ndim else 0)
-    idx = np.zeros(0, dtype=np.intp)
-    if clean.size and float(clean.min()) * norm < _POISSON_BELOW:
-        lam_low = f32(_POISSON_BELOW / norm)
-        idx = np.flatnonzero((clean < lam_low) & (clean > 0))
+    idx = np.concatenate([low[r] for r in sorted(low)]) if low else np.zeros(0, dtype=np.intp)
     lam_idx = clean.reshape(-1)[idx].astype(np.float64) * norm
-    if idx.size:
-        offset.reshape(-1)[idx] = base
-        scale.reshape(-1)[idx] = f32(grey_per_count * read_noise)
     return Exposure(offset, scale, idx, lam_idx, float(grey_per_count),
-                    float(clean.mean(dtype=np.float64)) * norm if clean.size else 0.0)
+                    sum(sums.values()) / clean.size * norm if clean.size else 0.0)
 
 
 class NoiseSource:
@@ -150,10 +155,6 @@ def draw_frame(exp: Exposure, rng: np.random.Generator,
         normal = rng.standard_normal(exp.offset.shape, dtype=np.float32)
     out = normal
     grey = np.empty(out.shape, dtype=np.uint8)
-    counts = None
-    if exp.low_index.size:
-        counts = rng.poisson(exp.low_lambda).astype(np.float32)
-        counts *= np.float32(exp.count_grey)
 
     def rows(r0: int, r1: int) -> None:
         o = out[r0:r1]
@@ -165,7 +166,12 @@ def draw_frame(exp: Exposure, rng: np.random.Generator,
         grey[r0:r1] = out[r0:r1]
 
     n = out.shape[0] if out.ndim else 0
-    for_row_blocks(rows, n)
+    wait = start_row_blocks(rows, n)
+    counts = None
+    if exp.low_index.size:                 # drawn here while the workers do the rest
+        counts = rng.poisson(exp.low_lambda).astype(np.float32)
+        counts *= np.float32(exp.count_grey)
+    wait()
     if counts is not None:
         out.reshape(-1)[exp.low_index] += counts
     for_row_blocks(finish, n)
