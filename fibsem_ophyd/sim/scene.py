@@ -29,6 +29,8 @@ the renderer's caches key on.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -284,6 +286,9 @@ class Scene:
         self.params = params or SceneParameters()
         self.patches: list[HeightPatch] = []
         self._cell_table: SceneObjects | None = None
+        self._hole_table: tuple[int, np.ndarray] | None = None
+        self._particle_cache: OrderedDict = OrderedDict()
+        self._particle_lock = threading.Lock()
         #: bumped on every modification; renderer caches key on it
         self.version = 0
         p = self.params
@@ -336,6 +341,13 @@ class Scene:
     # ------------------------------------------------------------------ base surface
     def _hole_tables(self, m0: int, m1: int, n0: int, n1: int, dtype):
         """Ice thickness per hole (0 = bare film) for holes m0..m1 x n0..n1, as (n, m)."""
+        if self._hole_table is None:        # every hole of the grid, generated once
+            r = int(math.ceil(self.params.grid_radius / self.params.pitch)) + 2
+            mm, nn = np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1))
+            self._hole_table = (r, self._hole_props(mm, nn)[1])
+        r, table = self._hole_table
+        if -r <= m0 and m1 <= r and -r <= n0 and n1 <= r:
+            return table[n0 + r:n1 + r + 1, m0 + r:m1 + r + 1].astype(dtype)
         mm, nn = np.meshgrid(np.arange(m0, m1 + 1), np.arange(n0, n1 + 1))
         _, thick = self._hole_props(mm, nn)
         return thick.astype(dtype)
@@ -513,16 +525,29 @@ class Scene:
         j0, j1 = math.floor(bbox[2] / L) - 1, math.floor(bbox[3] / L) + 1
         if (i1 - i0 + 1) * (j1 - j0 + 1) > 4_000_000:
             raise ValueError(f"{population} query region too large: {bbox}")
-        ii, jj = np.meshgrid(np.arange(i0, i1 + 1), np.arange(j0, j1 + 1))
-        ii, jj = ii.ravel(), jj.ravel()
-        exists = _uniform(self.seed, salt, ii, jj) < prob
-        ii, jj = ii[exists], jj[exists]
-        r = 0.5 * dlo * (dhi / dlo) ** _uniform(self.seed, salt + 1, ii, jj)
-        margin = r + 0.05 * L
-        cx = ii * L + margin + (L - 2 * margin) * _uniform(self.seed, salt + 2, ii, jj)
-        cy = jj * L + margin + (L - 2 * margin) * _uniform(self.seed, salt + 3, ii, jj)
-        keep = np.hypot(cx, cy) < p.grid_radius - 5e-6
-        ii, jj, r, cx, cy = ii[keep], jj[keep], r[keep], cx[keep], cy[keep]
+        # the lattice cells' particles, recently generated ones reused (nearby queries, such
+        # as the steps of one ray march, ask for the same cells)
+        key = (population, i0, i1, j0, j1)
+        with self._particle_lock:
+            hit = self._particle_cache.get(key)
+            if hit is not None:
+                self._particle_cache.move_to_end(key)
+        if hit is None:
+            ii, jj = np.meshgrid(np.arange(i0, i1 + 1), np.arange(j0, j1 + 1))
+            ii, jj = ii.ravel(), jj.ravel()
+            exists = _uniform(self.seed, salt, ii, jj) < prob
+            ii, jj = ii[exists], jj[exists]
+            r = 0.5 * dlo * (dhi / dlo) ** _uniform(self.seed, salt + 1, ii, jj)
+            margin = r + 0.05 * L
+            cx = ii * L + margin + (L - 2 * margin) * _uniform(self.seed, salt + 2, ii, jj)
+            cy = jj * L + margin + (L - 2 * margin) * _uniform(self.seed, salt + 3, ii, jj)
+            keep = np.hypot(cx, cy) < p.grid_radius - 5e-6
+            hit = (ii[keep], jj[keep], r[keep], cx[keep], cy[keep])
+            with self._particle_lock:
+                self._particle_cache[key] = hit
+                while len(self._particle_cache) > 32:
+                    self._particle_cache.popitem(last=False)
+        ii, jj, r, cx, cy = (a.copy() for a in hit)
         r_eff = r if spacing is None else np.maximum(r, 0.75 * spacing)
         # spherical caps 0.6 r high (rim ~62 deg); a widened cap keeps its volume: its
         # height scales with (r / r_eff)^2
@@ -641,12 +666,22 @@ class Scene:
         kinds = [(cells, self._cell_profile)] + [(q, self._particle_profile) for q in pops]
         for objs, prof in kinds:
             acc = np.zeros_like(h)
-            for k in range(len(objs)):
-                r = objs.radius[k]
-                near = np.nonzero((np.abs(x - objs.x[k]) <= r) & (np.abs(y - objs.y[k]) <= r))[0]
-                if near.size:
-                    v = prof(x[near] - objs.x[k], y[near] - objs.y[k], objs.params, k)
-                    acc[near] = np.maximum(acc[near], v)
+            if len(objs) and x.size * len(objs) <= 1 << 20:
+                # every (point, object) pair at once: the object's square around the point
+                dx = x[:, None] - objs.x[None, :]
+                dy = y[:, None] - objs.y[None, :]
+                r = objs.radius[None, :]
+                pt, k = np.nonzero((np.abs(dx) <= r) & (np.abs(dy) <= r))
+                if pt.size:
+                    np.maximum.at(acc, pt, prof(dx[pt, k], dy[pt, k], objs.params, k))
+            else:
+                for k in range(len(objs)):
+                    r = objs.radius[k]
+                    near = np.nonzero((np.abs(x - objs.x[k]) <= r)
+                                      & (np.abs(y - objs.y[k]) <= r))[0]
+                    if near.size:
+                        v = prof(x[near] - objs.x[k], y[near] - objs.y[k], objs.params, k)
+                        acc[near] = np.maximum(acc[near], v)
             h = h + acc
             if objs.kind == "cell":
                 mat = np.where(acc > 5e-8, np.uint8(_ORG), mat)
