@@ -60,18 +60,20 @@ class ImagingErosion:
             left, top, width, height = reduced_area
             u0, u1 = -w2 + 2 * w2 * left, -w2 + 2 * w2 * (left + width)
             v1, v0 = h2 - 2 * h2 * top, h2 - 2 * h2 * (top + height)
-        corners = []
-        for u, v in ((u0, v0), (u1, v0), (u1, v1), (u0, v1)):
-            a1, a2 = view.image_to_qperp(u, v)
-            p = sim._surface_point("ion", view, float(a1), float(a2))
-            if p is None:
-                return 0.0
-            corners.append(p[:2])
         a1, a2 = view.image_to_qperp(0.5 * (u0 + u1), 0.5 * (v0 + v1))
         centre = sim._surface_point("ion", view, float(a1), float(a2))
         if centre is None:
             return 0.0
-        quad = np.array(corners)
+        # the field's corners on the level plane through the centre's surface point (one ray
+        # traced, not five: the footprint's outline moves by parallax x relief, tens of nm)
+        pm = view.plane_map(float(centre[2]) - view.offset)
+        if pm is None:
+            return 0.0
+        g, g0, _ = pm
+        cu = np.array([u0, u1, u1, u0])
+        cv = np.array([v0, v0, v1, v1])
+        q1, q2 = view.image_to_qperp(cu, cv)
+        quad = (g @ np.stack([q1, q2])).T + g0
         _, mat = sim.scene.evaluate(np.array([centre[0]]), np.array([centre[1]]))
         rate = float(material_table("sputter_rate")[int(mat[0])]) * 1e-9  # m^3/C
         cos_t = max(view.incidence_cos(), 1e-3)
