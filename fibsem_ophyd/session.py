@@ -143,7 +143,10 @@ def setup_session(
         catalog = extras["catalog_server"].client()
     else:
         catalog = open_catalog(data_dir)
-    writer = CatalogWriter(catalog, backup_dir=data_dir / "backup")
+    # The embedded catalog (in-process or served by us) has no live-streaming cache, so
+    # Tiled's close_stream requests (4 per run) would do nothing there: skip them.
+    writer = CatalogWriter(catalog, backup_dir=data_dir / "backup",
+                           close_streams=bool(tiled_uri))
     # RE(plan) returns a RunEngineResult: .plan_result (e.g. a state or a uid),
     # .run_start_uids, .exit_status.
     RE = _StoringRunEngine({}, call_returns_result=True)
