@@ -32,9 +32,11 @@ caught up, and :meth:`CatalogWriter.close` at the end of the session.
 
 Cost, measured on a 2-core machine (100 frames, one run): each catalog request costs the
 Tiled server 15-60 ms of CPU whatever its size, plus ~1.3 ms per registered file, so the
-writer keeps requests few: 5 per run (run, stream, image node, table, stop) plus 2 per
-flush. ``close_stream`` requests (4 per run) are sent after the run counts as written, or
-not at all to a catalog without a live-streaming cache (``close_streams=False``). With
+writer keeps requests few: 6 per run (run, stream, image node created with its first
+frames, table, its first rows, stop) plus 2 per later flush. ``close_stream`` requests (4
+per run) are sent after the run counts as written, or not at all to a catalog without a
+live-streaming cache (``close_streams=False``). Events are not schema-checked a second
+time on their way to the catalog (the RunEngine validated them when it composed them). With
 the in-process catalog (:func:`~fibsem_ophyd.storage.open_catalog`) the Tiled server code
 runs in this process and competes with the RunEngine for the GIL; with
 :func:`~fibsem_ophyd.storage.serve_catalog` that work runs in a child process.
@@ -43,6 +45,7 @@ runs in this process and competes with the RunEngine for the GIL; with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -66,6 +69,9 @@ logger = logging.getLogger(__name__)
 #: documents that come once per frame: handed over without waking the catalog thread,
 #: which takes them in batches at its next periodic flush
 _PER_FRAME = frozenset({"event", "event_page", "stream_datum", "datum", "datum_page"})
+#: seconds between takes of per-frame documents while a run is open (processing them only
+#: caches rows and files; the catalog is written every ``latency``)
+_TAKE_INTERVAL = 0.1
 
 
 @dataclass
@@ -147,6 +153,8 @@ def flush_run_writer(run_writer: Any, sent_assets: dict[str, int] | None = None,
     try:
         pending = list(run_writer._external_data_cache.values())
         run_writer._external_data_cache.clear()
+        pending, created = _create_nodes_with_frames(run_writer, pending, sent_assets)
+        written += created
         grouped: dict[tuple[Any, Any], list] = defaultdict(list)
         for doc in pending:
             node, consolidator, patch = run_writer._update_consolidator(doc)
@@ -173,6 +181,55 @@ def flush_run_writer(run_writer: Any, sent_assets: dict[str, int] | None = None,
     if table_future is not None:
         written += table_future.result()  # raises the table write's error, if any
     return written
+
+
+def _create_nodes_with_frames(run_writer: Any, pending: list[dict],
+                              sent_assets: dict[str, int] | None) -> tuple[list[dict], int]:
+    """Create the node of each stream resource seen for the first time with its frames.
+
+    ``_RunWriter`` creates a stream resource's node empty on its first stream_datum and
+    then adds the frames with a second request; here the node is created with the frames
+    already in its data source: one catalog request instead of two. Stream_datums of
+    nodes that exist (or of a further stream resource for a known data key) are returned
+    for the usual path.
+
+    Returns
+    -------
+    (list of dict, int)
+        The stream_datums left, and how many were written here.
+    """
+    from bluesky_tiled_plugins.writing.consolidators import consolidator_factory
+
+    rest: list[dict] = []
+    created = 0
+    for doc in pending:
+        sres_uid = doc["stream_resource"]
+        sres_doc = run_writer._stream_resource_cache.get(sres_uid)
+        if sres_uid in run_writer._sres_nodes or sres_doc is None:
+            rest.append(doc)
+            continue
+        desc_node = run_writer._desc_nodes[doc["descriptor"]]
+        full_key = f"{desc_node.item['id']}_{sres_doc['data_key']}"
+        if full_key in run_writer._sres_nodes:
+            rest.append(doc)
+            continue
+        consolidator = consolidator_factory(sres_doc, desc_node.metadata)
+        consolidator.consume_stream_datum(doc)
+        data_source = consolidator.get_data_source()
+        node = desc_node.new(
+            key=consolidator.data_key,
+            structure_family=data_source.structure_family,
+            data_sources=[data_source],
+            metadata={},
+            specs=[],
+            access_tags=run_writer.access_tags,
+        )
+        run_writer._consolidators[sres_uid] = run_writer._consolidators[full_key] = consolidator
+        run_writer._sres_nodes[sres_uid] = run_writer._sres_nodes[full_key] = node
+        if sent_assets is not None:
+            sent_assets[node.uri] = len(data_source.assets)
+        created += 1
+    return rest, created
 
 
 def _make_run_writer(tiled_writer: TiledWriter) -> tuple[Any, Any]:
@@ -257,6 +314,29 @@ def _no_op() -> None:
     return None
 
 
+@functools.cache
+def _normalizer_class():
+    """``RunNormalizer`` that does not validate the events it passes on a second time.
+
+    The RunEngine validates every event against the event-model schema when it composes it
+    (``event_model.ComposeEvent``); the normalizer then only copies it and drops keys
+    (``filled``, external data keys), and ``RunNormalizer.emit`` would validate the copy
+    again: ~0.5 ms per frame of the catalog thread (holding the GIL). Every other
+    document, stream_datums included, is still validated here.
+    """
+    from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer
+    from event_model import DocumentNames
+
+    class _Normalizer(RunNormalizer):
+        def emit(self, name, doc):
+            if name == DocumentNames.event:
+                self.dispatcher.process(name, doc)
+            else:
+                super().emit(name, doc)
+
+    return _Normalizer
+
+
 class BufferedTiledWriter(TiledWriter):
     """A ``TiledWriter`` whose cached events/stream_datums can be flushed on demand.
 
@@ -273,6 +353,7 @@ class BufferedTiledWriter(TiledWriter):
 
     def __init__(self, client, *, on_error=None, close_streams: bool = True, **kwargs):
         kwargs.pop("backup_directory", None)  # CatalogWriter keeps its own, complete backup
+        kwargs.setdefault("normalizer", _normalizer_class())
         super().__init__(client, **kwargs)
         self._runs: dict[str, _RunGuard] = {}
         self._on_error = on_error
@@ -680,17 +761,22 @@ class CatalogWriter:
     def _run(self) -> None:
         """The catalog thread.
 
-        While a run is open it wakes every ``latency`` seconds, takes the documents
-        handed over meanwhile and writes them in one flush (table rows and new files
-        concurrently); start, descriptor, resource and stop documents, and flush or
-        close requests, wake it at once. A stop document writes its run's last rows and
-        files and then the stop (a reader that sees ``stop`` sees every frame).
+        While a run is open it takes the documents handed over every 0.1 s (processing
+        them only caches rows and files) and writes what it cached every ``latency``
+        seconds in one flush (table rows and new files concurrently); start,
+        descriptor, resource and stop documents, and flush or close requests, wake it at
+        once. A stop document writes its run's last rows and files and then the stop (a
+        reader that sees ``stop`` sees every frame).
         """
         unflushed = 0  # documents processed whose cached data may not be written yet
         next_flush: float | None = None  # monotonic time of the next periodic flush
         try:
             while True:
-                timeout = None if next_flush is None else next_flush - time.monotonic()
+                if next_flush is None:
+                    timeout = None
+                else:  # take per-frame documents in small batches between flushes, so
+                    # that a stop finds few left to process before its final write
+                    timeout = min(next_flush - time.monotonic(), _TAKE_INTERVAL)
                 items, flush_requested, stop_requested = self._take(timeout)
                 for name, doc in items:
                     self._timed(lambda name=name, doc=doc: self._process(name, doc))

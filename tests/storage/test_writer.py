@@ -385,3 +385,54 @@ def test_failed_table_write_in_a_concurrent_flush_abandons_the_run(RE, writer, d
     (ok,) = RE(count([det], 1))
     assert writer.wait(timeout=60) == []
     assert catalog[ok].metadata["stop"]["exit_status"] == "success"
+
+
+def test_a_short_run_costs_six_catalog_requests(RE, det, catalog, data_dir):
+    """The request economy: run, stream, image node created with its frames (one
+    request, not two), table, rows, stop; no close_stream for the embedded catalog."""
+    sent = _requests(catalog)
+    w = CatalogWriter(catalog, data_dir / "bk", latency=10, close_streams=False)
+    RE.subscribe(w)
+    (uid,) = RE(count([det], 3))
+    assert w.wait(timeout=60) == []
+    writes = sorted((m, p.replace("//", "/").split("/api/v1/", 1)[1]) for m, p in sent
+                    if m != "GET")
+    assert writes == sorted([
+        ("POST", "metadata/"),
+        ("POST", f"metadata/{uid}"),
+        ("POST", f"register/{uid}/primary"),
+        ("POST", f"metadata/{uid}/primary"),
+        ("PATCH", f"table/partition/{uid}/primary/internal"),
+        ("PATCH", f"metadata/{uid}"),
+    ])
+    node = catalog[uid]["primary"]["sem_image"]
+    assert node.shape[0] == 3
+    (ds,) = node.include_data_sources().data_sources()
+    assert sorted(a.num for a in ds.assets) == [0, 1, 2]
+    assert w.close(timeout=30)
+
+
+def test_stream_datums_are_still_schema_checked(writer, catalog, det):
+    """Only events skip the writer's second schema check (the RunEngine validated them);
+    a malformed stream_datum is refused and its run abandoned."""
+    import event_model
+    from jsonschema import ValidationError
+
+    run = event_model.compose_run()
+    desc = run.compose_descriptor(name="primary", data_keys=det.describe())
+    sres = run.compose_stream_resource(
+        mimetype="multipart/related;type=image/tiff", uri="file://localhost/tmp/x/",
+        data_key="sem_image", parameters={"template": "img_{:06d}.tif",
+                                          "chunk_shape": [1, *det.shape]})
+    datum = sres.compose_stream_datum(indices={"start": 0, "stop": 1})
+    datum = {**datum, "descriptor": desc.descriptor_doc["uid"]}
+    del datum["seq_nums"]  # required by the schema
+    for name, doc in [("start", run.start_doc), ("descriptor", desc.descriptor_doc),
+                      ("stream_resource", sres.stream_resource_doc),
+                      ("stream_datum", datum), ("stop", run.compose_stop())]:
+        writer(name, doc)
+    errors = writer.wait(timeout=60)
+    uid = run.start_doc["uid"]
+    assert [(e.run_uid, e.name) for e in errors] == [(uid, "stream_datum")]
+    assert isinstance(errors[0].exception, ValidationError)
+    assert "stop" not in catalog[uid].metadata
