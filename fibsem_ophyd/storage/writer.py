@@ -598,6 +598,11 @@ class CatalogWriter:
             self.stats["throttled_s"] += time.monotonic() - t0
 
     @property
+    def close_streams(self) -> bool:
+        """Whether ``close_stream`` requests are sent after each run (see the parameter)."""
+        return self._tiled.close_streams
+
+    @property
     def lag(self) -> float:
         """Seconds since the oldest document not yet in the catalog was handed over."""
         with self._lock:
