@@ -511,8 +511,8 @@ class CatalogWriter:
     JSON encoding and one buffered file write per document (tens of microseconds).
 
     Freshness of the catalog during a run: while the catalog keeps up, an event and its
-    frame are readable at most ``latency`` plus one catalog write after the writer took
-    them off its queue; in any case the RunEngine never runs more than ``max_lag``
+    frame are readable at most ``latency`` plus the duration of one catalog write after
+    the RunEngine emitted them; in any case the RunEngine never runs more than ``max_lag``
     seconds ahead of the catalog. A run's stop document is written only after all its
     frames, so a reader that sees ``stop`` sees every frame.
     """
