@@ -5,9 +5,10 @@ bluesky 1.15 wraps every plan stub call (``bps.trigger``, ``bps.read``...) in
 warn "plan was never iterated, did you mean to use ``yield from``?". Formatting looks up the
 source line of every frame (``linecache.checkcache`` stats each file), and at the RunEngine's
 stack depth that cost ~7 ms per event in ``RE(count([sem]))`` on a 2-core machine: a third of a
-1536x1024 frame's render time. :class:`LazyStackPlan` records the same stack without reading
-source lines and formats it only when the warning is actually issued, so the warning and its
-text are unchanged.
+1536x1024 frame's render time. :class:`LazyStackPlan` records each frame's file, line and
+function only (~20 us at the RunEngine's depth) and formats the stack, source lines
+included, only when the warning is actually issued, so the warning and its text are
+unchanged.
 """
 
 from __future__ import annotations
@@ -30,11 +31,16 @@ class LazyStackPlan(_ORIGINAL):
 
     def __init__(self, f, *args, **kwargs) -> None:
         self._iter = f(*args, **kwargs)
-        # skip this frame and bluesky's `plan` wrapper, as bluesky's [:-2] does
-        summary = traceback.StackSummary.extract(
-            traceback.walk_stack(sys._getframe(2)), lookup_lines=False
-        )
-        self._stack = (summary, f.__name__)
+        # skip this frame and bluesky's `plan` wrapper, as bluesky's [:-2] does. Only
+        # (file, line, function) per frame: ~5x cheaper than StackSummary.extract, which
+        # also registers every frame's module with linecache and stats its files.
+        stack = []
+        frame = sys._getframe(2)
+        while frame is not None:
+            code = frame.f_code
+            stack.append((code.co_filename, frame.f_lineno, code.co_name, None))
+            frame = frame.f_back
+        self._stack = (stack, f.__name__)
 
     def __del__(self) -> None:
         if self._stack:

@@ -151,7 +151,10 @@ def setup_session(
     else:
         catalog = open_catalog(data_dir)
     microscope.attach_catalog(catalog)
-    writer = CatalogWriter(catalog, backup_dir=data_dir / "backup")
+    # The embedded catalog (in-process or served by us) has no live-streaming cache, so
+    # Tiled's close_stream requests (4 per run) would do nothing there: skip them.
+    writer = CatalogWriter(catalog, backup_dir=data_dir / "backup",
+                           close_streams=bool(tiled_uri))
     # RE(plan) returns a RunEngineResult: .plan_result (e.g. a state or a uid),
     # .run_start_uids, .exit_status.
     RE = _StoringRunEngine({}, call_returns_result=True)

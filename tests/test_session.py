@@ -107,3 +107,23 @@ def test_demo_command(tmp_path):
     cat = open_catalog(tmp_path / "demo")
     steps = sorted(run.metadata["start"]["step"] for run in cat.values())
     assert steps == ["after_stable_move", "after_vertical_move", "flat_to_ion", "initial"]
+
+
+def test_served_session_stores_every_frame_before_returning(tmp_path):
+    """serve=True: the catalog runs in a child process; RE(...) returns with every frame
+    readable and the stop written; no close_stream requests to the embedded catalog; the
+    child exits on close."""
+    from bluesky.plans import count
+
+    s = setup_session(config=SMALL, data_dir=tmp_path / "d", seed=0, serve=True)
+    server = s.extras["catalog_server"]
+    try:
+        assert s.writer.close_streams is False
+        (uid,) = s.RE(count([s.microscope.sem], num=5)).run_start_uids
+        run = s.catalog[uid]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        assert run["primary"][s.microscope.sem.image_key].shape == (5, 256, 384)
+        assert s.writer.pending == 0 and s.writer.errors == []
+    finally:
+        s.close()
+    assert server.process.poll() is not None

@@ -6,14 +6,21 @@ RunEngine's thread it only
 1. appends the document to ``<backup_dir>/<run uid>.jsonl`` (one ``{"name", "doc"}`` JSON
    object per line, the format of ``bluesky_tiled_plugins``' ``JSONLinesWriter``; flushed
    per document so a crash keeps everything emitted so far), and
-2. puts it on a queue.
+2. hands it to a background thread: per-frame documents (events, stream_datums) are only
+   appended to its inbox; start, descriptor, resource and stop documents wake it.
 
-A background thread feeds the queue, in order, to :class:`bluesky_tiled_plugins.TiledWriter`
-and batches adaptively: events and stream_datums are cached and written to the catalog
-together, at the latest ``latency`` seconds after the first unwritten one was taken off the
-queue (and at ``stop``). When the thread is behind, everything that piled up in the queue
-meanwhile goes into one write; when it keeps up, frames become visible in the catalog about
-``latency`` seconds after they were acquired.
+The background thread feeds the documents, in order, to
+:class:`bluesky_tiled_plugins.TiledWriter` and writes in batches: while a run is open it
+wakes every ``latency`` seconds (default 1 s), takes everything handed over meanwhile and
+writes it in one flush, the table rows and the new TIFF files as two concurrent requests.
+When a write takes longer than ``latency`` the next one starts at once with everything
+that piled up, so batches grow instead of the backlog. A stop document writes its run's
+last rows and files, then the stop, so a reader that sees ``stop`` sees every frame.
+
+Bounds: while the catalog keeps up, a frame is readable at most ``latency`` plus one
+catalog write after the RunEngine emitted it; and the RunEngine never runs more than
+``max_lag`` seconds (default 10 s) ahead of the catalog: it waits (back-pressure) while a
+document handed over longer ago than that is still unwritten.
 
 Errors in the background thread are logged, recorded in :attr:`CatalogWriter.errors`, and
 the failing run is abandoned by the catalog writer (no further writes, in particular no
@@ -23,22 +30,30 @@ can be replayed into a catalog with :func:`fibsem_ophyd.storage.replay_backup`.
 Call :meth:`CatalogWriter.wait` after ``RE(...)`` returns to block until the catalog has
 caught up, and :meth:`CatalogWriter.close` at the end of the session.
 
-With the in-process catalog (:func:`~fibsem_ophyd.storage.open_catalog`) the Tiled server
-code runs in this process and competes with the RunEngine for the GIL (measured: about
-1.5 s of extra CPU per 100-frame run); with :func:`~fibsem_ophyd.storage.serve_catalog`
-that work runs in a child process and this thread only spends ~0.15 s of CPU per run.
+Cost, measured on a 2-core machine (100 frames, one run): each catalog request costs the
+Tiled server 15-60 ms of CPU whatever its size, plus ~1.3 ms per registered file, so the
+writer keeps requests few: 6 per run (run, stream, image node created with its first
+frames, table, its first rows, stop) plus 2 per later flush. ``close_stream`` requests (4
+per run) are sent after the run counts as written, or not at all to a catalog without a
+live-streaming cache (``close_streams=False``). Events are not schema-checked a second
+time on their way to the catalog (the RunEngine validated them when it composed them). With
+the in-process catalog (:func:`~fibsem_ophyd.storage.open_catalog`) the Tiled server code
+runs in this process and competes with the RunEngine for the GIL; with
+:func:`~fibsem_ophyd.storage.serve_catalog` that work runs in a child process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
-import queue
 import threading
 import time
 import traceback
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +66,12 @@ __all__ = ["CatalogWriter", "WriteError", "BufferedTiledWriter", "flush_run_writ
 
 logger = logging.getLogger(__name__)
 
-_STOP = object()
-_FLUSH = object()
+#: documents that come once per frame: handed over without waking the catalog thread,
+#: which takes them in batches at its next periodic flush
+_PER_FRAME = frozenset({"event", "event_page", "stream_datum", "datum", "datum_page"})
+#: seconds between takes of per-frame documents while a run is open (processing them only
+#: caches rows and files; the catalog is written every ``latency``)
+_TAKE_INTERVAL = 0.1
 
 
 @dataclass
@@ -87,7 +106,8 @@ class WriteError:
 # The only place that touches bluesky_tiled_plugins private API (_RunWriter internals).
 # Pinned by tests/storage/test_writer.py::test_frames_visible_before_stop.
 # --------------------------------------------------------------------------------------
-def flush_run_writer(run_writer: Any, sent_assets: dict[str, int] | None = None) -> int:
+def flush_run_writer(run_writer: Any, sent_assets: dict[str, int] | None = None,
+                     executor: Executor | None = None) -> int:
     """Write a ``_RunWriter``'s cached events and stream_datums to the catalog now.
 
     Does what ``_RunWriter.stop`` does with its caches, without writing the stop
@@ -103,6 +123,11 @@ def flush_run_writer(run_writer: Any, sent_assets: dict[str, int] | None = None)
         given, a data-source update carries only the new assets (the server adds assets
         and keeps the ones already associated), so each flush costs O(new frames)
         instead of O(all frames so far). ``None`` sends every asset, like ``stop``.
+    executor : concurrent.futures.Executor, optional
+        If given, the table rows are appended on it while this thread registers the
+        assets: the two requests go to the catalog concurrently (they touch different
+        nodes), so a flush costs about one round trip instead of two. Both are complete
+        when this returns; the first error of either is raised.
 
     Returns
     -------
@@ -111,35 +136,100 @@ def flush_run_writer(run_writer: Any, sent_assets: dict[str, int] | None = None)
     """
     from bluesky_tiled_plugins.writing.consolidators import Patch
 
-    written = 0
-    for desc_name, cache in run_writer._internal_data_cache.items():
-        if cache:
-            n = len(cache)
-            run_writer._write_internal_data(cache, desc_node=run_writer._desc_nodes[desc_name])
-            cache.clear()
-            written += n
-    pending = list(run_writer._external_data_cache.values())
-    run_writer._external_data_cache.clear()
-    grouped: dict[tuple[Any, Any], list] = defaultdict(list)
-    for doc in pending:
-        node, consolidator, patch = run_writer._update_consolidator(doc)
-        grouped[(node, consolidator)].append(patch)
-        written += 1
-    for (node, consolidator), patches in grouped.items():
-        data_source = consolidator.get_data_source()
-        n_assets = len(data_source.assets)
-        if sent_assets is not None:
-            sent = sent_assets.get(node.uri, 0)
-            if 0 < sent <= n_assets:
-                data_source = dataclasses.replace(
-                    data_source, assets=list(data_source.assets[sent:])
-                )
-        run_writer._update_data_source_for_node(
-            node, data_source, patch=Patch.combine_patches(patches)
-        )
-        if sent_assets is not None:
-            sent_assets[node.uri] = n_assets
+    tables = [(desc_name, list(cache))
+              for desc_name, cache in run_writer._internal_data_cache.items() if cache]
+    for desc_name, _ in tables:
+        run_writer._internal_data_cache[desc_name].clear()
+
+    def write_tables() -> int:
+        n = 0
+        for desc_name, rows in tables:
+            run_writer._write_internal_data(rows, desc_node=run_writer._desc_nodes[desc_name])
+            n += len(rows)
+        return n
+
+    table_future = executor.submit(write_tables) if executor is not None and tables else None
+    written = 0 if table_future is not None else write_tables()
+    try:
+        pending = list(run_writer._external_data_cache.values())
+        run_writer._external_data_cache.clear()
+        pending, created = _create_nodes_with_frames(run_writer, pending, sent_assets)
+        written += created
+        grouped: dict[tuple[Any, Any], list] = defaultdict(list)
+        for doc in pending:
+            node, consolidator, patch = run_writer._update_consolidator(doc)
+            grouped[(node, consolidator)].append(patch)
+            written += 1
+        for (node, consolidator), patches in grouped.items():
+            data_source = consolidator.get_data_source()
+            n_assets = len(data_source.assets)
+            if sent_assets is not None:
+                sent = sent_assets.get(node.uri, 0)
+                if 0 < sent <= n_assets:
+                    data_source = dataclasses.replace(
+                        data_source, assets=list(data_source.assets[sent:])
+                    )
+            run_writer._update_data_source_for_node(
+                node, data_source, patch=Patch.combine_patches(patches)
+            )
+            if sent_assets is not None:
+                sent_assets[node.uri] = n_assets
+    except BaseException:
+        if table_future is not None:
+            futures_wait([table_future])  # never leave a request running behind an error
+        raise
+    if table_future is not None:
+        written += table_future.result()  # raises the table write's error, if any
     return written
+
+
+def _create_nodes_with_frames(run_writer: Any, pending: list[dict],
+                              sent_assets: dict[str, int] | None) -> tuple[list[dict], int]:
+    """Create the node of each stream resource seen for the first time with its frames.
+
+    ``_RunWriter`` creates a stream resource's node empty on its first stream_datum and
+    then adds the frames with a second request; here the node is created with the frames
+    already in its data source: one catalog request instead of two. Stream_datums of
+    nodes that exist (or of a further stream resource for a known data key) are returned
+    for the usual path.
+
+    Returns
+    -------
+    (list of dict, int)
+        The stream_datums left, and how many were written here.
+    """
+    from bluesky_tiled_plugins.writing.consolidators import consolidator_factory
+
+    rest: list[dict] = []
+    created = 0
+    for doc in pending:
+        sres_uid = doc["stream_resource"]
+        sres_doc = run_writer._stream_resource_cache.get(sres_uid)
+        if sres_uid in run_writer._sres_nodes or sres_doc is None:
+            rest.append(doc)
+            continue
+        desc_node = run_writer._desc_nodes[doc["descriptor"]]
+        full_key = f"{desc_node.item['id']}_{sres_doc['data_key']}"
+        if full_key in run_writer._sres_nodes:
+            rest.append(doc)
+            continue
+        consolidator = consolidator_factory(sres_doc, desc_node.metadata)
+        consolidator.consume_stream_datum(doc)
+        data_source = consolidator.get_data_source()
+        node = desc_node.new(
+            key=consolidator.data_key,
+            structure_family=data_source.structure_family,
+            data_sources=[data_source],
+            metadata={},
+            specs=[],
+            access_tags=run_writer.access_tags,
+        )
+        run_writer._consolidators[sres_uid] = run_writer._consolidators[full_key] = consolidator
+        run_writer._sres_nodes[sres_uid] = run_writer._sres_nodes[full_key] = node
+        if sent_assets is not None:
+            sent_assets[node.uri] = len(data_source.assets)
+        created += 1
+    return rest, created
 
 
 def _make_run_writer(tiled_writer: TiledWriter) -> tuple[Any, Any]:
@@ -178,11 +268,33 @@ class _RunGuard:
             self.flush()  # so that stop has no cache left to re-register in full
         if not self.failed:
             try:
-                self.cb(name, doc)
+                if name == "stop":
+                    self._stop(doc)
+                else:
+                    self.cb(name, doc)
             except Exception as exc:
                 self.fail(name, exc)
         if name == "stop":
             self.owner._runs.pop(self.uid, None)
+
+    def _stop(self, doc: dict) -> None:
+        """The stop document, without closing the nodes' live streams on the way.
+
+        ``_RunWriter.stop`` ends with one ``close_stream`` request per node (4 for a run
+        with one image stream). They only notify live-stream subscribers, so they are
+        kept off the path that makes the run complete: queued and sent after the run
+        counts as written (``close_streams=True``), or not sent at all to a catalog
+        without live streaming (``close_streams=False``).
+        """
+        rw = self.run_writer
+        closer = rw._close_stream_tree  # the bound method
+        rw._close_stream_tree = _no_op  # shadows it on the instance during stop
+        try:
+            self.cb("stop", doc)
+        finally:
+            del rw._close_stream_tree
+        if self.owner.close_streams:
+            self.owner._deferred.append((self.uid, closer))
 
     def fail(self, name: str, exc: BaseException) -> None:
         self.failed = True
@@ -192,10 +304,37 @@ class _RunGuard:
         if self.failed:
             return 0
         try:
-            return flush_run_writer(self.run_writer, self.sent_assets)
+            return flush_run_writer(self.run_writer, self.sent_assets, self.owner._executor)
         except Exception as exc:
             self.fail("flush", exc)
             return 0
+
+
+def _no_op() -> None:
+    return None
+
+
+@functools.cache
+def _normalizer_class():
+    """``RunNormalizer`` that does not validate the events it passes on a second time.
+
+    The RunEngine validates every event against the event-model schema when it composes it
+    (``event_model.ComposeEvent``); the normalizer then only copies it and drops keys
+    (``filled``, external data keys), and ``RunNormalizer.emit`` would validate the copy
+    again: ~0.5 ms per frame of the catalog thread (holding the GIL). Every other
+    document, stream_datums included, is still validated here.
+    """
+    from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer
+    from event_model import DocumentNames
+
+    class _Normalizer(RunNormalizer):
+        def emit(self, name, doc):
+            if name == DocumentNames.event:
+                self.dispatcher.process(name, doc)
+            else:
+                super().emit(name, doc)
+
+    return _Normalizer
 
 
 class BufferedTiledWriter(TiledWriter):
@@ -203,16 +342,25 @@ class BufferedTiledWriter(TiledWriter):
 
     It keeps a reference to each open run's ``_RunWriter`` (via ``_factory``) so that
     :meth:`flush` can write their caches before the run's ``stop``; the count-based
-    ``batch_size`` flushing of ``TiledWriter`` still applies. A failing run is logged,
-    reported to ``on_error(run_uid, name, exception)`` and abandoned (no further writes).
-    Not thread-safe: call it and :meth:`flush` from one thread.
+    ``batch_size`` flushing of ``TiledWriter`` still applies. A flush appends the table
+    rows and registers the new files concurrently (two requests in flight). A failing
+    run is logged, reported to ``on_error(run_uid, name, exception)`` and abandoned (no
+    further writes). The ``close_stream`` requests of a stopped run are queued for
+    :meth:`close_streams_now` (``close_streams=True``) or dropped (``False``: for a
+    catalog that has no live-streaming cache, where they do nothing). Not thread-safe:
+    call it, :meth:`flush` and :meth:`close_streams_now` from one thread.
     """
 
-    def __init__(self, client, *, on_error=None, **kwargs):
+    def __init__(self, client, *, on_error=None, close_streams: bool = True, **kwargs):
         kwargs.pop("backup_directory", None)  # CatalogWriter keeps its own, complete backup
+        kwargs.setdefault("normalizer", _normalizer_class())
         super().__init__(client, **kwargs)
         self._runs: dict[str, _RunGuard] = {}
         self._on_error = on_error
+        self.close_streams = bool(close_streams)
+        self._deferred: list[tuple[str, Any]] = []
+        self._executor = ThreadPoolExecutor(max_workers=1,
+                                            thread_name_prefix="fibsem-catalog-table")
 
     def _factory(self, name, doc):
         cb, run_writer = _make_run_writer(self)
@@ -229,6 +377,29 @@ class BufferedTiledWriter(TiledWriter):
     def flush(self) -> int:
         """Write every open run's cached rows and stream_datums; return how many."""
         return sum(guard.flush() for guard in list(self._runs.values()))
+
+    def close_streams_now(self) -> int:
+        """Send the queued ``close_stream`` requests of stopped runs; return how many runs.
+
+        A failure is logged and reported to ``on_error`` with the name
+        ``"close_stream"``; the run's data and stop document are already stored.
+        """
+        done = 0
+        while self._deferred:
+            uid, closer = self._deferred.pop(0)
+            try:
+                closer()
+            except Exception as exc:
+                logger.warning("closing the live streams of run %s failed", uid,
+                               exc_info=exc)
+                if self._on_error is not None:
+                    self._on_error(uid, "close_stream", exc)
+            done += 1
+        return done
+
+    def shutdown(self) -> None:
+        """Stop the helper thread of concurrent flushes."""
+        self._executor.shutdown(wait=True)
 
     @property
     def open_runs(self) -> list[str]:
@@ -307,8 +478,20 @@ class CatalogWriter:
         Directory for the per-run JSON-lines backups (``<run uid>.jsonl``); created.
     latency : float
         Longest time in seconds a processed event/stream_datum waits in the batch before
-        it is written to the catalog (default 0.5 s). Smaller: fresher catalog, more
-        writes; larger: fewer, bigger writes.
+        it is written to the catalog (default 1 s). Smaller: fresher catalog, more
+        writes (each costs the catalog server tens of milliseconds of CPU, whatever its
+        size); larger: fewer, bigger writes.
+    max_lag : float or None
+        Bound on how far the catalog may fall behind the RunEngine, in seconds (default
+        10 s): the RunEngine's call waits (back-pressure) while a document handed over
+        more than ``max_lag`` seconds ago is still not in the catalog. ``None``: never
+        wait (the catalog may fall behind without bound; the backup never does).
+    close_streams : bool
+        Send Tiled's ``close_stream`` requests (one per node of a run) after the run's
+        stop document: ``True`` (default) for servers with live-streaming subscribers;
+        they are sent after the run counts as written, so they do not delay
+        :meth:`wait`. ``False`` skips them: right for a catalog without a
+        live-streaming cache (the embedded one), where they do nothing.
     batch_size : int
         Count-based flush of ``TiledWriter`` (rows or frames per write); rarely reached
         with the time-based flush. Default 10000.
@@ -326,6 +509,12 @@ class CatalogWriter:
     -----
     Subscribe with ``RE.subscribe(writer)``. The call on the RunEngine thread costs one
     JSON encoding and one buffered file write per document (tens of microseconds).
+
+    Freshness of the catalog during a run: while the catalog keeps up, an event and its
+    frame are readable at most ``latency`` plus the duration of one catalog write after
+    the RunEngine emitted them; in any case the RunEngine never runs more than ``max_lag``
+    seconds ahead of the catalog. A run's stop document is written only after all its
+    frames, so a reader that sees ``stop`` sees every frame.
     """
 
     def __init__(
@@ -333,28 +522,38 @@ class CatalogWriter:
         client,
         backup_dir: str | os.PathLike,
         *,
-        latency: float = 0.5,
+        latency: float = 1.0,
+        max_lag: float | None = 10.0,
+        close_streams: bool = True,
         batch_size: int = 10000,
         **tiled_writer_kwargs,
     ):
         self.backup_dir = Path(backup_dir)
         self.latency = float(latency)
+        self.max_lag = None if max_lag is None else float(max_lag)
         self.errors: list[WriteError] = []
         self._backup = _Backup(self.backup_dir)
         self._tiled = BufferedTiledWriter(
-            client, batch_size=batch_size, on_error=self._record, **tiled_writer_kwargs
+            client, batch_size=batch_size, on_error=self._record,
+            close_streams=close_streams, **tiled_writer_kwargs
         )
-        self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._enqueued = 0  # documents put on the queue
+        self._cond = threading.Condition(self._lock)  # progress: RunEngine side waits
+        self._work = threading.Condition(self._lock)  # the catalog thread waits
+        self._inbox: deque[tuple[str, dict]] = deque()  # handed over, not yet taken
+        self._wake = False  # a document the catalog thread should not wait to take
+        self._flush_requested = False
+        self._stop_requested = False
+        self._enqueued = 0  # documents handed over
         self._written = 0  # documents processed and flushed to the catalog
+        self._handed_at: deque[float] = deque()  # monotonic hand-over time, unwritten docs
         self._errors_seen = 0
         self._closed = False
-        #: counters of the background thread: documents processed, catalog flushes,
-        #: items (rows + stream_datums) flushed, wall time busy (s), its CPU time (s)
+        #: counters: documents processed, catalog flushes, items (rows + stream_datums)
+        #: flushed, wall time busy (s) and CPU time (s) of the background thread, and
+        #: seconds the RunEngine waited on back-pressure (``max_lag``)
         self.stats = {"documents": 0, "flushes": 0, "flushed_items": 0, "busy_s": 0.0,
-                      "cpu_s": 0.0}
+                      "cpu_s": 0.0, "throttled_s": 0.0}
         self._thread = threading.Thread(
             target=self._run, name="fibsem-catalog-writer", daemon=True
         )
@@ -364,7 +563,8 @@ class CatalogWriter:
     def __call__(self, name: str, doc: dict) -> None:
         """Back up ``doc`` and hand it to the catalog thread (RunEngine callback).
 
-        After :meth:`close` documents are still backed up, but not written to the catalog.
+        Waits first if the catalog is more than ``max_lag`` seconds behind. After
+        :meth:`close` documents are still backed up, but not written to the catalog.
         """
         try:
             self._backup(name, doc)
@@ -376,9 +576,37 @@ class CatalogWriter:
                 logger.warning("CatalogWriter is closed: run %s goes to the JSON-lines "
                                "backup only", doc.get("uid"))
             return
+        if self.max_lag is not None:
+            self._throttle()
         with self._lock:
             self._enqueued += 1
-        self._queue.put((name, doc))
+            self._handed_at.append(time.monotonic())
+            self._inbox.append((name, doc))
+            if name not in _PER_FRAME:  # start, descriptor, resources, stop: take it now
+                self._wake = True
+                self._work.notify()
+
+    def _throttle(self) -> None:
+        """Wait while the oldest unwritten document is older than ``max_lag`` seconds."""
+        with self._cond:
+            if not self._handed_at or time.monotonic() - self._handed_at[0] <= self.max_lag:
+                return
+            t0 = time.monotonic()
+            while (self._handed_at and not self._closed and self._thread.is_alive()
+                   and time.monotonic() - self._handed_at[0] > self.max_lag):
+                self._cond.wait(0.1)
+            self.stats["throttled_s"] += time.monotonic() - t0
+
+    @property
+    def close_streams(self) -> bool:
+        """Whether ``close_stream`` requests are sent after each run (see the parameter)."""
+        return self._tiled.close_streams
+
+    @property
+    def lag(self) -> float:
+        """Seconds since the oldest document not yet in the catalog was handed over."""
+        with self._lock:
+            return time.monotonic() - self._handed_at[0] if self._handed_at else 0.0
 
     def backup_path(self, run_uid: str) -> Path:
         """The JSON-lines backup file of a run."""
@@ -407,7 +635,8 @@ class CatalogWriter:
             target = self._enqueued
             if self._written >= target:
                 return True
-        self._queue.put(_FLUSH)
+            self._flush_requested = True
+            self._work.notify()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._written < target:
@@ -457,7 +686,7 @@ class CatalogWriter:
         return new
 
     def close(self, timeout: float | None = None) -> bool:
-        """Drain the queue, stop the thread and close the backup files.
+        """Drain the queue, send what is left (stream closes), stop the thread, close files.
 
         Returns
         -------
@@ -468,7 +697,9 @@ class CatalogWriter:
             return True
         ok = self.flush(timeout)
         self._closed = True
-        self._queue.put(_STOP)
+        with self._lock:
+            self._stop_requested = True
+            self._work.notify()
         self._thread.join(timeout)
         self._backup.close()  # files reopen (append) if documents still arrive
         return ok and not self._thread.is_alive()
@@ -485,68 +716,100 @@ class CatalogWriter:
         with self._lock:
             self.errors.append(err)
 
-    def _flush_catalog(self) -> None:
+    def _timed(self, fn) -> Any:
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            n = self._tiled.flush()
-        except Exception as exc:  # defensive: guards already catch per run
-            logger.exception("catalog flush failed")
-            self._record(None, "flush", exc)
-            n = 0
+            return fn()
+        finally:
+            self.stats["busy_s"] += time.perf_counter() - t0
+            self.stats["cpu_s"] += time.thread_time() - c0
+
+    def _flush_catalog(self) -> None:
+        def flush() -> int:
+            try:
+                return self._tiled.flush()
+            except Exception as exc:  # defensive: guards already catch per run
+                logger.exception("catalog flush failed")
+                self._record(None, "flush", exc)
+                return 0
+
+        n = self._timed(flush)
         self.stats["flushes"] += 1
         self.stats["flushed_items"] += n
-        self.stats["busy_s"] += time.perf_counter() - t0
-        self.stats["cpu_s"] += time.thread_time() - c0
 
     def _done(self, count: int) -> None:
         with self._cond:
             self._written += count
+            for _ in range(min(count, len(self._handed_at))):
+                self._handed_at.popleft()
             self._cond.notify_all()
 
+    def _take(self, timeout: float | None) -> tuple[list, bool, bool]:
+        """Wait (at most ``timeout`` s) for a wake-up; take every document handed over."""
+        with self._lock:
+            if not (self._wake or self._flush_requested or self._stop_requested):
+                if timeout is None or timeout > 0:
+                    self._work.wait(timeout)
+            items = list(self._inbox)
+            self._inbox.clear()
+            flush, stop = self._flush_requested, self._stop_requested
+            self._wake = self._flush_requested = False
+        return items, flush, stop
+
+    def _process(self, name: str, doc: dict) -> None:
+        try:
+            self._tiled(name, doc)
+        except Exception as exc:  # routing errors outside a run's guard
+            logger.exception("catalog writer could not route a %r document", name)
+            self._record(doc.get("run_start") or doc.get("uid"), name, exc)
+
     def _run(self) -> None:
+        """The catalog thread.
+
+        While a run is open it takes the documents handed over every 0.1 s (processing
+        them only caches rows and files) and writes what it cached every ``latency``
+        seconds in one flush (table rows and new files concurrently); start,
+        descriptor, resource and stop documents, and flush or close requests, wake it at
+        once. A stop document writes its run's last rows and files and then the stop (a
+        reader that sees ``stop`` sees every frame).
+        """
         unflushed = 0  # documents processed whose cached data may not be written yet
-        first_at: float | None = None  # monotonic time the oldest of those was processed
-        while True:
-            if first_at is None:
-                timeout = None
-            else:
-                timeout = max(0.0, first_at + self.latency - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = _FLUSH
-            if item is _STOP:
-                if unflushed:
+        next_flush: float | None = None  # monotonic time of the next periodic flush
+        try:
+            while True:
+                if next_flush is None:
+                    timeout = None
+                else:  # take per-frame documents in small batches between flushes, so
+                    # that a stop finds few left to process before its final write
+                    timeout = min(next_flush - time.monotonic(), _TAKE_INTERVAL)
+                items, flush_requested, stop_requested = self._take(timeout)
+                for name, doc in items:
+                    self._timed(lambda name=name, doc=doc: self._process(name, doc))
+                    self.stats["documents"] += 1
+                    unflushed += 1
+                    if name == "stop":  # the stop wrote this run's caches; others may be open
+                        if not self._tiled.open_runs:
+                            self._done(unflushed)
+                            unflushed = 0
+                        # after the run counts as written: wait() does not wait for these
+                        self._timed(self._tiled.close_streams_now)
+                now = time.monotonic()
+                if not self._tiled.open_runs:
+                    next_flush = None
+                elif next_flush is None:
+                    next_flush = now + self.latency
+                due = next_flush is not None and now >= next_flush
+                if unflushed and (due or flush_requested or stop_requested
+                                  or next_flush is None):
                     self._flush_catalog()
                     self._done(unflushed)
-                return
-            if item is _FLUSH:
-                if unflushed:
-                    self._flush_catalog()
-                    self._done(unflushed)
-                    unflushed, first_at = 0, None
-                continue
-            name, doc = item
-            t0, c0 = time.perf_counter(), time.thread_time()
-            try:
-                self._tiled(name, doc)
-            except Exception as exc:  # routing errors outside a run's guard
-                logger.exception("catalog writer could not route a %r document", name)
-                self._record(doc.get("run_start") or doc.get("uid"), name, exc)
-            self.stats["documents"] += 1
-            self.stats["busy_s"] += time.perf_counter() - t0
-            self.stats["cpu_s"] += time.thread_time() - c0
-            unflushed += 1
-            if name == "stop":  # the stop wrote this run's caches; others may be open
-                if self._tiled.open_runs:
-                    first_at = first_at or time.monotonic()
-                else:
-                    self._done(unflushed)
-                    unflushed, first_at = 0, None
-                continue
-            if first_at is None:
-                first_at = time.monotonic()
-            elif time.monotonic() - first_at >= self.latency:
-                self._flush_catalog()
-                self._done(unflushed)
-                unflushed, first_at = 0, None
+                    unflushed = 0
+                if due:  # fixed cadence; when a write overran it, flush again at once
+                    next_flush = max(next_flush + self.latency, time.monotonic())
+                if stop_requested:
+                    with self._lock:
+                        if not self._inbox:
+                            self._timed(self._tiled.close_streams_now)
+                            return
+        finally:
+            self._tiled.shutdown()

@@ -199,11 +199,11 @@ def test_failed_run_can_be_rebuilt_from_its_backup(RE, det, catalog, data_dir, t
     calls = {"n": 0}
     original = writer_mod.flush_run_writer
 
-    def flaky(run_writer, sent_assets=None):
+    def flaky(run_writer, sent_assets=None, executor=None):
         calls["n"] += 1
         if calls["n"] == 1:
             raise ConnectionError("catalog went away")
-        return original(run_writer, sent_assets)
+        return original(run_writer, sent_assets, executor)
 
     monkeypatch.setattr(writer_mod, "flush_run_writer", flaky)
     w = CatalogWriter(catalog, data_dir / "bk", latency=0.1)
@@ -250,3 +250,189 @@ def test_backup_lines_are_plain_json(RE, writer, det):
     first = json.loads(lines[0])
     assert set(first) == {"name", "doc"} and first["name"] == "start"
     assert first["doc"]["uid"] == uid
+
+
+def test_backpressure_keeps_the_catalog_within_max_lag(RE, det, catalog, data_dir,
+                                                        monkeypatch):
+    """max_lag: while the catalog is stuck, the RunEngine waits instead of running ahead
+    of it by more than max_lag; once the catalog moves, the run goes on and is complete."""
+    gate = threading.Event()
+    original = writer_mod.BufferedTiledWriter.__call__
+
+    def stuck(self, name, doc):
+        gate.wait(30)  # the catalog does not answer until released
+        return original(self, name, doc)
+
+    monkeypatch.setattr(writer_mod.BufferedTiledWriter, "__call__", stuck)
+    w = CatalogWriter(catalog, data_dir / "bk", latency=0.1, max_lag=0.5)
+    RE.subscribe(w)
+    lags = []  # the catalog's lag right after each hand-over (subscribed after w)
+    RE.subscribe(lambda name, doc: lags.append(w.lag))
+    release = threading.Timer(2.0, gate.set)
+    release.start()
+    t0 = time.perf_counter()
+    (uid,) = RE(count([det], 10, delay=0.2))
+    elapsed = time.perf_counter() - t0
+    release.join()
+    assert w.stats["throttled_s"] > 0.8  # the RunEngine was held back ...
+    assert elapsed > 2.0  # ... until the catalog moved again (2 s)
+    assert max(lags) < 0.5 + 0.3  # never handed a document over further behind
+    assert w.wait(timeout=60) == []
+    assert w.lag == 0.0 and w.pending == 0
+    assert _visible(catalog, uid) == 10
+    assert catalog[uid].metadata["stop"]["exit_status"] == "success"
+    assert w.close(timeout=30)
+
+
+def test_live_reader_sees_each_frame_within_the_latency_bound(RE, det, catalog, data_dir):
+    """A reader polling the catalog during a run sees every frame at most latency plus
+    one catalog write after the RunEngine emitted it (generous margin for a busy CI)."""
+    latency = 0.3
+    w = CatalogWriter(catalog, data_dir / "bk", latency=latency)
+    RE.subscribe(w)
+    emitted: dict[int, float] = {}
+    uids = _start_uids(RE)
+    RE.subscribe(lambda name, doc: emitted.setdefault(doc["seq_num"], time.monotonic()),
+                 "event")
+    seen: dict[int, float] = {}
+    done = threading.Event()
+
+    def read_live():
+        while not done.is_set():
+            if uids:
+                n = _visible(catalog, uids[-1])
+                now = time.monotonic()
+                for i in range(1, n + 1):
+                    seen.setdefault(i, now)
+            time.sleep(0.02)
+
+    reader = threading.Thread(target=read_live)
+    reader.start()
+    try:
+        RE(count([det], 12, delay=0.15))
+    finally:
+        done.set()
+        reader.join()
+    assert w.wait(timeout=60) == []
+    stop_time = catalog[uids[-1]].metadata["stop"]["time"]
+    assert len(emitted) == 12
+    live = [i for i in seen if seen[i] < emitted[12]]
+    assert len(live) >= 6  # most frames were readable while the run was still going
+    lags = [seen[i] - emitted[i] for i in live]
+    assert max(lags) < latency + 1.5, lags
+    assert stop_time > 0
+    assert w.close(timeout=30)
+
+
+def _requests(client) -> list[tuple[str, str]]:
+    """Record (method, path) of every request the catalog client sends from now on."""
+    sent: list[tuple[str, str]] = []
+    client.context.http_client.event_hooks["request"].append(
+        lambda request: sent.append((request.method, request.url.path)))
+    return sent
+
+
+@pytest.mark.parametrize("close_streams", [True, False])
+def test_stream_closes_follow_the_stop_or_are_skipped(RE, det, catalog, data_dir,
+                                                      close_streams):
+    """close_streams=True: one close_stream per node, sent after the stop document;
+    False: none (the embedded catalog has no live-streaming cache), run complete."""
+    sent = _requests(catalog)
+    w = CatalogWriter(catalog, data_dir / "bk", latency=0.1, close_streams=close_streams)
+    RE.subscribe(w)
+    (uid,) = RE(count([det], 3))
+    assert w.wait(timeout=60) == []
+    assert _visible(catalog, uid) == 3
+    assert catalog[uid].metadata["stop"]["exit_status"] == "success"
+    assert w.close(timeout=30)  # sends what is left
+    closes = [i for i, (m, p) in enumerate(sent) if m == "DELETE" and "/stream/close/" in p]
+    if close_streams:
+        paths = {sent[i][1].split("/stream/close/", 1)[1].strip("/") for i in closes}
+        assert paths == {uid, f"{uid}/primary", f"{uid}/primary/internal",
+                         f"{uid}/primary/sem_image"}
+        stop_patch = max(i for i, (m, p) in enumerate(sent)
+                         if m == "PATCH" and "/metadata/" in p and p.endswith(uid))
+        assert min(closes) > stop_patch
+    else:
+        assert closes == []
+
+
+def test_failed_table_write_in_a_concurrent_flush_abandons_the_run(RE, writer, det,
+                                                                    catalog):
+    """The table rows are appended on a helper thread while the files are registered;
+    its failure (a reading that changes type) is reported like any other catalog error:
+    the run is abandoned (no stop), the backup complete, the next run fine."""
+    RE.subscribe(writer)
+    flaky = Signal(name="flaky_value", value=1.0)
+    uids = _start_uids(RE)
+
+    @bpp.stage_decorator([det])
+    @bpp.run_decorator()
+    def plan():
+        yield from bps.trigger_and_read([det, flaky])
+        assert writer.flush(timeout=60)  # the table exists with a float column
+        yield from bps.mv(flaky, "not a number")
+        yield from bps.trigger_and_read([det, flaky])
+
+    RE(plan())
+    errors = writer.wait(timeout=60)
+    uid = uids[-1]
+    assert [e.run_uid for e in errors] == [uid] and errors[0].name in ("flush", "stop")
+    assert "stop" not in catalog[uid].metadata
+    assert _visible(catalog, uid) >= 1  # what was written before the failure stays
+    names = [n for n, _ in iter_backup(writer.backup_path(uid))]
+    assert names.count("event") == 2 and names[-1] == "stop"
+    (ok,) = RE(count([det], 1))
+    assert writer.wait(timeout=60) == []
+    assert catalog[ok].metadata["stop"]["exit_status"] == "success"
+
+
+def test_a_short_run_costs_six_catalog_requests(RE, det, catalog, data_dir):
+    """The request economy: run, stream, image node created with its frames (one
+    request, not two), table, rows, stop; no close_stream for the embedded catalog."""
+    sent = _requests(catalog)
+    w = CatalogWriter(catalog, data_dir / "bk", latency=10, close_streams=False)
+    RE.subscribe(w)
+    (uid,) = RE(count([det], 3))
+    assert w.wait(timeout=60) == []
+    writes = sorted((m, p.replace("//", "/").split("/api/v1/", 1)[1]) for m, p in sent
+                    if m != "GET")
+    assert writes == sorted([
+        ("POST", "metadata/"),
+        ("POST", f"metadata/{uid}"),
+        ("POST", f"register/{uid}/primary"),
+        ("POST", f"metadata/{uid}/primary"),
+        ("PATCH", f"table/partition/{uid}/primary/internal"),
+        ("PATCH", f"metadata/{uid}"),
+    ])
+    node = catalog[uid]["primary"]["sem_image"]
+    assert node.shape[0] == 3
+    (ds,) = node.include_data_sources().data_sources()
+    assert sorted(a.num for a in ds.assets) == [0, 1, 2]
+    assert w.close(timeout=30)
+
+
+def test_stream_datums_are_still_schema_checked(writer, catalog, det):
+    """Only events skip the writer's second schema check (the RunEngine validated them);
+    a malformed stream_datum is refused and its run abandoned."""
+    import event_model
+    from jsonschema import ValidationError
+
+    run = event_model.compose_run()
+    desc = run.compose_descriptor(name="primary", data_keys=det.describe())
+    sres = run.compose_stream_resource(
+        mimetype="multipart/related;type=image/tiff", uri="file://localhost/tmp/x/",
+        data_key="sem_image", parameters={"template": "img_{:06d}.tif",
+                                          "chunk_shape": [1, *det.shape]})
+    datum = sres.compose_stream_datum(indices={"start": 0, "stop": 1})
+    datum = {**datum, "descriptor": desc.descriptor_doc["uid"]}
+    del datum["seq_nums"]  # required by the schema
+    for name, doc in [("start", run.start_doc), ("descriptor", desc.descriptor_doc),
+                      ("stream_resource", sres.stream_resource_doc),
+                      ("stream_datum", datum), ("stop", run.compose_stop())]:
+        writer(name, doc)
+    errors = writer.wait(timeout=60)
+    uid = run.start_doc["uid"]
+    assert [(e.run_uid, e.name) for e in errors] == [(uid, "stream_datum")]
+    assert isinstance(errors[0].exception, ValidationError)
+    assert "stop" not in catalog[uid].metadata
