@@ -284,17 +284,27 @@ class ImagingDetector(Device):
         if stop <= self._emitted:
             return
         self._wait_for_writes()  # announce only files that are on disk
-        if self._bundle is None:
-            h, w = self._shape
-            self._bundle = compose_stream_resource(
-                mimetype=TIFF_MIMETYPE,
-                uri=f"file://localhost{self._series_dir.resolve().as_posix()}/",
-                data_key=self.image_key,
-                parameters={"template": TIFF_TEMPLATE, "chunk_shape": [1, h, w]},
-                validate=False,
-            )
-            yield "stream_resource", self._bundle.stream_resource_doc
-        yield "stream_datum", self._bundle.compose_stream_datum(
-            indices={"start": self._emitted, "stop": stop}, validate=False
+        yield from tiff_series_docs(self, self._series_dir, stop)
+
+
+def tiff_series_docs(dev, directory: Path, stop: int):
+    """StreamResource (once) and StreamDatum documents of a TIFF series written by ``dev``
+    (one file per frame, :data:`TIFF_TEMPLATE`), frames ``dev._emitted`` .. ``stop``.
+
+    ``dev`` keeps ``_bundle`` (None until the series is announced), ``_shape`` (h, w),
+    ``_emitted`` and ``image_key``.
+    """
+    if dev._bundle is None:
+        h, w = dev._shape
+        dev._bundle = compose_stream_resource(
+            mimetype=TIFF_MIMETYPE,
+            uri=f"file://localhost{directory.resolve().as_posix()}/",
+            data_key=dev.image_key,
+            parameters={"template": TIFF_TEMPLATE, "chunk_shape": [1, h, w]},
+            validate=False,
         )
-        self._emitted = stop
+        yield "stream_resource", dev._bundle.stream_resource_doc
+    yield "stream_datum", dev._bundle.compose_stream_datum(
+        indices={"start": dev._emitted, "stop": stop}, validate=False
+    )
+    dev._emitted = stop

@@ -14,12 +14,11 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from event_model import compose_stream_resource
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 
 from ..storage import image_metadata, image_settings, write_tiff
-from ._detector import TIFF_MIMETYPE, TIFF_TEMPLATE
+from ._detector import TIFF_TEMPLATE, tiff_series_docs
 from ._recorder import RecordSignal
 from ._signals import finished_status
 
@@ -122,21 +121,8 @@ class StoredImage(Device):
 
     def collect_asset_docs(self, index: int | None = None):
         stop = self._index if index is None else min(index, self._index)
-        if stop <= self._emitted:
-            return
-        if self._bundle is None:
-            h, w = self._shape
-            self._bundle = compose_stream_resource(
-                mimetype=TIFF_MIMETYPE,
-                uri=f"file://localhost{self._dir.resolve().as_posix()}/",
-                data_key=self.image_key,
-                parameters={"template": TIFF_TEMPLATE, "chunk_shape": [1, h, w]},
-                validate=False,
-            )
-            yield "stream_resource", self._bundle.stream_resource_doc
-        yield "stream_datum", self._bundle.compose_stream_datum(
-            indices={"start": self._emitted, "stop": stop}, validate=False)
-        self._emitted = stop
+        if stop > self._emitted:
+            yield from tiff_series_docs(self, self._dir, stop)
 
 
 def make_stored_image(name: str, detector) -> StoredImage:
