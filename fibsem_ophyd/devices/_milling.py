@@ -2,8 +2,11 @@
 
 ``set`` validates everything (patterns inside the field of view, positive depths and
 currents, known materials) before the beam turns on; while milling, the status reports the
-fraction done and the time remaining (bluesky's ProgressBar shows it); ``stop()`` aborts
-between passes. On completion, failure or abort the ion beam is returned to the imaging
+fraction done and the time remaining (bluesky's ProgressBar shows it); ``pause()`` holds
+the milling at the end of a pass with the beam blanked and ``resume()`` goes on (the
+RunEngine calls both when it pauses and resumes; the replayed ``set`` of a paused milling
+continues it instead of milling twice); ``stop()`` aborts between passes.
+On completion, failure or abort the ion beam is returned to the imaging
 current it had before and blanked.
 """
 
@@ -52,7 +55,7 @@ class Milling(Device):
     """
 
     state = Cpt(SettingSignal, vtype="str", value="idle", kind="normal",
-                choices=("idle", "ready", "running", "done", "failed", "aborted"))
+                choices=("idle", "ready", "running", "paused", "done", "failed", "aborted"))
     stage_name = Cpt(SettingSignal, vtype="str", value="", kind="normal")
     estimated_time = Cpt(SettingSignal, units="s", value=0.0, kind="normal")
     milling_time = Cpt(SettingSignal, units="s", value=0.0, kind="normal")
@@ -68,6 +71,21 @@ class Milling(Device):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._stop = threading.Event()
+        self._go = threading.Event()  # cleared while paused
+        self._go.set()
+        self._active: tuple[list, DeviceStatus] | None = None
+        self._held: tuple[list, DeviceStatus] | None = None  # paused by a RunEngine pause
+
+    # -- pause / resume (the RunEngine calls these when it pauses and resumes) ------------
+    def pause(self):
+        """Hold the milling at the end of the current pass (the beam waits, blanked)."""
+        self._go.clear()
+        if self._active is not None and not self._active[1].done:
+            self._held = self._active
+
+    def resume(self):
+        """Go on milling from where :meth:`pause` held it."""
+        self._go.set()
 
     def check(self, stages: list[MillingStage]) -> None:
         """Raise ``ValueError`` for a stage that cannot be milled (nothing is changed)."""
@@ -80,10 +98,28 @@ class Milling(Device):
     def set(self, value, **kwargs):
         stages = [s for s in as_stages(value) if s.enabled]
         self.check(stages)
+        key = [s.to_dict() for s in stages]
+        if self._held is not None and self._held[0] == key:
+            # a resumed RunEngine replays the set of the milling it paused: go on with that
+            # one (it may have finished already) rather than milling the same stages twice
+            _, status = self._held
+            self._held = None
+            self.resume()
+            return status
+        self._held = None
+        if self._active is not None and not self._active[1].done:
+            # another milling is held (a paused run that was then stopped): end it first
+            self.stop(success=False)
+            try:
+                self._active[1].wait(30)
+            except Exception:  # noqa: BLE001 -- it was aborted on purpose
+                pass
         backend = find_backend(self)
         total = sum(s.estimated_time() for s in stages) or 1.0
         status = _MillingStatus(self, total)
+        self._active = (key, status)
         self._stop.clear()
+        self._go.set()
 
         def run():
             imaging_current = backend.get("current", "ion")
@@ -98,6 +134,15 @@ class Milling(Device):
                     backend.set("current", st.milling_current, "ion")
 
                     def progress(fraction, _done=done, _est=est, _name=st.name):
+                        if not self._go.is_set():
+                            backend.set("blanked", True, "ion")
+                            self.state.put("paused")
+                            while not self._go.wait(0.05):
+                                if self._stop.is_set():
+                                    break
+                            if not self._stop.is_set():
+                                backend.set("blanked", False, "ion")
+                                self.state.put("running")
                         if self._stop.is_set():
                             raise MillingAborted(f"milling of {_name!r} stopped")
                         self.progress.put(100.0 * fraction)
@@ -131,4 +176,10 @@ class Milling(Device):
         return status
 
     def stop(self, *, success: bool = False):
+        """``success=False`` (abort, failure): abort between passes. ``success=True`` is what
+        the RunEngine sends when it pauses: hold the milling, as :meth:`pause`."""
+        if success:
+            self.pause()
+            return
         self._stop.set()
+        self._go.set()

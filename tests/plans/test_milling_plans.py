@@ -164,3 +164,50 @@ def test_mill_fiducial_cuts_an_x_where_asked(session, microscope):
     # the probe spreads dose from both bars onto their crossing: deepest at the asked centre
     assert (col[i], row[j]) == pytest.approx((-20e-6, 5e-6), abs=0.3e-6)
     assert view.beam == "ion"
+
+
+def test_a_paused_run_holds_the_milling_and_resuming_finishes_it_once(session, microscope):
+    """The RunEngine pauses mid-milling: the device holds at the end of a pass (beam
+    blanked, progress frozen); on resume the replayed set continues that milling, not a new
+    one: one cut, the dose-predicted beam time."""
+    import threading
+    import time
+
+    from bluesky.utils import RunEngineInterrupted
+
+    from fibsem_ophyd.plans import mill_stages
+
+    RE, sim = session.RE, session.backend
+    _silicon_under_ion_beam(session)
+    held = threading.Event()
+
+    def on_progress(value, **kwargs):
+        if 30.0 <= value < 100.0 and not held.is_set():
+            held.set()
+            RE.request_pause(defer=False)  # as Ctrl-C would, mid-milling
+
+    token = microscope.milling.progress.subscribe(on_progress, run=False)
+    try:
+        with pytest.raises(RunEngineInterrupted):
+            RE(mill_stages(microscope, [BOX]))
+        assert RE.state == "paused"
+        deadline = time.monotonic() + 10
+        while microscope.milling.state.get() != "paused":
+            assert time.monotonic() < deadline, microscope.milling.state.get()
+            time.sleep(0.02)
+        frozen = microscope.milling.progress.get()
+        assert 30.0 <= frozen < 100.0
+        assert microscope.ion_beam.blanked.get() is True
+        time.sleep(0.3)
+        assert microscope.milling.progress.get() == frozen  # nothing mills while paused
+        uid = RE.resume().plan_result
+    finally:
+        microscope.milling.progress.unsubscribe(token)
+    assert len(sim.cuts) == 1  # milled once
+    table = session.catalog[uid]["ion"].read()
+    states = list(np.asarray(table["microscope_milling_state"]))
+    # the RunEngine re-takes what it recorded since its last checkpoint; the milling is
+    # still the one held, not a second one
+    assert states[0] == "ready" and states[-1] == "done", states
+    assert float(np.asarray(table["microscope_milling_milling_time"])[-1]) == pytest.approx(
+        370.4, rel=0.05)
