@@ -4,6 +4,7 @@ Coordinates are metres in the ion image frame, centred, +x right, +y up, as in O
 """
 
 from ._materials import MATERIALS, SPUTTER_RATES_UM3_PER_NC, sputter_rate
+from ._measure import measure_lamella_thickness
 from ._patterns import (
     CROSS_SECTIONS,
     PATTERNS,
@@ -46,6 +47,7 @@ __all__ = [
     "ArrayPattern", "as_stages", "Bitmap", "BitmapPattern", "check_patterns", "Circle",
     "CirclePattern", "CROSS_SECTIONS", "estimate_milling_time", "estimate_stage_time", "Fiducial",
     "Horseshoe", "HorseshoeVertical", "Line", "LinePattern", "load_protocol", "make_pattern",
+    "measure_lamella_thickness",
     "MATERIALS", "MicroExpansion", "MillingStage", "OVERHEADS", "Pattern", "PATTERNS", "Polygon",
     "PolygonPattern", "Rectangle", "RectanglePattern", "SCAN_DIRECTIONS", "SerialSection", "Shape",
     "sputter_rate", "SPUTTER_RATES_UM3_PER_NC", "TrapezoidTrench", "Trench", "Undercut",

@@ -15,7 +15,7 @@ from ._alignment import (
     multi_step_alignment,
 )
 from ._autofunctions import auto_contrast_brightness, autofocus
-from ._batch import mill_lamellae
+from ._batch import measure_lamella, mill_lamellae
 from ._imaging import (
     acquire_image,
     acquire_series,
@@ -55,6 +55,7 @@ __all__ = [
     "apply_image_settings",
     "demo_workflow",
     "go_to_position",
+    "measure_lamella",
     "mill_fiducial",
     "mill_lamella",
     "mill_lamellae",

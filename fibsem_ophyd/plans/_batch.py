@@ -14,7 +14,7 @@ from ._alignment import AlignmentError, acquire_reference, correct_drift
 from ._milling import ALIGN_TOLERANCE, lamella_protocol, mill_stages, milled_boxes
 from ._movement import go_to_position, move_to_milling_angle
 
-__all__ = ["mill_lamellae"]
+__all__ = ["mill_lamellae", "measure_lamella"]
 
 #: one "site" event per lamella in the batch's summary run
 _SITE_FIELDS = {
@@ -23,6 +23,7 @@ _SITE_FIELDS = {
     "sections_done": ("string", None),
     "skipped_section": ("string", None),
     "reason": ("string", None),
+    "thickness": ("number", "m"),
 }
 
 #: what makes a site lost (the batch goes on without it); anything else stops the batch
@@ -87,7 +88,9 @@ def mill_lamellae(
     -------
     dict
         ``batch``, ``sections`` (milling order), ``done`` ({site: [sections]}), ``skipped``
-        ({site: {"section", "reason"}}) and ``summary`` (the uid of the summary run: one
+        ({site: {"section", "reason"}}), ``thickness`` ({site: the last measured, m}: after
+        each section with a trench, :func:`measure_lamella` measures it on an ion frame) and
+        ``summary`` (the uid of the summary run: one
         "site" event per site with its status).
     """
     if not isinstance(sites, (list, tuple)) or not sites or \
@@ -104,14 +107,15 @@ def mill_lamellae(
         raise ValueError(f"unknown site position(s) {unknown}; saved: {sorted(positions)}")
     base = {**(md or {}), "batch": batch}
 
-    state = {s: {"done": [], "skipped": None, "reference": None} for s in sites}
+    state = {s: {"done": [], "skipped": None, "reference": None, "thickness": None}
+             for s in sites}
     if resume:
         yield from bps.mv(microscope.batch_state, batch)
         stored = (yield from bps.rd(microscope.batch_state, default_value=None)) or {}
         for site in sites:
             if site in stored:
                 state[site].update({k: stored[site][k] for k in ("done", "skipped",
-                                                                  "reference")})
+                                                                  "reference", "thickness")})
     fib = microscope.fib
     hfw = sections[order[0]][0].hfw
     # what each section mills changes the view against the site reference: alignments ignore
@@ -149,6 +153,11 @@ def mill_lamellae(
                                        reference=st["reference"], supervised=supervised,
                                        exclude=changed, md={**site_md, "section_index": i})
                 st["done"].append(name)
+                gap = next((float(s.pattern.spacing) for s in sections[name]
+                            if s.enabled and hasattr(s.pattern, "spacing")), None)
+                if gap is not None:
+                    m = yield from measure_lamella(microscope, gap, md=site_md)
+                    st["thickness"] = m.get("thickness", st.get("thickness"))
             except SITE_ERRORS as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 st["skipped"] = {"section": name, "reason": reason}
@@ -169,11 +178,77 @@ def mill_lamellae(
             yield from bps.mv(rec.site, site, rec.status, status,
                               rec.sections_done, ",".join(st["done"]),
                               rec.skipped_section, skipped["section"],
-                              rec.reason, skipped["reason"])
+                              rec.reason, skipped["reason"],
+                              rec.thickness, float("nan") if st["thickness"] is None
+                              else float(st["thickness"]))
             yield from bps.trigger_and_read([rec], name="site")
 
     uid = yield from summary()
     return {"batch": batch, "sections": order,
             "done": {s: list(state[s]["done"]) for s in sites},
             "skipped": {s: state[s]["skipped"] for s in sites if state[s]["skipped"]},
+            "thickness": {s: state[s]["thickness"] for s in sites},
             "summary": uid}
+
+
+_LAMELLA_FIELDS = {
+    "thickness": ("number", "m"),
+    "top": ("number", "m"),
+    "bottom": ("number", "m"),
+    "contrast": ("number", None),
+    "expected": ("number", "m"),
+}
+
+
+def measure_lamella(microscope: Readable, spacing: float,
+                    md: dict[str, Any] | None = None) -> MsgGenerator[dict]:
+    """Measure the lamella at the ion image centre on an ion frame (field 12 x ``spacing``).
+
+    The frame is stored (stream "ion") with the measurement (stream "lamella": ``thickness``,
+    its ``top`` and ``bottom`` edges in m from the centre, +y up, the grey-level
+    ``contrast`` and the ``expected`` thickness), see
+    :func:`fibsem_ophyd.milling.measure_lamella_thickness`. The ion field width is restored.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    spacing : float
+        The expected thickness (the last trench's spacing), m.
+    md : dict, optional
+        Extra run metadata.
+
+    Returns
+    -------
+    dict
+        The measurement (``thickness`` nan when there is no lamella contrast).
+    """
+    from ..milling import measure_lamella_thickness
+    from ._alignment import _frame, _in_run, _md, _positive
+
+    spacing = _positive("spacing", spacing)
+    fib = microscope.fib
+    rec = make_recorder("lamella", _LAMELLA_FIELDS)
+
+    def body():
+        hfw0 = float((yield from bps.rd(fib.hfw)))
+        try:
+            yield from bps.mv(fib.hfw, 12 * spacing, microscope.ion_beam.blanked, False)
+            frame, pixel = yield from _frame(fib, microscope.stage)
+        finally:
+            yield from bps.mv(fib.hfw, hfw0)
+        if frame is None:
+            return {}
+        m = measure_lamella_thickness(frame, pixel, spacing)
+        yield from bps.mv(rec.thickness, m["thickness"], rec.top, m["top"], rec.bottom,
+                          m["bottom"], rec.contrast, m["contrast"], rec.expected, spacing)
+        yield from bps.trigger_and_read([rec], name="lamella")
+        return m
+
+    @bpp.stage_decorator([fib])
+    def inner():
+        return (yield from _in_run(body(), _md("measure_lamella", [fib],
+                                               {"spacing": spacing}, md)))
+
+    _, result = yield from inner()
+    return result or {}

@@ -4,7 +4,8 @@ Every run of a batch carries ``batch`` and ``lamella`` (the site) in its start d
 milling runs also ``section``. A site's section is *done* when a ``mill_stages`` run of it
 closed with exit_status "success"; a site is *skipped* when the batch recorded a
 ``lamella_skipped`` run for it (lost alignment, a failed milling); the site's alignment
-reference is its latest successful run with ``role: "reference"``. A run that was
+reference is its latest successful run with ``role: "reference"``, its thickness the
+latest ``measure_lamella`` run's. A run that was
 interrupted (the batch was stopped or crashed) marks nothing: its section is done again.
 """
 
@@ -17,7 +18,8 @@ __all__ = ["batch_state"]
 
 def batch_state(catalog, batch: str) -> dict[str, dict]:
     """``{site: {"done": [sections], "skipped": {"section", "reason"} | None, "reference":
-    uid | None}}`` of the runs of ``batch`` in ``catalog`` (empty if it has none)."""
+    uid | None, "thickness": m | None}}`` of the runs of ``batch`` in ``catalog`` (empty if it
+    has none); the thickness is the site's last ``measure_lamella``."""
     if not isinstance(batch, str) or not batch:
         raise ValueError(f"a batch name must be a non-empty string, got {batch!r}")
     state: dict[str, dict] = {}
@@ -28,9 +30,10 @@ def batch_state(catalog, batch: str) -> dict[str, dict]:
         site = start.get("lamella")
         if site is None:
             continue
-        found.append((float(start.get("time", 0.0)), uid, site, start, stop))
-    for _, uid, site, start, stop in sorted(found, key=lambda f: (f[0], f[1])):
-        st = state.setdefault(site, {"done": [], "skipped": None, "reference": None})
+        found.append((float(start.get("time", 0.0)), uid, site, start, stop, run))
+    for _, uid, site, start, stop, run in sorted(found, key=lambda f: (f[0], f[1])):
+        st = state.setdefault(site, {"done": [], "skipped": None, "reference": None,
+                                     "thickness": None})
         ok = stop.get("exit_status") == "success"
         plan = start.get("plan_name")
         if plan == "mill_stages" and ok and start.get("section") not in st["done"]:
@@ -39,4 +42,6 @@ def batch_state(catalog, batch: str) -> dict[str, dict]:
             st["skipped"] = {"section": start.get("section"), "reason": start.get("reason", "")}
         elif start.get("role") == "reference" and ok:
             st["reference"] = uid
+        elif plan == "measure_lamella" and ok:
+            st["thickness"] = float(run["lamella"].read()["lamella_thickness"][-1])
     return state

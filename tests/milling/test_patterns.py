@@ -172,3 +172,17 @@ def test_bad_protocol_names_the_stage(tmp_path):
     p.write_text("milling: {rough: [\n")
     with pytest.raises(ValueError, match="malformed protocol YAML"):
         load_protocol(p)
+
+
+def test_lamella_thickness_measurement_on_a_synthetic_profile_and_bad_input():
+    from fibsem_ophyd.milling import measure_lamella_thickness
+
+    px = 10e-9
+    rows = (np.arange(600) + 0.5 - 300) * -px  # +y up
+    img = np.where(np.abs(rows) <= 250e-9, 100.0, 40.0)[:, None] * np.ones((1, 400))
+    m = measure_lamella_thickness(img, px, 500e-9)
+    assert m["thickness"] == pytest.approx(500e-9, abs=px)
+    with pytest.raises(ValueError, match="at least"):
+        measure_lamella_thickness(img[250:350], px, 500e-9)
+    assert math.isnan(measure_lamella_thickness(np.full((600, 400), 7.0), px, 500e-9)
+                      ["thickness"])

@@ -74,14 +74,22 @@ def test_batch_resumes_skips_a_lost_site_and_leaves_target_lamellae(session, mic
     assert mills == [("B", "mill_polishing")]
     state = batch_state(session.catalog, "night-1")
     assert state["C"]["skipped"]["section"] == "mill_polishing"
+    assert set(state) == {"A", "B", "C"}
     summary = session.catalog[res["summary"]]["site"].read()
     assert list(summary["site_status"].values) == ["done", "done", "skipped"]
 
-    # ground truth: the finished lamellae are 500 nm thick (+-20) where the sites pointed
+    # ground truth: the finished lamellae are 500 nm thick (+-20) where the sites pointed,
+    # and the thickness measured on the ion image agrees with it within 50 nm (2.5 px)
     for site in "AB":
         slab = sim.truth.lamella(intended[site], depth=0.75e-6)
         assert slab["bounded"] and slab["thickness"] == pytest.approx(500e-9, abs=20e-9), site
         assert abs(slab["centre_offset"]) < 25e-9, site
+        assert res["thickness"][site] == pytest.approx(slab["thickness"], abs=50e-9), site
+        assert state[site]["thickness"] == pytest.approx(res["thickness"][site]), site
+    assert float(summary["site_thickness"][0]) == pytest.approx(res["thickness"]["A"])
+    # C was measured after its rough trench only: far thicker (the measurement is made for
+    # thin lamellae; on a 2 um rough gap it over-reads, the trench walls show at this angle)
+    assert res["thickness"]["C"] > 1.5e-6
     # C kept its rough trench: 2 um wide, not thinned
     assert sim.truth.lamella(intended["C"], depth=0.75e-6)["thickness"] > 1.5e-6
 
