@@ -232,7 +232,8 @@ def _align_loop(detector, ref: np.ndarray, rec, tolerance: float, max_iterations
         frame, pixel = yield from _frame(detector, stage, extra)
         if frame is None:  # not a live RunEngine
             return {"converged": False, "iterations": 0, "history": []}
-        mask = exclusion_mask(frame.shape, pixel, exclude)
+        if it == 1:  # the frame size and pixel stay the same within one loop
+            mask = exclusion_mask(frame.shape, pixel, exclude)
         reg = register(ref, frame, mask=mask)
         dx, dy, score = reg.dx * pixel, reg.dy * pixel, reg.score
         common = {"iteration": it, "beam": detector.beam, "dx": dx, "dy": dy, "score": score,
