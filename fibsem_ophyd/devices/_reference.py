@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from ophyd import Signal
 
 from ..storage import image_keys, load_images
-from ._signals import finished_status
+from ._signals import ImmediateSignal
 
 __all__ = ["ReferenceSignal", "BatchStateSignal", "load_run_frame"]
 
@@ -44,7 +43,7 @@ def load_run_frame(catalog, uid: str, image_key: str) -> np.ndarray:
     raise ValueError(f"run {uid!r} holds no {image_key!r} frame")
 
 
-class ReferenceSignal(Signal):
+class ReferenceSignal(ImmediateSignal):
     """A 2-D reference frame (``None`` until set). Setting a ``str`` loads it from a run.
 
     ``describe()`` reports an array of the frame's shape; the signal is never part of
@@ -69,10 +68,6 @@ class ReferenceSignal(Signal):
             value.flags.writeable = False
         super().put(value, **kwargs)
 
-    def set(self, value: Any, **kwargs):
-        """Store (or load) the reference now; a bad value raises here, before any motion."""
-        self.put(value)
-        return finished_status(self)
 
     def describe(self):
         value = self._readback
@@ -82,7 +77,7 @@ class ReferenceSignal(Signal):
                             "dtype_numpy": dtype}}
 
 
-class BatchStateSignal(Signal):
+class BatchStateSignal(ImmediateSignal):
     """The stored state of a lamella batch: ``bps.mv(sig, "batch name")`` reads it from the
     catalog (:func:`fibsem_ophyd.storage.batch_state`), ``bps.rd(sig)`` returns it. How a
     batch plan resumes where an interrupted one stopped."""
@@ -95,9 +90,6 @@ class BatchStateSignal(Signal):
             raise ValueError(f"{self.name}: needs a microscope device tree with a catalog")
         super().put(loader(value), **kwargs)
 
-    def set(self, value: Any, **kwargs):
-        self.put(value)
-        return finished_status(self)
 
     def describe(self):
         return {self.name: {"source": f"catalog:{self.name}", "dtype": "string", "shape": []}}

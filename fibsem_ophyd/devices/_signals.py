@@ -17,7 +17,7 @@ from ophyd import Signal
 from ophyd.status import Status
 
 __all__ = [
-    "finished_status",
+    "finished_status", "ImmediateSignal",
     "BackendSignal", "SettingSignal", "find_backend", "validate_value", "check_area",
 ]
 
@@ -108,7 +108,16 @@ def validate_value(name: str, value: Any, *, vtype: str, units: str | None,
     raise TypeError(f"unknown value type {vtype!r}")
 
 
-class _ValidatingSignal(Signal):
+class ImmediateSignal(Signal):
+    """A signal whose writes are done on return: ``set`` is ``put`` (which raises on a bad
+    value, before anything moves) and a finished status."""
+
+    def set(self, value, **kwargs):
+        self.put(value)
+        return finished_status(self)
+
+
+class _ValidatingSignal(ImmediateSignal):
     def __init__(self, *, vtype: str = "float", units: str | None = None,
                  limits: tuple[float, float] | None = None, length: int | None = None,
                  choices: Sequence[str] | None = None, read_only: bool = False,
@@ -139,11 +148,6 @@ class _ValidatingSignal(Signal):
         return validate_value(self.name, value, vtype=self._vtype, units=self._units,
                               limits=self._limits_cfg, length=self._length,
                               choices=self._choices)
-
-    def set(self, value, **kwargs):
-        # Writes are immediate on the backends we support; the status is done on return.
-        self.put(value)
-        return finished_status(self)
 
     def describe(self):
         value = self.get()

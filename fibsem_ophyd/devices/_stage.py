@@ -13,7 +13,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
-from ._signals import find_backend, finished_status, validate_value
+from ._signals import ImmediateSignal, find_backend, validate_value
 
 __all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS"]
 
@@ -91,7 +91,7 @@ class StageAxis(Device):
         pass
 
 
-class NamedPositions(Signal):
+class NamedPositions(ImmediateSignal):
     """Named stage positions, persisted to a YAML file in OpenFIBSEM's positions.yaml layout.
 
     ``get()`` returns ``{name: {x, y, z (m), r, t (deg)}}``. ``set({name: position})`` adds or
@@ -133,9 +133,6 @@ class NamedPositions(Signal):
         old, self._readback = self._readback, new
         self._run_subs(sub_type=self.SUB_VALUE, old_value=old, value=new, timestamp=time.time())
 
-    def set(self, value, **kwargs):
-        self.put(value)
-        return finished_status(self)
 
     def describe(self):
         return {self.name: {"source": "file:positions.yaml", "dtype": "object", "shape": []}}

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 from ophyd import Component as Cpt
-from ophyd import Device, Signal
+from ophyd import Device
 
 from ..storage import image_metadata, image_settings, write_tiff
 from ._detector import TIFF_TEMPLATE, tiff_series_docs
 from ._recorder import RecordSignal
-from ._signals import finished_status
+from ._signals import ImmediateSignal, finished_status
 
 __all__ = ["StoredImage", "make_stored_image"]
 
 
-class _ImageSignal(Signal):
+class _ImageSignal(ImmediateSignal):
     """A 2-D grey-level image; floats are rounded and clipped to uint8 (0..255)."""
 
     def put(self, value, **kwargs):
@@ -38,10 +38,6 @@ class _ImageSignal(Signal):
                 raise ValueError(f"{self.name}: the image holds NaN or inf pixels")
             arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
         super().put(np.ascontiguousarray(arr), **kwargs)
-
-    def set(self, value, **kwargs):
-        self.put(value)
-        return finished_status(self)
 
 
 class StoredImage(Device):
