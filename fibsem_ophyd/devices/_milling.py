@@ -105,6 +105,9 @@ class Milling(Device):
             _, status = self._held
             self._held = None
             self.resume()
+            if status.done and status.success:
+                # it finished while the run replayed up to here (and re-set the state)
+                self.state.put("done")
             return status
         self._held = None
         if self._active is not None and not self._active[1].done:

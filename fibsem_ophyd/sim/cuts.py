@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .materials import material_table
+from .milling import local_sputter_rate
 
 __all__ = ["BeamCut", "make_cut", "lamella_profile"]
 
@@ -102,8 +102,7 @@ def make_cut(sim, view, depth_at, bounds, current: float, voltage: float,
     centre = sim._surface_point("ion", view, float(a1), float(a2))
     if centre is None:
         raise ValueError("the milling pattern does not land on the sample")
-    _, mat = sim.scene.evaluate(np.array([centre[0]]), np.array([centre[1]]))
-    local_rate = float(material_table("sputter_rate")[int(mat[0])]) * 1e-9  # m^3/C
+    local_rate = local_sputter_rate(sim.scene, float(centre[0]), float(centre[1]))
     depth = (blurred / application_rate * local_rate).astype(np.float32)
     _, _, beam = view.sample_axes()
     return BeamCut(view=view, u0=u0, v0=v0, spacing=spacing, depth=depth,

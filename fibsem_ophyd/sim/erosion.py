@@ -20,8 +20,7 @@ import math
 
 import numpy as np
 
-from .materials import material_table
-from .milling import yamamura
+from .milling import local_sputter_rate, yamamura
 from .scene import HeightPatch
 
 __all__ = ["ImagingErosion", "FLUSH_DEPTH"]
@@ -74,8 +73,7 @@ class ImagingErosion:
         cv = np.array([v0, v0, v1, v1])
         q1, q2 = view.image_to_qperp(cu, cv)
         quad = (g @ np.stack([q1, q2])).T + g0
-        _, mat = sim.scene.evaluate(np.array([centre[0]]), np.array([centre[1]]))
-        rate = float(material_table("sputter_rate")[int(mat[0])]) * 1e-9  # m^3/C
+        rate = local_sputter_rate(sim.scene, float(centre[0]), float(centre[1]))
         cos_t = max(view.incidence_cos(), 1e-3)
         depth = current * duration / area * float(yamamura(np.array(cos_t))) * rate
         key = tuple(np.round(quad.ravel() / 100e-9).astype(int))

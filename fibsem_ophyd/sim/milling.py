@@ -26,7 +26,8 @@ import numpy as np
 from .materials import material_table
 from .scene import HeightPatch
 
-__all__ = ["mill_shapes", "yamamura", "UM3_PER_NC", "REDEPOSITION", "REDEPOSITION_WIDTH"]
+__all__ = ["mill_shapes", "yamamura", "local_sputter_rate", "UM3_PER_NC", "REDEPOSITION",
+           "REDEPOSITION_WIDTH"]
 
 #: 1 um^3/nC in m^3/C
 UM3_PER_NC = 1e-9
@@ -35,6 +36,12 @@ REDEPOSITION = 0.05
 #: how far (m, Gaussian sigma) redeposited material spreads from the milled footprint
 REDEPOSITION_WIDTH = 0.5e-6
 _F, _B = 1.41, 0.17
+
+
+def local_sputter_rate(scene, x: float, y: float) -> float:
+    """Volume per charge (m^3/C) of the scene's material at sample point (x, y)."""
+    _, mat = scene.evaluate(np.array([x]), np.array([y]))
+    return float(material_table("sputter_rate")[int(mat[0])]) * UM3_PER_NC
 
 
 def yamamura(cos_theta: np.ndarray) -> np.ndarray:
