@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     rng = np.random.default_rng(0)
     rng.standard_normal((1024, 1536), dtype=np.float32)
-    draw = _times(lambda: rng.standard_normal((1024, 1536), dtype=np.float32), n)
+    # the reference is cheap: more repeats make its best time (the denominator) stable
+    draw = _times(lambda: rng.standard_normal((1024, 1536), dtype=np.float32), max(50, n))
 
     sim = SimulatedMicroscope(seed=0)
     results: dict[str, float] = {"normal_draw_ms": 1e3 * min(draw)}
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         results[f"{beam}_cold_median_ms"] = 1e3 * statistics.median(cold)
 
     ref = results["normal_draw_ms"]
-    print(f"standard_normal((1024, 1536), float32): {ref:7.1f} ms (best of {n})")
+    print(f"standard_normal((1024, 1536), float32): {ref:7.1f} ms (best of {len(draw)})")
     for beam in ("electron", "ion"):
         w, wm = results[f"{beam}_warm_ms"], results[f"{beam}_warm_median_ms"]
         c, cm = results[f"{beam}_cold_ms"], results[f"{beam}_cold_median_ms"]
