@@ -550,10 +550,11 @@ class CatalogWriter:
         self._errors_seen = 0
         self._closed = False
         #: counters: documents processed, catalog flushes, items (rows + stream_datums)
-        #: flushed, wall time busy (s) and CPU time (s) of the background thread, and
-        #: seconds the RunEngine waited on back-pressure (``max_lag``)
+        #: flushed, wall time busy (s) and CPU time (s) of the background thread, its
+        #: longest single step (s: one document or one flush, i.e. the longest catalog
+        #: write), and seconds the RunEngine waited on back-pressure (``max_lag``)
         self.stats = {"documents": 0, "flushes": 0, "flushed_items": 0, "busy_s": 0.0,
-                      "cpu_s": 0.0, "throttled_s": 0.0}
+                      "cpu_s": 0.0, "longest_s": 0.0, "throttled_s": 0.0}
         self._thread = threading.Thread(
             target=self._run, name="fibsem-catalog-writer", daemon=True
         )
@@ -721,7 +722,9 @@ class CatalogWriter:
         try:
             return fn()
         finally:
-            self.stats["busy_s"] += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            self.stats["busy_s"] += dt
+            self.stats["longest_s"] = max(self.stats["longest_s"], dt)
             self.stats["cpu_s"] += time.thread_time() - c0
 
     def _flush_catalog(self) -> None:

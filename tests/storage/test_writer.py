@@ -285,9 +285,15 @@ def test_backpressure_keeps_the_catalog_within_max_lag(RE, det, catalog, data_di
 
 
 def test_live_reader_sees_each_frame_within_the_latency_bound(RE, det, catalog, data_dir):
-    """A reader polling the catalog during a run sees every frame at most latency plus
-    one catalog write after the RunEngine emitted it (generous margin for a busy CI)."""
+    """A reader polling the catalog during a run sees most frames while the run is still
+    going, each at most ``latency`` + two catalog writes (one in progress, then the flush
+    that carries the frame) + one take interval after the RunEngine emitted it, plus the
+    reader's own polling delay. The catalog write times are the writer's measured ones, so
+    the bound holds on a slow machine as on a fast one."""
+    from fibsem_ophyd.storage.writer import _TAKE_INTERVAL
+
     latency = 0.3
+    poll = 0.1  # a live viewer's refresh
     w = CatalogWriter(catalog, data_dir / "bk", latency=latency)
     RE.subscribe(w)
     emitted: dict[int, float] = {}
@@ -295,32 +301,36 @@ def test_live_reader_sees_each_frame_within_the_latency_bound(RE, det, catalog, 
     RE.subscribe(lambda name, doc: emitted.setdefault(doc["seq_num"], time.monotonic()),
                  "event")
     seen: dict[int, float] = {}
+    poll_times: list[float] = []
     done = threading.Event()
 
     def read_live():
         while not done.is_set():
             if uids:
+                t0 = time.monotonic()
                 n = _visible(catalog, uids[-1])
                 now = time.monotonic()
+                poll_times.append(now - t0)
                 for i in range(1, n + 1):
                     seen.setdefault(i, now)
-            time.sleep(0.02)
+            time.sleep(poll)
 
     reader = threading.Thread(target=read_live)
     reader.start()
     try:
-        RE(count([det], 12, delay=0.15))
+        RE(count([det], 24, delay=0.2))
     finally:
         done.set()
         reader.join()
     assert w.wait(timeout=60) == []
-    stop_time = catalog[uids[-1]].metadata["stop"]["time"]
-    assert len(emitted) == 12
-    live = [i for i in seen if seen[i] < emitted[12]]
-    assert len(live) >= 6  # most frames were readable while the run was still going
+    assert catalog[uids[-1]].metadata["stop"]["exit_status"] == "success"
+    assert len(emitted) == 24
+    live = [i for i in seen if seen[i] < emitted[24]]
+    assert len(live) >= 12, (live, w.stats)  # most frames readable while the run went on
+    bound = (latency + 2 * w.stats["longest_s"] + _TAKE_INTERVAL
+             + poll + 2 * max(poll_times) + 0.2)
     lags = [seen[i] - emitted[i] for i in live]
-    assert max(lags) < latency + 1.5, lags
-    assert stop_time > 0
+    assert max(lags) < bound, (lags, bound, w.stats)
     assert w.close(timeout=30)
 
 
