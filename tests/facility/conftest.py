@@ -39,6 +39,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.facility)
+            # one xdist worker runs all of them, in order: they share Redis and PostgreSQL
+            item.add_marker(pytest.mark.xdist_group("facility"))
 
 
 def pytest_configure(config):
