@@ -27,64 +27,24 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage as ndi
 
-from fibsem_ophyd.alignment import register
+from fibsem_ophyd.alignment import register, synthetic
+from fibsem_ophyd.alignment.synthetic import sample_texture
 
 SHAPE = (1024, 1536)  # rows, cols
-MARGIN = 64  # texture px around each view (> largest shift)
+MARGIN = synthetic.MARGIN  # texture px around each view (> largest shift)
 MAX_SHIFT = 30.0
 DOSES = (5, 50)  # mean counts/px
 TARGET_MS = 60.0
 TARGET_ERROR = {5: 0.2, 50: 0.05}
 
 
-# ---------------------------------------------------------------------------------------------
-# test images
-
-
-def _gaussian(shape: tuple[int, int], sigma: float) -> np.ndarray:
-    k2 = sfft.fftfreq(shape[0])[:, None] ** 2 + sfft.rfftfreq(shape[1])[None, :] ** 2
-    return np.exp(-2.0 * np.pi**2 * sigma**2 * k2)
-
-
-def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    return sfft.irfft2(sfft.rfft2(img, workers=-1) * _gaussian(img.shape, sigma), s=img.shape)
-
-
-def _noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    half = (shape[0], shape[1] // 2 + 1)
-    white = rng.standard_normal(half) + 1j * rng.standard_normal(half)
-    field = sfft.irfft2(white * _gaussian(shape, sigma), s=shape, workers=-1)
-    return (field - field.mean()) / field.std()
-
-
-def sample_texture(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Periodic sample-like image (grain, regions, particles, 0.7 px probe blur), mean 1."""
-    grain = 0.25 * _noise(shape, 1.5, rng) + 0.25 * _noise(shape, 8.0, rng)
-    regions = _blur((_noise(shape, 30.0, rng) > 0).astype(float), 1.0)
-    n = shape[0] * shape[1] // 9000
-    particles = np.zeros((shape[0], shape[1] // 2 + 1), dtype=complex)
-    for sigma in (2.0, 4.0, 7.0):
-        deltas = np.zeros(shape)
-        deltas[rng.integers(0, shape[0], n), rng.integers(0, shape[1], n)] = rng.uniform(1, 1.5, n)
-        particles += sfft.rfft2(deltas, workers=-1) * _gaussian(shape, sigma) * 2 * np.pi * sigma**2
-    img = 1.0 + grain + 0.5 * regions + sfft.irfft2(particles, s=shape, workers=-1)
-    img = _blur(np.clip(img, 0.05, None), 0.7)
-    return img / img.mean()
-
-
 def noisy_pair(
     big: np.ndarray, rng: np.random.Generator, counts: float
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """uint16 Poisson views and the true (dx, dy) in px, +x right, +y up."""
-    rows, cols = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)
-    ky = sfft.fftfreq(big.shape[0])[:, None]
-    kx = sfft.rfftfreq(big.shape[1])[None, :]
-    ramp = np.exp(-2j * np.pi * (ky * rows + kx * cols))
-    moved = sfft.irfft2(sfft.rfft2(big, workers=-1) * ramp, s=big.shape, workers=-1)
-    crop = (slice(MARGIN, MARGIN + SHAPE[0]), slice(MARGIN, MARGIN + SHAPE[1]))
-    ref = rng.poisson(counts * big[crop]).astype(np.uint16)
-    mov = rng.poisson(counts * np.clip(moved[crop], 0.0, None)).astype(np.uint16)
-    return ref, mov, cols, -rows
+    """uint16 Poisson views of ``big`` and the true (dx, dy) in px, +x right, +y up."""
+    ref, mov, dx, dy = synthetic.noisy_pair(rng, SHAPE, counts, big=big, max_shift=MAX_SHIFT,
+                                            margin=MARGIN)
+    return ref.astype(np.uint16), mov.astype(np.uint16), dx, dy
 
 
 # ---------------------------------------------------------------------------------------------

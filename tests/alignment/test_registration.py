@@ -1,15 +1,13 @@
 """Tests of ``fibsem_ophyd.alignment.registration`` on realistic, shot-noise-limited images.
 
-The image pairs are two views of one larger, periodic "sample-like" texture (fine and coarse
-grain, bright particles, region edges, a probe blur). The moving view is the texture shifted by a
-known sub-pixel amount in Fourier space (exact for a periodic, band-limited texture), so the true
-shift is known to machine precision; both views then get Poisson noise at a given mean dose.
+The image pairs come from ``fibsem_ophyd.alignment.synthetic``: two views of one larger,
+periodic "sample-like" texture, the moving one shifted by a known sub-pixel amount in Fourier
+space (exact for a periodic, band-limited texture), then Poisson noise at a given mean dose.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
 
 import numpy as np
 import pytest
@@ -17,80 +15,12 @@ import scipy.fft as sfft
 
 import fibsem_ophyd.alignment as alignment
 from fibsem_ophyd.alignment import Registration, RegistrationError, register
+from fibsem_ophyd.alignment.synthetic import MARGIN, noisy_pair, sample_texture
+from fibsem_ophyd.alignment.synthetic import periodic_blur as _blur
+from fibsem_ophyd.alignment.synthetic import shifted_views as views
 
 SMALL = (512, 768)  # rows, cols: the accuracy loops
 FULL = (1024, 1536)  # the OpenFIBSEM default frame, one check
-MARGIN = 64  # px of texture around each view: > the largest shift, FFT-friendly sizes
-
-
-@lru_cache(maxsize=32)
-def _gaussian(shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Transfer function of a periodic Gaussian blur of ``sigma`` px on the rfft2 grid."""
-    k2 = sfft.fftfreq(shape[0])[:, None] ** 2 + sfft.rfftfreq(shape[1])[None, :] ** 2
-    return np.exp(-2.0 * np.pi**2 * sigma**2 * k2)
-
-
-def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    return sfft.irfft2(sfft.rfft2(img, workers=-1) * _gaussian(img.shape, sigma), s=img.shape)
-
-
-def _noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Periodic Gaussian-filtered white noise, zero mean, unit variance."""
-    half = (shape[0], shape[1] // 2 + 1)
-    white = rng.standard_normal(half) + 1j * rng.standard_normal(half)
-    field = sfft.irfft2(white * _gaussian(shape, sigma), s=shape, workers=-1)
-    return (field - field.mean()) / field.std()
-
-
-def sample_texture(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Periodic, band-limited sample-like image: positive, mean 1 (relative yield).
-
-    Fine and coarse grain, regions with edges, bright particles of three sizes and a probe
-    blur of 0.7 px.
-    """
-    grain = 0.25 * _noise(shape, 1.5, rng) + 0.25 * _noise(shape, 8.0, rng)
-    regions = _blur((_noise(shape, 30.0, rng) > 0).astype(float), 1.0)
-    n = shape[0] * shape[1] // 9000
-    particles = np.zeros((shape[0], shape[1] // 2 + 1), dtype=complex)
-    for sigma in (2.0, 4.0, 7.0):
-        deltas = np.zeros(shape)
-        deltas[rng.integers(0, shape[0], n), rng.integers(0, shape[1], n)] = rng.uniform(1, 1.5, n)
-        particles += sfft.rfft2(deltas, workers=-1) * _gaussian(shape, sigma) * 2 * np.pi * sigma**2
-    img = 1.0 + grain + 0.5 * regions + sfft.irfft2(particles, s=shape, workers=-1)
-    img = _blur(np.clip(img, 0.05, None), 0.7)  # the probe blur keeps the texture band-limited
-    return img / img.mean()
-
-
-def views(
-    big: np.ndarray, shape: tuple[int, int], rows: float, cols: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """(reference, moving): ``moving`` shows the content moved by ``rows`` (down) and ``cols``."""
-    ramp = np.exp(
-        -2j
-        * np.pi
-        * (sfft.fftfreq(big.shape[0])[:, None] * rows + sfft.rfftfreq(big.shape[1])[None, :] * cols)
-    )
-    moved = sfft.irfft2(sfft.rfft2(big, workers=-1) * ramp, s=big.shape, workers=-1)
-    crop = (slice(MARGIN, MARGIN + shape[0]), slice(MARGIN, MARGIN + shape[1]))
-    return big[crop], np.clip(moved[crop], 0.0, None)
-
-
-def noisy_pair(
-    rng: np.random.Generator,
-    shape: tuple[int, int],
-    counts: float,
-    big: np.ndarray | None = None,
-    max_shift: float = 30.0,
-) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Poisson pair at ``counts`` mean counts/px and the true (dx, dy) in +x right, +y up.
-
-    The texture ``big`` (with ``MARGIN`` around the view) is drawn if not given.
-    """
-    if big is None:
-        big = sample_texture((shape[0] + 2 * MARGIN, shape[1] + 2 * MARGIN), rng)
-    rows, cols = rng.uniform(-max_shift, max_shift, 2)
-    ref, mov = views(big, shape, rows, cols)
-    return rng.poisson(counts * ref), rng.poisson(counts * mov), cols, -rows
 
 
 def error_px(res: Registration, dx: float, dy: float) -> float:
