@@ -25,7 +25,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from tests.facility.conftest import (  # noqa: E402
     SMALL_CONFIG,
     QueueServer,
     TiledPostgresServer,
+    sampling_rss,
     wait_for,
 )
 
@@ -77,25 +77,11 @@ def memory_and_completeness(qs, server, n: int) -> dict:
     RM = qs.api
     run_queue(RM, BPlan("acquire_series", "sem", num=5))  # warm: caches, tables, clients
     worker = qs.worker_process()
-    baseline = worker.memory_info().rss
-    samples = []
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            samples.append(worker.memory_info().rss)
-            stop.wait(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     t0 = time.perf_counter()
-    try:
+    with sampling_rss(worker) as samples:
         result = run_queue(RM, BPlan("acquire_series", "sem", num=n, md={"bench": "rss"}))
-    finally:
-        elapsed = time.perf_counter() - t0
-        stop.set()
-        sampler.join()
-    end = worker.memory_info().rss
+    elapsed = time.perf_counter() - t0
+    baseline, end = samples[0], samples[-1]
     assert result["exit_status"] == "completed", result
     (uid,) = result["run_uids"]
 

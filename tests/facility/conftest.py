@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -135,6 +136,30 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
             tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
             raise TimeoutError(f"{what}: not ready within {timeout} s\n{tail}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def sampling_rss(process, period: float = 0.1):
+    """Sample ``process``'s resident memory every ``period`` s while the body runs.
+
+    Yields the list of samples (bytes): its first entry is taken before the body, its last
+    after it (``process`` is a ``psutil.Process``).
+    """
+    samples = [process.memory_info().rss]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(period):
+            samples.append(process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        sampler.join()
+        samples.append(process.memory_info().rss)
 
 
 # --------------------------------------------------------------------------- queue server

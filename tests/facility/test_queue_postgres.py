@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import numpy as np
@@ -20,7 +19,7 @@ from bluesky_queueserver_api import BPlan
 
 from fibsem_ophyd.storage import iter_backup, load_images, read_tiff, recover_run
 
-from .conftest import QueueServer, wait_for
+from .conftest import QueueServer, sampling_rss, wait_for
 
 #: the RE Worker's RSS may grow at most this much over a series (bytes)
 RSS_GROWTH_LIMIT = 200e6
@@ -126,23 +125,9 @@ def test_series_memory_and_no_missing_frames(qs_pg, served_postgres):
     RM = qs_pg.api
     _run_queue(RM, BPlan("acquire_series", "sem", num=5))  # warm: caches, tables, clients
     worker = qs_pg.worker_process()
-    baseline = worker.memory_info().rss
-    samples = []
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            samples.append(worker.memory_info().rss)
-            stop.wait(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with sampling_rss(worker, period=0.05) as samples:
         (item,) = _run_queue(RM, BPlan("acquire_series", "sem", num=60, md={"sample": "mem"}))
-    finally:
-        stop.set()
-        sampler.join()
-    samples.append(worker.memory_info().rss)
+    baseline = samples[0]
     growth = max(samples) - baseline
     assert len(samples) > 3
     assert growth <= RSS_GROWTH_LIMIT, f"RE Worker RSS grew {growth / 1e6:.0f} MB"
