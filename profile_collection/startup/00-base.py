@@ -11,6 +11,9 @@ Environment variables (all optional):
   (default ``./fibsem_data``).
 - ``FIBSEM_OPHYD_TILED_URI`` / ``FIBSEM_OPHYD_TILED_API_KEY``: write runs to a Tiled server
   instead of the embedded catalog.
+- ``FIBSEM_OPHYD_SERVE``: ``1`` serves the embedded catalog from a child process
+  (``setup_session(serve=True)``: a few seconds more to start, plans that store many runs
+  run up to ~40 % faster); ``0`` (default) keeps it in this process.
 - ``FIBSEM_OPHYD_SEED``: simulator seed (default 0).
 - ``FIBSEM_OPHYD_ZMQ_ADDRESS``: publish every document to a ``bluesky-0MQ-proxy`` input
   (``host:port``).
@@ -53,6 +56,13 @@ if not HAS_DISPLAY:
 
     matplotlib.use("Agg")
 
+def _flag(name: str) -> bool:
+    value = (os.environ.get(name) or "0").strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        raise ValueError(f"{name}={os.environ[name]!r}: expected 0/1 (or true/false, yes/no)")
+    return value in ("1", "true", "yes")
+
+
 FIBSEM_ENV = {
     "backend": os.environ.get("FIBSEM_OPHYD_BACKEND") or "sim",
     "config": os.environ.get("FIBSEM_OPHYD_CONFIG") or None,
@@ -61,6 +71,7 @@ FIBSEM_ENV = {
     "api_key": os.environ.get("FIBSEM_OPHYD_TILED_API_KEY") or None,
     "seed": int(os.environ.get("FIBSEM_OPHYD_SEED") or 0),
     "zmq_address": os.environ.get("FIBSEM_OPHYD_ZMQ_ADDRESS") or None,
+    "serve": _flag("FIBSEM_OPHYD_SERVE"),
 }
 
 logging.getLogger("fibsem_ophyd").setLevel(logging.INFO)

@@ -26,6 +26,7 @@ session = setup_session(
     seed=FIBSEM_ENV["seed"],  # noqa: F821
     tiled_uri=FIBSEM_ENV["tiled_uri"],  # noqa: F821
     api_key=FIBSEM_ENV["api_key"],  # noqa: F821
+    serve=FIBSEM_ENV["serve"] and not FIBSEM_ENV["tiled_uri"],  # noqa: F821
 )
 atexit.register(session.close)
 

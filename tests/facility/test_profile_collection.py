@@ -40,6 +40,34 @@ def test_take_reference_images_from_ipython(tmp_path, small_config):
     assert sem.metadata != fib.metadata
 
 
+def test_served_embedded_catalog_from_env(tmp_path, small_config):
+    """FIBSEM_OPHYD_SERVE=1: the embedded catalog is served from a child process, which
+    stops with the session; the runs are in the data directory's catalog afterwards. A
+    value that is not a flag is refused by name."""
+    env = facility_env(tmp_path, small_config, FIBSEM_OPHYD_SERVE="1")
+    code = "; ".join([
+        "print('SERVER', type(session.extras.get('catalog_server')).__name__)",
+        "print('SERVER_PID', session.extras['catalog_server'].process.pid)",
+        "RE(take_reference_images(microscope))",
+    ])
+    proc = run_ipython(code, env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    assert "SERVER CatalogServer" in out, out
+    pid = int(out.split("SERVER_PID ")[1].split()[0])
+    catalog = open_catalog(tmp_path)
+    (uid,) = list(catalog)
+    assert catalog[uid].stop["exit_status"] == "success"
+    assert len(load_images(catalog[uid], "electron")) == 1
+    import psutil
+
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    bad = run_ipython("print('STARTED')", facility_env(tmp_path / "b", small_config,
+                                                       FIBSEM_OPHYD_SERVE="maybe"))
+    assert "FIBSEM_OPHYD_SERVE='maybe'" in bad.stdout + bad.stderr, bad.stdout + bad.stderr
+
+
 def test_namespace_and_tiled_server_from_env(tiled_postgres, small_config):
     """Everything the issue lists is in the namespace; FIBSEM_OPHYD_TILED_* select the server."""
     code = "; ".join([
