@@ -56,6 +56,7 @@ if not HAS_DISPLAY:
 
     matplotlib.use("Agg")
 
+
 def _flag(name: str) -> bool:
     value = (os.environ.get(name) or "0").strip().lower()
     if value not in ("0", "1", "true", "false", "yes", "no"):
