@@ -944,6 +944,68 @@ class Scene:
                 np.maximum.reduceat(np.concatenate(cs)[order], first))
 
     @staticmethod
+    def _apply_patch_separable(patch: HeightPatch, grid: RasterGrid, h: np.ndarray,
+                               mat: np.ndarray, ii: np.ndarray, jj: np.ndarray):
+        """:meth:`_apply_patch_points` on an axis-aligned grid, where the patch coordinate
+        ``a`` depends on one grid index and ``b`` on the other: the bilinear weights are
+        per-row and per-column vectors and the patch covers a rectangle of nodes, so the
+        interpolation is two 1-D passes over that rectangle instead of a per-node gather.
+        Returns ``((row0, row1, col0, col1), changed)``: the rectangle of nodes the patch
+        covers and the mask of those whose material changed (``(None, None)`` if it covers
+        none), or ``None`` for a rotated grid (the caller then takes the per-node path)."""
+        (dix, diy), (djx, djy) = grid.di, grid.dj
+        tol = 1e-9 * (math.hypot(dix, diy) + math.hypot(djx, djy))
+        s = patch.spacing
+        ox, oy = grid.origin
+        if abs(diy) <= tol and abs(djx) <= tol:      # a along columns, b along rows
+            fa = (ox + ii * dix - patch.x0) / s
+            fb = (oy + jj * djy - patch.y0) / s
+            swap = False
+        elif abs(dix) <= tol and abs(djy) <= tol:    # a along rows, b along columns
+            fa = (ox + jj * djx - patch.x0) / s
+            fb = (oy + ii * diy - patch.y0) / s
+            swap = True
+        else:
+            return None
+        ny, nx = patch.dh.shape
+        in_a = np.flatnonzero((fa >= 0) & (fa <= nx - 1))
+        in_b = np.flatnonzero((fb >= 0) & (fb <= ny - 1))
+        if in_a.size == 0 or in_b.size == 0:
+            return None, None
+        # fa, fb are monotonic in the index: the inside nodes are one contiguous run each
+        a = fa[in_a[0]:in_a[-1] + 1]
+        b = fb[in_b[0]:in_b[-1] + 1]
+        a0 = np.minimum(np.floor(a).astype(np.intp), nx - 2)
+        b0 = np.minimum(np.floor(b).astype(np.intp), ny - 2)
+        ta = (a - a0).astype(np.float32)
+        tb = (b - b0).astype(np.float32)[:, None]
+        lo, hi = int(b0.min()), int(b0.max()) + 2
+        d = patch.dh[lo:hi]
+        da = d[:, a0] * (1 - ta) + d[:, a0 + 1] * ta                 # (rows of d, len(a))
+        v = da[b0 - lo] * (1 - tb) + da[b0 + 1 - lo] * tb          # (len(b), len(a))
+        if swap:      # rows of the block follow a, columns follow b
+            rows = slice(jj[0] + in_a[0], jj[0] + in_a[-1] + 1)
+            cols = slice(ii[0] + in_b[0], ii[0] + in_b[-1] + 1)
+            v = v.T
+        else:
+            rows = slice(jj[0] + in_b[0], jj[0] + in_b[-1] + 1)
+            cols = slice(ii[0] + in_a[0], ii[0] + in_a[-1] + 1)
+        h[rows, cols] += v
+        rect = (rows.start, rows.stop, cols.start, cols.stop)
+        if patch.material is None:
+            return rect, np.zeros(v.shape, dtype=bool)
+        ra = np.rint(a).astype(np.intp)
+        rb = np.rint(b).astype(np.intp)
+        m = patch.material[rb][:, ra]
+        if swap:
+            m = m.T
+        old = mat[rows, cols]
+        new = np.where(m != 255, m, old)
+        changed = new != old
+        mat[rows, cols] = new
+        return rect, changed
+
+    @staticmethod
     def _apply_patch_grid(patch: HeightPatch, grid: RasterGrid, h: np.ndarray, mat: np.ndarray,
                           layers: list | None = None, maps: list | None = None):
         """Apply a patch to a raster: height, material (zeroing the layers' coverage where
@@ -960,14 +1022,23 @@ class Scene:
             return
         ii = np.arange(i0, i1)
         jj = np.arange(j0, j1)
-        x = grid.origin[0] + ii[None, :] * grid.di[0] + jj[:, None] * grid.dj[0]
-        y = grid.origin[1] + ii[None, :] * grid.di[1] + jj[:, None] * grid.dj[1]
-        hb = h[j0:j1, i0:i1].astype(np.float64)
-        mb = mat[j0:j1, i0:i1]
-        hn, mn = Scene._apply_patch_points(patch, x.ravel(), y.ravel(), hb.ravel(), mb.ravel())
-        h[j0:j1, i0:i1] = hn.reshape(hb.shape)
-        changed = mn.reshape(mb.shape) != mb
-        mat[j0:j1, i0:i1] = mn.reshape(mb.shape)
+        sep = Scene._apply_patch_separable(patch, grid, h, mat, ii, jj)
+        if sep is not None:
+            if sep[0] is None:
+                return
+            (j0, j1, i0, i1), changed = sep
+        else:
+            x = grid.origin[0] + ii[None, :] * grid.di[0] + jj[:, None] * grid.dj[0]
+            y = grid.origin[1] + ii[None, :] * grid.di[1] + jj[:, None] * grid.dj[1]
+            hb = h[j0:j1, i0:i1].astype(np.float64)
+            mb = mat[j0:j1, i0:i1]
+            hn, mn = Scene._apply_patch_points(patch, x.ravel(), y.ravel(), hb.ravel(),
+                                               mb.ravel())
+            h[j0:j1, i0:i1] = hn.reshape(hb.shape)
+            changed = mn.reshape(mb.shape) != mb
+            mat[j0:j1, i0:i1] = mn.reshape(mb.shape)
+        if not changed.any():
+            return
         for m, t in maps or ():
             m[j0:j1, i0:i1][changed] = t.take(mat[j0:j1, i0:i1][changed])
         for _, c in layers or ():

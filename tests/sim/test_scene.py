@@ -117,3 +117,40 @@ def test_enough_structure_to_register_at_every_scale(hfw):
     reg = register(a, b)
     assert reg.score > 0.3
     assert reg.dx == pytest.approx(25.3, abs=0.3) and reg.dy == pytest.approx(-20.6, abs=0.3)
+
+
+@pytest.mark.parametrize("grid", [
+    # x along columns, y along rows (the renderer's usual block), overlapping the patch edge
+    RasterGrid((-5.3e-6, 4.1e-6), (3.1e-8, 0.0), (0.0, -2.9e-8), 260, 210),
+    # x along rows, y along columns (the transposed raster of a view with parallax)
+    RasterGrid((-2.2e-6, -6.0e-6), (0.0, 4.3e-8), (3.7e-8, 0.0), 240, 150),
+    # a grid finer than the patch's nodes, rows going up
+    RasterGrid((0.5e-6, -1.0e-6), (1.1e-8, 0.0), (0.0, 1.3e-8), 300, 180),
+])
+def test_patch_on_an_axis_aligned_grid_matches_the_per_node_interpolation(grid):
+    """The separable (per-row, per-column) bilinear path of a height/material patch gives the
+    heights and materials of the per-node path at every node (float32 rounding only)."""
+    rng = np.random.default_rng(3)
+    ny, nx = 110, 95
+    material = np.full((ny, nx), 255, np.uint8)
+    material[20:70, 15:60] = 1
+    material[40:50, 5:30] = 3
+    patch = HeightPatch(x0=-3e-6, y0=-4e-6, spacing=7e-8,
+                        dh=rng.normal(0.0, 2e-7, (ny, nx)), material=material)
+    h0 = rng.normal(0.0, 1e-7, (grid.nj, grid.ni)).astype(np.float32)
+    m0 = rng.integers(0, 3, (grid.nj, grid.ni)).astype(np.uint8)
+
+    h_fast, m_fast = h0.copy(), m0.copy()
+    Scene._apply_patch_grid(patch, grid, h_fast, m_fast)
+    # the per-node reference at every node of the grid
+    jj, ii = np.mgrid[0:grid.nj, 0:grid.ni]
+    x = grid.origin[0] + ii * grid.di[0] + jj * grid.dj[0]
+    y = grid.origin[1] + ii * grid.di[1] + jj * grid.dj[1]
+    h_ref, m_ref = Scene._apply_patch_points(patch, x.ravel(), y.ravel(),
+                                             h0.astype(np.float64).ravel(), m0.ravel())
+    touched = h_ref.reshape(h0.shape) != h0
+    assert touched.sum() > 1000  # the patch covers part of the grid ...
+    assert (~touched).sum() > 1000  # ... and not all of it
+    np.testing.assert_allclose(h_fast, h_ref.reshape(h0.shape), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(m_fast, m_ref.reshape(m0.shape))
+    assert (m_fast != m0).sum() > 100  # materials were replaced where the patch says so
