@@ -804,18 +804,11 @@ class Scene:
         every profile is zero.
         """
         ni, nj = grid.ni, grid.nj
-        outs = [np.zeros((nj, ni), dtype=np.float32) for _ in profiles]
-        jac = grid.jacobian()
-        jinv = np.linalg.inv(jac)
-        rel = np.stack([objs.x - grid.origin[0], objs.y - grid.origin[1]])
-        ic, jc = jinv @ rel
-        ext_i = objs.radius * math.hypot(*jinv[0]) + 1.0
-        ext_j = objs.radius * math.hypot(*jinv[1]) + 1.0
-        vis = ((ic + ext_i >= 0) & (ic - ext_i <= ni - 1)
-               & (jc + ext_j >= 0) & (jc - ext_j <= nj - 1))
-        idx = np.nonzero(vis)[0]
-        if idx.size == 0:
+        visible = self._visible_objects(grid, objs)
+        if visible is None:
             return None
+        ic, jc, ext_i, ext_j, idx = visible
+        outs = [np.zeros((nj, ni), dtype=np.float32) for _ in profiles]
         if extent is not None:
             extent[:] = [max(0, int(math.floor((ic[idx] - ext_i[idx]).min())) - 1),
                          min(ni, int(math.ceil((ic[idx] + ext_i[idx]).max())) + 2),
@@ -867,6 +860,21 @@ class Scene:
                 np.maximum.at(out.reshape(-1), flat, v[ok].astype(np.float32))
         return outs
 
+    @staticmethod
+    def _visible_objects(grid: RasterGrid, objs: SceneObjects):
+        """Round objects in grid nodes: centres ``(ic, jc)`` (fractional node indices), half
+        extents ``(ext_i, ext_j)`` (radius plus one node, per axis) and the indices of those
+        whose extent meets the grid; ``None`` if none does."""
+        jinv = np.linalg.inv(grid.jacobian())
+        rel = np.stack([objs.x - grid.origin[0], objs.y - grid.origin[1]])
+        ic, jc = jinv @ rel
+        ext_i = objs.radius * math.hypot(*jinv[0]) + 1.0
+        ext_j = objs.radius * math.hypot(*jinv[1]) + 1.0
+        vis = ((ic + ext_i >= 0) & (ic - ext_i <= grid.ni - 1)
+               & (jc + ext_j >= 0) & (jc - ext_j <= grid.nj - 1))
+        idx = np.nonzero(vis)[0]
+        return None if idx.size == 0 else (ic, jc, ext_i, ext_j, idx)
+
     def _particle_stamps(self, grid: RasterGrid, objs: SceneObjects, node: float):
         """Height (spherical caps, :meth:`_particle_profile`) and anti-aliased coverage (a
         one-node linear ramp centred on the rim, ``node`` = node size, m) of a particle
@@ -877,16 +885,10 @@ class Scene:
         """
         ni, nj = grid.ni, grid.nj
         f32 = np.float32
-        jinv = np.linalg.inv(grid.jacobian())
-        rel = np.stack([objs.x - grid.origin[0], objs.y - grid.origin[1]])
-        ic, jc = jinv @ rel
-        ext_i = objs.radius * math.hypot(*jinv[0]) + 1.0
-        ext_j = objs.radius * math.hypot(*jinv[1]) + 1.0
-        vis = ((ic + ext_i >= 0) & (ic - ext_i <= ni - 1)
-               & (jc + ext_j >= 0) & (jc - ext_j <= nj - 1))
-        idx = np.nonzero(vis)[0]
-        if idx.size == 0:
+        visible = self._visible_objects(grid, objs)
+        if visible is None:
             return None
+        ic, jc, ext_i, ext_j, idx = visible
         ei = np.ceil(ext_i[idx]).astype(np.int64)
         ej = np.ceil(ext_j[idx]).astype(np.int64)
         di, dj = np.array(grid.di), np.array(grid.dj)
