@@ -150,8 +150,7 @@ def kill_and_recover(qs, server, n: int, delay: float = 0.0) -> dict:
     RM.wait_for_idle(timeout=120)
     requeued = [q["name"] for q in RM.queue_get()["items"]]
     RM.queue_clear()
-    RM.environment_open()
-    RM.wait_for_idle(timeout=300)
+    qs.open_environment(timeout=300)
     result = run_queue(RM, BPlan("acquire_image", "sem"))
     t_back = time.perf_counter() - t_kill
     history = RM.history_get()["items"][n_hist:]
@@ -184,9 +183,8 @@ def main(n: int = 500, small: bool = False) -> None:
             qs = QueueServer(tmp, server.data_dir, config,
                              FIBSEM_OPHYD_TILED_URI=server.uri,
                              FIBSEM_OPHYD_TILED_API_KEY=server.api_key)
-            RM = qs.connect()
-            RM.environment_open()
-            RM.wait_for_idle(timeout=300)
+            qs.connect()
+            qs.open_environment(timeout=300)
             size = "384x256" if small else "1536x1024"
             print(f"queue server -> fibsem-ophyd serve (PostgreSQL catalog), {size} frames")
 

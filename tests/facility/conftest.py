@@ -213,6 +213,19 @@ class QueueServer:
         self._manager_pids = {root.pid, *(c.pid for c in root.children(recursive=True))}
         return self.api
 
+    def open_environment(self, timeout: float = 120.0, user_group: str | None = None,
+                         user: str | None = None):
+        """Open the RE Worker environment (as ``user`` of ``user_group`` when given) and wait
+        until the manager is idle again; returns the API."""
+        RM = self.api
+        if user_group is not None:
+            RM.user_group = user_group
+        if user is not None:
+            RM.user = user
+        RM.environment_open()
+        RM.wait_for_idle(timeout=timeout)
+        return RM
+
     def worker_process(self):
         """The RE Worker (``psutil.Process``): the process ``environment_open`` started."""
         import psutil

@@ -36,9 +36,8 @@ def qs_pg(served_postgres, tmp_path_factory, redis_available_module):
                      FIBSEM_OPHYD_TILED_URI=served_postgres.uri,
                      FIBSEM_OPHYD_TILED_API_KEY=served_postgres.api_key)
     try:
-        RM = qs.connect()
-        RM.environment_open()
-        RM.wait_for_idle(timeout=120)
+        qs.connect()
+        RM = qs.open_environment()
         assert RM.status(reload=True)["worker_environment_exists"], qs.log.read_text()[-3000:]
         yield qs
     finally:
@@ -203,8 +202,7 @@ def test_worker_killed_mid_run_keeps_images_and_queue_recovers(qs_pg, served_pos
     assert queue[0]["kwargs"]["md"] == {"sample": "killed"}
 
     # A new environment runs the interrupted plan again and a new one after it.
-    RM.environment_open()
-    RM.wait_for_idle(timeout=120)
+    qs_pg.open_environment()
     assert RM.status(reload=True)["worker_environment_exists"]
     assert qs_pg.worker_process().pid != worker.pid
     RM.item_add(BPlan("acquire_image", "fib", hfw=50e-6, md={"sample": "after-kill"}))

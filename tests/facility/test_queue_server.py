@@ -11,11 +11,7 @@ from .conftest import delete_redis_keys
 
 
 def test_queue_take_reference_images(queue_server):
-    RM = queue_server.api
-    RM.user_group = "primary"
-    RM.user = "test-primary"
-    RM.environment_open()
-    RM.wait_for_idle(timeout=120)
+    RM = queue_server.open_environment(user_group="primary", user="test-primary")
     status = RM.status(reload=True)
     assert status["worker_environment_exists"], queue_server.log.read_text()[-3000:]
 

@@ -12,11 +12,7 @@ from fibsem_ophyd.storage import open_catalog
 
 
 def test_supervised_mill_pauses_and_resumes(queue_server):
-    RM = queue_server.api
-    RM.user_group = "primary"
-    RM.user = "test-primary"
-    RM.environment_open()
-    RM.wait_for_idle(timeout=120)
+    RM = queue_server.open_environment(user_group="primary", user="test-primary")
     box = {"name": "box", "milling": {"milling_current": 1e-9, "hfw": 80e-6, "material": "ice"},
            "pattern": {"name": "Rectangle", "width": 3e-6, "height": 2e-6, "depth": 0.3e-6}}
     RM.item_add(BPlan("mill_stages", "microscope", stages=[box], supervised=True,
