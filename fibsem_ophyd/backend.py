@@ -29,10 +29,16 @@ contrast           float, 0..1               detector gain
 =================  ========================  =========================================
 
 Chamber keys (``beam=None``): ``vacuum_state`` (str: "pumped", "vented"), ``pressure`` (Pa).
+
+Gas injection and sputter coater keys (``beam=None``): ``gis_position`` (str: "retracted" or
+an insert position, e.g. "cryo", "electron_default"; writing it inserts or retracts the
+needle), ``gis_gas`` (str, e.g. "Pt cryo"), ``sputter_current`` (A). ``available_values``
+lists the positions and gases.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -42,6 +48,10 @@ __all__ = [
     "BEAM_KEYS",
     "DETECTOR_KEYS",
     "CHAMBER_KEYS",
+    "GIS_KEYS",
+    "SPUTTER_CURRENT_LIMITS",
+    "MAX_DEPOSITION_TIME",
+    "check_deposition_time",
     "STAGE_AXES",
     "IMAGE_SETTING_KEYS",
     "BackendError",
@@ -54,11 +64,25 @@ BEAM_KEYS = (
 )
 DETECTOR_KEYS = ("detector_type", "detector_mode", "brightness", "contrast")
 CHAMBER_KEYS = ("vacuum_state", "pressure")
+GIS_KEYS = ("gis_position", "gis_gas", "sputter_current")
+#: sputter coater current range, A (an integrated coater runs at a few mA)
+SPUTTER_CURRENT_LIMITS = (1e-3, 30e-3)
+#: longest GIS valve opening or sputter run accepted in one call, s
+MAX_DEPOSITION_TIME = 600.0
 #: keys of the ``settings`` mapping accepted by :meth:`MicroscopeBackend.acquire_image`
 IMAGE_SETTING_KEYS = (
     "resolution", "dwell_time", "hfw", "reduced_area", "line_integration",
     "frame_integration", "autocontrast",
 )
+
+
+def check_deposition_time(name: str, seconds: Any) -> float:
+    """A valve or sputter time in seconds, in (0, MAX_DEPOSITION_TIME]; ValueError naming it."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.number)) \
+            or not math.isfinite(float(seconds)) or not 0 < float(seconds) <= MAX_DEPOSITION_TIME:
+        raise ValueError(f"{name} must be a time in (0, {MAX_DEPOSITION_TIME:g}] s, "
+                         f"got {seconds!r}")
+    return float(seconds)
 
 
 class BackendError(RuntimeError):
@@ -102,6 +126,15 @@ class MicroscopeBackend(Protocol):
         each with its depth) at ``current`` A; ``application_file`` names the material the
         depths are calibrated for. Blocks until done; calls ``progress(fraction)`` along the
         way (an exception raised there aborts). Returns the beam time, s."""
+
+    def gis_deposit(self, duration: float) -> float:
+        """Open the gas injection valve for ``duration`` s (the needle inserted at
+        ``gis_position``, gas ``gis_gas``: cryo deposition, no beam). Blocks; returns the valve
+        time, s. ``BackendError`` if the needle is retracted or the chamber not pumped."""
+
+    def sputter_coat(self, duration: float) -> float:
+        """Sputter-coat the sample for ``duration`` s at ``sputter_current``. Blocks; returns
+        the time taken including the coater's gas cycle, s."""
 
     def pump(self) -> None:
         """Pump the chamber to high vacuum."""

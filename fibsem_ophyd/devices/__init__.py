@@ -2,6 +2,7 @@
 
 from ._beam import Beam, Chamber
 from ._detector import TIFF_TEMPLATE, ImagingDetector
+from ._gis import GasInjection, SputterCoater
 from ._microscope import FibsemMicroscope, make_microscope
 from ._milling import Milling, MillingAborted
 from ._recorder import RecordSignal, make_recorder
@@ -10,6 +11,8 @@ from ._stage import AXES, NamedPositions, Stage, StageAxis, load_positions, save
 from ._stored_image import StoredImage, make_stored_image
 
 __all__ = [
+    "GasInjection",
+    "SputterCoater",
     "AXES",
     "BackendSignal",
     "Beam",

@@ -1,4 +1,5 @@
-"""The top-level microscope device: stage, both beams, their detectors and the chamber."""
+"""The top-level microscope device: stage, both beams, their detectors, the chamber, milling,
+gas injection and sputter coating."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..storage import batch_state, system_info
 from ..storage import microscope_state as _state_metadata
 from ._beam import Beam, Chamber
 from ._detector import ImagingDetector
+from ._gis import GasInjection, SputterCoater
 from ._milling import Milling
 from ._reference import BatchStateSignal, load_run_frame
 from ._stage import AXES, Stage
@@ -26,7 +28,7 @@ class FibsemMicroscope(Device):
     """A dual-beam FIB-SEM. Build it with :func:`make_microscope` (it needs a backend).
 
     Children: ``stage``, ``electron_beam``, ``ion_beam``, ``sem``, ``fib``, ``chamber``,
-    ``milling``.
+    ``milling``, ``gis`` (gas injection), ``sputter_coater``.
     ``stage`` is the name microscopists use, but ophyd reserves it for the staging verb, so
     the stage is attached as an attribute rather than a component; it is callable, and
     ``microscope.stage()`` still stages the microscope as the bluesky interface requires.
@@ -38,6 +40,8 @@ class FibsemMicroscope(Device):
     fib = Cpt(ImagingDetector, beam="ion")
     chamber = Cpt(Chamber)
     milling = Cpt(Milling)
+    gis = Cpt(GasInjection)
+    sputter_coater = Cpt(SputterCoater)
     #: the stored state of a lamella batch (see :class:`BatchStateSignal`)
     batch_state = Cpt(BatchStateSignal, value=None, kind="omitted")
 

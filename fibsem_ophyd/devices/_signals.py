@@ -173,6 +173,10 @@ class BackendSignal(_ValidatingSignal):
     def __init__(self, *, key: str, beam: str | None = None, **kwargs):
         self._key = key
         self._beam = beam
+        # choices="backend": the allowed values are the backend's available_values(key)
+        self._choices_from_backend = kwargs.get("choices") == "backend"
+        if self._choices_from_backend:
+            kwargs["choices"] = None
         kwargs.setdefault("limits_key", key)
         super().__init__(**kwargs)
         # Signals of a beam or detector take the beam name from their parent.
@@ -182,6 +186,19 @@ class BackendSignal(_ValidatingSignal):
 
     def _source(self) -> str:
         return f"backend:{self._beam or 'chamber'}:{self._key}"
+
+    def _load_choices(self) -> None:
+        if self._choices_from_backend and self._choices is None:
+            values = find_backend(self).available_values(self._key, self._beam)
+            self._choices = tuple(values)
+
+    def check_value(self, value: Any) -> Any:
+        self._load_choices()
+        return super().check_value(value)
+
+    def describe(self):
+        self._load_choices()
+        return super().describe()
 
     def get(self, **kwargs):
         value = find_backend(self).get(self._key, self._beam)

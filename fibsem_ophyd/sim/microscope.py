@@ -34,6 +34,7 @@ from ..backend import (
     BEAM_KEYS,
     CHAMBER_KEYS,
     DETECTOR_KEYS,
+    GIS_KEYS,
     IMAGE_SETTING_KEYS,
     STAGE_AXES,
     BackendError,
@@ -43,6 +44,7 @@ from ..geometry import ELECTRON, ION, rx
 from ..milling import sputter_rate
 from .clock import CURRENT_CHANGE, PUMP_TIME, VENT_TIME, VOLTAGE_CHANGE, SimClock
 from .cuts import BeamCut, make_cut
+from .deposition import GisModel
 from .detector import (
     ELEMENTARY_CHARGE,
     NoiseSource,
@@ -206,6 +208,8 @@ class SimulatedMicroscope:
         self.cuts: list[BeamCut] = []
         #: erosion of the fields the ion beam imaged (:mod:`fibsem_ophyd.sim.erosion`)
         self.erosion = ImagingErosion()
+        #: gas injection system and sputter coater (:mod:`fibsem_ophyd.sim.deposition`)
+        self.gis = GisModel(self, sim)
         self.truth = Truth(self)
 
     @staticmethod
@@ -267,9 +271,12 @@ class SimulatedMicroscope:
                 return self._vacuum
             if key == "pressure":
                 return self._pressure
+            if key in GIS_KEYS:
+                return self.gis.get(key)
             if key in BEAM_KEYS or key in DETECTOR_KEYS:
                 raise ValueError(f"{key!r} is a beam setting: pass beam='electron' or 'ion'")
-            raise ValueError(f"unknown chamber key {key!r}; expected one of {list(CHAMBER_KEYS)}")
+            raise ValueError(f"unknown chamber key {key!r}; expected one of "
+                             f"{list(CHAMBER_KEYS + GIS_KEYS)}")
         beam = self._check_beam(beam)
         if key == "column_tilt":
             return float(self.config.data[beam]["column_tilt"])
@@ -294,9 +301,12 @@ class SimulatedMicroscope:
                 return
             if key == "pressure":
                 raise ValueError("pressure is read-only")
+            if key in GIS_KEYS:
+                return self.gis.set(key, value)
             if key in BEAM_KEYS or key in DETECTOR_KEYS:
                 raise ValueError(f"{key!r} is a beam setting: pass beam='electron' or 'ion'")
-            raise ValueError(f"unknown chamber key {key!r}; expected one of {list(CHAMBER_KEYS)}")
+            raise ValueError(f"unknown chamber key {key!r}; expected one of "
+                             f"{list(CHAMBER_KEYS + GIS_KEYS)}")
         beam = self._check_beam(beam)
         name = f"{beam}.{key}"
         st = self._beams[beam]
@@ -341,7 +351,7 @@ class SimulatedMicroscope:
         if beam is None:
             if key == "vacuum_state":
                 return ["pumped", "vented"]
-            raise ValueError(f"no enumerated chamber key {key!r}")
+            return self.gis.available_values(key)
         beam = self._check_beam(beam)
         if key == "detector_type":
             return list(_DETECTOR_TYPES[beam])
@@ -458,6 +468,17 @@ class SimulatedMicroscope:
         self.cuts.append(cut)
         self.clock.advance(result["time"])
         return result["time"]
+
+    # ================================================================== deposition
+    def gis_deposit(self, duration: float) -> float:
+        """Open the GIS valve for ``duration`` s at the inserted position with the selected
+        gas (cryo deposition: no beam); returns the valve time, s (added to the clock)."""
+        return self.gis.deposit(duration)
+
+    def sputter_coat(self, duration: float) -> float:
+        """Run the sputter coater for ``duration`` s at ``sputter_current``; returns the time
+        taken including the gas cycle, s (added to the clock)."""
+        return self.gis.sputter(duration)
 
     # ================================================================== faults
     def inject_fault(self, kind: str, beam: str | None = None) -> None:

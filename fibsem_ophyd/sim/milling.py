@@ -12,8 +12,12 @@ charge over the current.
 
 Redeposition, approximated: a fraction :data:`REDEPOSITION` of the removed volume lands
 around the milled footprint (a Gaussian of width :data:`REDEPOSITION_WIDTH` spreading out of
-it), raising rims the way debris does; the milled floor keeps its depth. Not modelled here:
-overhangs (see :mod:`fibsem_ophyd.sim.cuts` for lamellae), the probe's tail.
+it), raising rims the way debris does; the milled floor keeps its depth.
+
+Deposited layers (:meth:`~fibsem_ophyd.sim.scene.Scene.layers_at`) are milled first, top
+down, each at its own rate, the rest of the dose going into the layer below and then the
+sample; the patch records the thickness removed and shows the material left on top. Not
+modelled here: overhangs (see :mod:`fibsem_ophyd.sim.cuts` for lamellae), the probe's tail.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from .materials import material_table
 from .scene import HeightPatch
 
 __all__ = ["mill_shapes", "yamamura", "local_sputter_rate", "UM3_PER_NC", "REDEPOSITION",
-           "REDEPOSITION_WIDTH"]
+           "REDEPOSITION_WIDTH", "LAYER_VISIBLE"]
 
 #: 1 um^3/nC in m^3/C
 UM3_PER_NC = 1e-9
@@ -35,6 +39,8 @@ UM3_PER_NC = 1e-9
 REDEPOSITION = 0.05
 #: how far (m, Gaussian sigma) redeposited material spreads from the milled footprint
 REDEPOSITION_WIDTH = 0.5e-6
+#: a deposited layer thinner than this (m) no longer shows: the sample's material does
+LAYER_VISIBLE = 0.5e-9
 _F, _B = 1.41, 0.17
 
 
@@ -105,7 +111,9 @@ def mill_shapes(
     scene = sim.scene
     dh_total = np.zeros((ny, nx))
     offset = view.offset
-    h_scene, mat = scene.evaluate(gx, gy, spacing)     # the scene does not change between passes
+    # the scene does not change between passes; deposited layers are milled first, top down
+    h_scene, mat = scene.evaluate(gx, gy, spacing, patch_materials=False)
+    layers = [(mid, th.copy()) for mid, th in scene.layers_at(gx, gy) if th.any()]
     for k in range(passes):
         h = h_scene + dh_total
         sz = offset + h
@@ -116,10 +124,18 @@ def mill_shapes(
         n = np.stack([-gx_h, -gy_h, np.ones_like(h)], axis=-1)
         n /= np.linalg.norm(n, axis=-1, keepdims=True)
         cos_t = np.clip(n @ source, 0.0, 1.0)  # faces turned away from the beam get nothing
-        erosion = dose * cos_t * yamamura(cos_t) * rate_table[mat]  # along the normal, m
-        dh_total -= erosion / np.maximum(n[..., 2], 0.2)
+        # charge per surface area, over the vertical: times a volume per charge, a depth
+        budget = dose * cos_t * yamamura(cos_t) / np.maximum(n[..., 2], 0.2)
+        dh_total -= _erode_layers(layers, budget, rate_table) + budget * rate_table[mat]
         if progress is not None:
             progress((k + 1) / passes)
+    removed = np.clip(-dh_total, 0.0, None)
+    material = None
+    if layers:  # the surface shows what is left on top: a layer, or the sample again
+        top = mat.copy()
+        for mid, th in layers:
+            top[th > LAYER_VISIBLE] = mid
+        material = np.where(removed > 0, top, 255).astype(np.uint8)
     dh_total += _redeposit(dh_total, spacing)
     # beam time: the charge needed over the pattern's image-plane area, at the current
     pix = min(x1 - x0, y1 - y0) / 200.0
@@ -128,8 +144,24 @@ def mill_shapes(
     charge = float(np.asarray(depth_at(cu[None, :], cv[:, None])).sum()) * pix * pix \
         / application_rate
     scene.add_patch(HeightPatch(x0=float(sx0), y0=float(sy0), spacing=float(spacing),
-                                dh=dh_total.astype(np.float32)))
+                                dh=dh_total.astype(np.float32), material=material,
+                                removed=removed))
     return {"time": charge / current, "charge": charge, "spacing": spacing}
+
+
+def _erode_layers(layers: list, budget: np.ndarray, rate_table: np.ndarray) -> np.ndarray:
+    """Mill deposited ``layers`` (bottom first; thicknesses reduced in place) top down with
+    ``budget`` (charge per area over the vertical, C/m^2 times the incidence factors).
+    Returns the thickness removed (m); ``budget`` is reduced in place to what is left for
+    the sample underneath."""
+    total = np.zeros_like(budget)
+    for mid, th in reversed(layers):
+        rate = float(rate_table[mid])
+        take = np.minimum(th, budget * rate)
+        th -= take
+        budget -= take / rate
+        total += take
+    return total
 
 
 def _redeposit(dh: np.ndarray, spacing: float) -> np.ndarray:

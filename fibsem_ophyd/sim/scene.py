@@ -169,6 +169,11 @@ class HeightPatch:
     Node ``(a, b)`` sits at sample ``(x0 + a*spacing, y0 + b*spacing)``; ``dh[b, a]`` (m) is
     added to the procedural height (bilinear between nodes); ``material[b, a]`` replaces the
     material where it is not 255 (nearest node).
+
+    Deposited layers and what milling takes off them (:meth:`Scene.layers_at`): a patch with
+    ``layer`` (a material id) is a deposited layer of that material, ``dh`` >= 0 its
+    thickness; ``removed`` (m, >= 0, same shape as ``dh``) is the thickness a milling took off
+    the top of the surface there, deposited layers first (top down), then the sample.
     """
 
     x0: float
@@ -176,6 +181,8 @@ class HeightPatch:
     spacing: float
     dh: np.ndarray
     material: np.ndarray | None = None
+    layer: int | None = None
+    removed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.dh = np.ascontiguousarray(self.dh, dtype=np.float32)
@@ -188,6 +195,35 @@ class HeightPatch:
             self.material = np.ascontiguousarray(self.material, dtype=np.uint8)
             if self.material.shape != self.dh.shape:
                 raise ValueError("HeightPatch.material must have the shape of dh")
+        if self.layer is not None and float(self.dh.min()) < 0:
+            raise ValueError("a deposited layer's thickness (HeightPatch.dh) must be >= 0")
+        if self.removed is not None:
+            self.removed = np.ascontiguousarray(self.removed, dtype=np.float32)
+            if self.removed.shape != self.dh.shape:
+                raise ValueError("HeightPatch.removed must have the shape of dh")
+
+    def values(self, field: np.ndarray, x, y) -> np.ndarray:
+        """``field`` (one of this patch's node arrays) at sample points, bilinear; 0 outside."""
+        inside, a, b = self._coords(x, y)
+        out = np.zeros(np.shape(x), dtype=np.float64)
+        if inside.any():
+            out[inside] = self._bilinear(field, a, b)
+        return out
+
+    def _coords(self, x, y):
+        fa = (np.asarray(x, dtype=np.float64) - self.x0) / self.spacing
+        fb = (np.asarray(y, dtype=np.float64) - self.y0) / self.spacing
+        ny, nx = self.dh.shape
+        inside = (fa >= 0) & (fa <= nx - 1) & (fb >= 0) & (fb <= ny - 1)
+        return inside, fa[inside], fb[inside]
+
+    def _bilinear(self, d: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ny, nx = self.dh.shape
+        a0 = np.minimum(np.floor(a).astype(np.int64), nx - 2)
+        b0 = np.minimum(np.floor(b).astype(np.int64), ny - 2)
+        ta, tb = a - a0, b - b0
+        return ((d[b0, a0] * (1 - ta) + d[b0, a0 + 1] * ta) * (1 - tb)
+                + (d[b0 + 1, a0] * (1 - ta) + d[b0 + 1, a0 + 1] * ta) * tb)
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
@@ -640,7 +676,8 @@ class Scene:
         return out
 
     # ------------------------------------------------------------------ public evaluation
-    def evaluate(self, x, y, spacing: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(self, x, y, spacing: float | None = None,
+                 patch_materials: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Height (m, above the film plane) and material id at sample points.
 
         Parameters
@@ -650,6 +687,10 @@ class Scene:
         spacing : float, optional
             Band limit (m): drop detail finer than ~2 ``spacing`` as the renderer does at that
             node spacing. ``None`` gives the full-detail surface.
+        patch_materials : bool
+            ``False``: the sample's own material, under any deposited layer (skips the
+            materials of deposited layers and of what milling exposed; heights are the same
+            either way).
         """
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
@@ -689,31 +730,42 @@ class Scene:
                 mat = np.where(acc > 0, np.uint8(self._populations[objs.kind]["material"]), mat)
         h = h + self._tex_factor[mat] * self._waves_at(self._texture, x, y, spacing)
         for patch in self.patches:
-            h, mat = self._apply_patch_points(patch, x, y, h, mat)
+            h, mat = self._apply_patch_points(patch, x, y, h, mat, patch_materials)
         return h.reshape(shape), mat.reshape(shape)
 
     def height(self, x, y, spacing: float | None = None) -> np.ndarray:
         """Surface height (m) above the film plane at sample points (see :meth:`evaluate`)."""
         return self.evaluate(x, y, spacing)[0]
 
+    def layers_at(self, x, y) -> list[tuple[int, np.ndarray]]:
+        """Deposited layers left at sample points, bottom first: ``(material id, thickness
+        m)`` per deposition, after every later milling took its ``removed`` thickness off the
+        top (layers first, top down). Thicknesses are arrays of the points' shape."""
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        x, y = np.broadcast_arrays(x, y)
+        stack: list[tuple[int, np.ndarray]] = []
+        for patch in self.patches:
+            if patch.layer is not None:
+                stack.append((int(patch.layer), patch.values(patch.dh, x, y)))
+            elif patch.removed is not None and stack:
+                take = patch.values(patch.removed, x, y)
+                for _, th in reversed(stack):
+                    used = np.minimum(th, take)
+                    th -= used
+                    take = take - used
+        return stack
+
     @staticmethod
-    def _apply_patch_points(patch: HeightPatch, x, y, h, mat):
-        fa = (x - patch.x0) / patch.spacing
-        fb = (y - patch.y0) / patch.spacing
-        ny, nx = patch.dh.shape
-        inside = (fa >= 0) & (fa <= nx - 1) & (fb >= 0) & (fb <= ny - 1)
+    def _apply_patch_points(patch: HeightPatch, x, y, h, mat, materials: bool = True):
+        inside, a, b = patch._coords(x, y)
         if not inside.any():
             return h, mat
-        a, b = fa[inside], fb[inside]
-        a0 = np.minimum(np.floor(a).astype(np.int64), nx - 2)
-        b0 = np.minimum(np.floor(b).astype(np.int64), ny - 2)
-        ta, tb = a - a0, b - b0
-        d = patch.dh
-        v = ((d[b0, a0] * (1 - ta) + d[b0, a0 + 1] * ta) * (1 - tb)
-             + (d[b0 + 1, a0] * (1 - ta) + d[b0 + 1, a0 + 1] * ta) * tb)
+        v = patch._bilinear(patch.dh, a, b)
         h = h.copy()
         h[inside] += v
-        if patch.material is not None:
+        if patch.material is not None and (materials or (patch.layer is None
+                                                         and patch.removed is None)):
             m = patch.material[np.rint(b).astype(np.int64), np.rint(a).astype(np.int64)]
             mat = mat.copy()
             sub = mat[inside]

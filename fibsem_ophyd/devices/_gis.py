@@ -1,0 +1,55 @@
+"""The gas injection system and the sputter coater: what deposits material on the sample."""
+
+from __future__ import annotations
+
+from ophyd import Component as Cpt
+from ophyd import Device
+from ophyd.status import DeviceStatus
+
+from ..backend import SPUTTER_CURRENT_LIMITS, check_deposition_time
+from ._signals import BackendSignal, SettingSignal, find_backend
+
+__all__ = ["GasInjection", "SputterCoater"]
+
+
+def _timed(device, call, name: str, seconds, last) -> DeviceStatus:
+    seconds = check_deposition_time(name, seconds)
+    status = DeviceStatus(device)
+    try:
+        taken = call(find_backend(device))(seconds)
+    except Exception as exc:
+        status.set_exception(exc)
+    else:
+        last.put(float(taken))
+        status.set_finished()
+    return status
+
+
+class GasInjection(Device):
+    """Gas injection system (GIS). ``insert_position``: ``"retracted"`` or an insert position (e.g.
+    ``"cryo"``); writing it inserts or retracts the needle. ``gas``: the precursor (e.g.
+    ``"Pt cryo"``). ``set(seconds)`` opens the valve for that long at the inserted position
+    (cryo deposition: the precursor condenses on the cold sample without a beam) and returns
+    a status done when the valve has closed; ``last_time`` reads the valve time (s)."""
+
+    insert_position = Cpt(BackendSignal, key="gis_position", vtype="str", choices="backend",
+                   kind="config")
+    gas = Cpt(BackendSignal, key="gis_gas", vtype="str", choices="backend", kind="config")
+    last_time = Cpt(SettingSignal, value=0.0, units="s", kind="normal")
+
+    def set(self, seconds, **kwargs):
+        return _timed(self, lambda b: b.gis_deposit, "GIS valve time", seconds,
+                      self.last_time)
+
+
+class SputterCoater(Device):
+    """Integrated sputter coater. ``current`` (A); ``set(seconds)`` coats the sample for that
+    long (the coater cycles its gas before and after) and returns a status done when the
+    chamber is back at high vacuum; ``last_time`` reads the time the run took (s)."""
+
+    current = Cpt(BackendSignal, key="sputter_current", units="A",
+                  limits=SPUTTER_CURRENT_LIMITS, kind="config")
+    last_time = Cpt(SettingSignal, value=0.0, units="s", kind="normal")
+
+    def set(self, seconds, **kwargs):
+        return _timed(self, lambda b: b.sputter_coat, "sputter time", seconds, self.last_time)
