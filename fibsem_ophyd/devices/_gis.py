@@ -33,8 +33,8 @@ class GasInjection(Device):
     a status done when the valve has closed; ``last_time`` reads the valve time (s)."""
 
     insert_position = Cpt(BackendSignal, key="gis_position", vtype="str", choices="backend",
-                   kind="config")
-    gas = Cpt(BackendSignal, key="gis_gas", vtype="str", choices="backend", kind="config")
+                          kind="normal")
+    gas = Cpt(BackendSignal, key="gis_gas", vtype="str", choices="backend", kind="normal")
     last_time = Cpt(SettingSignal, value=0.0, units="s", kind="normal")
 
     def set(self, seconds, **kwargs):
@@ -48,7 +48,7 @@ class SputterCoater(Device):
     chamber is back at high vacuum; ``last_time`` reads the time the run took (s)."""
 
     current = Cpt(BackendSignal, key="sputter_current", units="A",
-                  limits=SPUTTER_CURRENT_LIMITS, kind="config")
+                  limits=SPUTTER_CURRENT_LIMITS, kind="normal")
     last_time = Cpt(SettingSignal, value=0.0, units="s", kind="normal")
 
     def set(self, seconds, **kwargs):

@@ -16,6 +16,7 @@ from ._alignment import (
 )
 from ._autofunctions import auto_contrast_brightness, autofocus
 from ._batch import measure_lamella, mill_lamellae
+from ._deposition import cryo_deposition, sputter_coat
 from ._imaging import (
     acquire_image,
     acquire_series,
@@ -39,6 +40,8 @@ from ._state import restore_state, snapshot_state
 from ._workflow import demo_workflow
 
 __all__ = [
+    "cryo_deposition",
+    "sputter_coat",
     "acquire_overview",
     "mosaic_pixel_to_stage",
     "auto_contrast_brightness",

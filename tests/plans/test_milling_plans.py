@@ -4,42 +4,19 @@ predict, the beam left safe, bad stages refused before the beam turns on."""
 import numpy as np
 import pytest
 
-from fibsem_ophyd.plans import mill_stages, move_flat_to_beam
-from fibsem_ophyd.sim.materials import MATERIAL_IDS
-from fibsem_ophyd.sim.scene import HeightPatch
+from fibsem_ophyd.plans import mill_stages
 from fibsem_ophyd.storage import load_images
 
-BOX = {
-    "name": "box",
-    "milling": {"milling_current": 1e-9, "hfw": 80e-6, "material": "Si"},
-    "pattern": {"name": "Rectangle", "width": 10e-6, "height": 5e-6, "depth": 2e-6},
-    "alignment": {"enabled": False},
-}
-
-
-def _silicon_under_ion_beam(session):
-    """Flat to the ion beam, with a silicon block under it; returns the centre point."""
-    session.RE(move_flat_to_beam(session.microscope, "ion"))
-    sim = session.backend
-    c = sim.truth.surface_point("ion")
-    n, sp = 201, 0.25e-6
-    sim.scene.add_patch(HeightPatch(
-        x0=c[0] - 25e-6, y0=c[1] - 25e-6, spacing=sp, dh=np.zeros((n, n)),
-        material=np.full((n, n), MATERIAL_IDS["Si"], np.uint8)))
-    return c
-
-
-def _height(sim, xy):
-    return float(sim.scene.height(np.array([xy[0]]), np.array([xy[1]]))[0])
+from ._helpers import BOX, height_at, silicon_under_ion_beam
 
 
 def test_box_in_silicon_depth_and_time_follow_dose(session, microscope):
     sim = session.backend
-    c = _silicon_under_ion_beam(session)
-    h0 = _height(sim, c)
+    c = silicon_under_ion_beam(session)
+    h0 = height_at(sim, c)
     imaging_current = microscope.ion_beam.current.get()
     uid = session.RE(mill_stages(microscope, [BOX])).plan_result
-    depth = h0 - _height(sim, c)
+    depth = h0 - height_at(sim, c)
     assert depth == pytest.approx(2e-6, rel=0.05)  # the scene's measured depth
     run = session.catalog[uid]
     table = run["ion"].read()
@@ -86,7 +63,7 @@ def test_bad_stage_refused_before_the_beam_turns_on(session, microscope, change,
 
 
 def test_failed_run_is_closed_fail_and_beam_left_safe(session, microscope):
-    _silicon_under_ion_beam(session)
+    silicon_under_ion_beam(session)
     imaging_current = microscope.ion_beam.current.get()
     session.backend.inject_fault("vacuum_loss")
     with pytest.raises(Exception):  # noqa: B017 - a FailedStatus wrapping the BackendError
@@ -100,7 +77,7 @@ def test_failed_run_is_closed_fail_and_beam_left_safe(session, microscope):
 def test_milling_failure_and_abort_restore_the_beam(session, microscope):
     from fibsem_ophyd.devices import MillingAborted
 
-    _silicon_under_ion_beam(session)
+    silicon_under_ion_beam(session)
     imaging_current = microscope.ion_beam.current.get()
     # abort: stop() before the first pass completes
     status = microscope.milling.set(BOX)
@@ -178,7 +155,7 @@ def test_a_paused_run_holds_the_milling_and_resuming_finishes_it_once(session, m
     from fibsem_ophyd.plans import mill_stages
 
     RE, sim = session.RE, session.backend
-    _silicon_under_ion_beam(session)
+    silicon_under_ion_beam(session)
     held = threading.Event()
 
     def on_progress(value, **kwargs):

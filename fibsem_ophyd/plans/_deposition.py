@@ -1,0 +1,195 @@
+"""Deposition plans: cryo deposition with the gas injection system, sputter coating.
+
+Both are one run each: optional images with both beams before and after (streams "electron"
+and "ion", the recorder field ``deposition_step`` says which), and the deposition itself as
+an event of stream "deposition" (the device's settings and the time it took).
+"""
+
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.protocols import Readable
+from bluesky.utils import FailedStatus, MsgGenerator
+
+from ..backend import check_deposition_time
+from ..devices import make_recorder
+from ._movement import safe_absolute_move
+
+__all__ = ["cryo_deposition", "sputter_coat", "GIS_PROTOCOL_KEYS"]
+
+#: keys of OpenFIBSEM's GIS protocol dict; the beam-related ones (a Pt GIS baked with the
+#: electron beam) are recorded but do not act in a cryo deposition
+GIS_PROTOCOL_KEYS = ("time", "gas", "position", "application_file", "hfw", "length",
+                     "beam_current")
+_BEAM_KEYS = ("application_file", "hfw", "length", "beam_current")
+
+
+def _images(microscope, step: str, rec) -> MsgGenerator[None]:
+    yield from bps.mv(rec.deposition_step, step)
+    for det in (microscope.sem, microscope.fib):
+        yield from bps.trigger_and_read([det, microscope.stage, rec], name=det.beam)
+
+
+def _deposit(device, seconds: float) -> MsgGenerator[None]:
+    """``mv(device, seconds)``; a failure is raised as the microscope's own error, so the run's
+    stop document says why (e.g. "the chamber is vented"), not just that a status failed."""
+    try:
+        yield from bps.mv(device, seconds)
+    except FailedStatus as err:
+        cause = err.__cause__
+        if isinstance(cause, Exception):
+            raise cause from err
+        raise
+
+
+def _run(microscope, md: dict, images: bool, act) -> MsgGenerator[str]:
+    rec = make_recorder("deposition_record", {"deposition_step": ("string", None)})
+    dets = [microscope.sem, microscope.fib] if images else []
+
+    @bpp.stage_decorator(dets)
+    @bpp.run_decorator(md=md)
+    def inner():
+        if images:
+            yield from _images(microscope, "before", rec)
+        yield from act()
+        if images:
+            yield from _images(microscope, "after", rec)
+
+    return (yield from inner())
+
+
+def cryo_deposition(
+    microscope: Readable,
+    time: float = 30.0,
+    gas: str = "Pt cryo",
+    insert_position: str = "cryo",
+    name: str | None = None,
+    protocol: dict[str, Any] | None = None,
+    retract: bool = True,
+    images: bool = True,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """Cryo deposition (OpenFIBSEM's ``gis.cryo_deposition``): insert the GIS needle, open
+    the valve for ``time`` seconds (the precursor condenses on the cold sample; no beam),
+    close it and retract the needle.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    time : float
+        Valve opening, s (0 < time <= 600).
+    gas : str
+        Precursor, one of ``microscope.gis.gas``'s choices (e.g. "Pt cryo").
+    insert_position : str
+        Where the needle goes (e.g. "cryo"; OpenFIBSEM's protocol ``position``).
+    name : str, optional
+        A saved stage position to move to first (safely); default: deposit where the stage is.
+    protocol : dict, optional
+        OpenFIBSEM's GIS protocol (``time``, ``gas``, ``position``; its ``application_file``,
+        ``hfw``, ``length``, ``beam_current`` are recorded in the run but do not act in a cryo
+        deposition); its values override the arguments.
+    retract : bool
+        Retract the needle after the deposition.
+    images : bool
+        Take an image with each beam before and after.
+    md : dict, optional
+        Extra run metadata (e.g. ``lamella``, ``batch``).
+
+    Returns
+    -------
+    str
+        The run uid. Stream "deposition" holds the GIS settings and valve time.
+    """
+    protocol = dict(protocol or {})
+    unknown = set(protocol) - set(GIS_PROTOCOL_KEYS)
+    if unknown:
+        raise ValueError(f"unknown GIS protocol key(s) {sorted(unknown)}; "
+                         f"known: {list(GIS_PROTOCOL_KEYS)}")
+    time = check_deposition_time("time", protocol.get("time", time))
+    gis = microscope.gis
+    gas = gis.gas.check_value(protocol.get("gas", gas))
+    insert_position = gis.insert_position.check_value(protocol.get("position",
+                                                                   insert_position))
+    if insert_position == "retracted":
+        raise ValueError("insert_position must be where the needle goes in, not 'retracted'")
+    target = None
+    if name is not None:
+        positions = yield from bps.rd(microscope.stage.positions, default_value={})
+        if name not in positions:
+            raise ValueError(f"unknown position {name!r}; saved positions: {sorted(positions)}")
+        target = positions[name]
+        microscope.stage.check_position(target)
+    _md = {
+        "plan_name": "cryo_deposition",
+        "plan_args": {"time": time, "gas": gas, "insert_position": insert_position,
+                      "name": name, "retract": retract, "images": images},
+        "deposition": "cryo",
+        "gas": gas,
+        "deposition_time": time,
+        "protocol_not_used": {k: protocol[k] for k in _BEAM_KEYS if k in protocol},
+        "hints": {},
+    }
+    _md.update(md or {})
+
+    def act():
+        if target is not None:
+            yield from safe_absolute_move(microscope, target)
+        yield from bps.mv(gis.gas, gas)
+        yield from bps.mv(gis.insert_position, insert_position)
+        yield from bps.checkpoint()
+        yield from _deposit(gis, time)
+        yield from bps.trigger_and_read([gis, microscope.stage], name="deposition")
+        if retract:
+            yield from bps.mv(gis.insert_position, "retracted")
+
+    return (yield from _run(microscope, _md, images, act))
+
+
+def sputter_coat(
+    microscope: Readable,
+    time: float = 10.0,
+    current: float = 10e-3,
+    images: bool = True,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """Sputter-coat the sample with the integrated coater (a few nm of Pt: it stops charging).
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    time : float
+        Sputtering time, s (0 < time <= 600); the coater's gas cycle comes on top.
+    current : float
+        Sputter current, A (within ``microscope.sputter_coater.current``'s limits).
+    images : bool
+        Take an image with each beam before and after.
+    md : dict, optional
+        Extra run metadata.
+
+    Returns
+    -------
+    str
+        The run uid. Stream "deposition" holds the coater's current and the time taken.
+    """
+    time = check_deposition_time("time", time)
+    coater = microscope.sputter_coater
+    current = coater.current.check_value(current)
+    _md = {
+        "plan_name": "sputter_coat",
+        "plan_args": {"time": time, "current": current, "images": images},
+        "deposition": "sputter",
+        "deposition_time": time,
+        "hints": {},
+    }
+    _md.update(md or {})
+
+    def act():
+        yield from bps.mv(coater.current, current)
+        yield from bps.checkpoint()
+        yield from _deposit(coater, time)
+        yield from bps.trigger_and_read([coater, microscope.stage], name="deposition")
+
+    return (yield from _run(microscope, _md, images, act))
