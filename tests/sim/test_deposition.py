@@ -119,3 +119,18 @@ def test_layers_are_milled_top_down_at_their_own_rates():
     assert float(removed[0]) == pytest.approx(pt + 0.5 * ptc, rel=1e-9)
     assert float(stack[1][1][0]) == 0.0 and float(stack[0][1][0]) == pytest.approx(0.5 * ptc)
     assert float(budget[0]) == pytest.approx(0.0, abs=1e-6 * float(removed[0]))
+
+
+def test_a_cryo_layer_stops_ice_imaging_dark_in_the_fib():
+    """Ice charges and gives few ion-induced electrons (dark in the FIB); under PtC the same
+    field images at PtC's yield: brighter, at the same detector settings."""
+    sim = small_sim()
+    c = sim.truth.surface_point("ion")
+    assert sim.scene.evaluate(np.array([c[0]]), np.array([c[1]]))[1][0] == MATERIAL_IDS["ice"]
+    h, w = sim.get("resolution", "ion")[::-1]
+    centre = (slice(h // 2 - h // 10, h // 2 + h // 10), slice(w // 2 - w // 10, w // 2 + w // 10))
+    before = sim.acquire_image("ion")[centre].mean()
+    sim.set("gis_position", "cryo")
+    sim.gis_deposit(30.0)
+    after = sim.acquire_image("ion")[centre].mean()
+    assert after > before + 10.0, (before, after)  # grey levels
