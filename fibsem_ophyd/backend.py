@@ -30,6 +30,9 @@ contrast           float, 0..1               detector gain
 
 Chamber keys (``beam=None``): ``vacuum_state`` (str: "pumped", "vented"), ``pressure`` (Pa).
 
+Manipulator key (``beam=None``): ``manipulator_inserted`` (bool, read-only: insert and retract
+with the verbs), ``manipulator_contact`` (bool, read-only: the tip touches the sample).
+
 Gas injection and sputter coater keys (``beam=None``): ``gis_position`` (str: "retracted" or
 an insert position, e.g. "cryo", "electron_default"; writing it inserts or retracts the
 needle), ``gis_gas`` (str, e.g. "Pt cryo"), ``sputter_current`` (A). ``available_values``
@@ -53,11 +56,17 @@ __all__ = [
     "MAX_DEPOSITION_TIME",
     "check_deposition_time",
     "STAGE_AXES",
+    "MANIPULATOR_AXES",
+    "MANIPULATOR_LIMITS",
     "IMAGE_SETTING_KEYS",
     "BackendError",
 ]
 
 STAGE_AXES = ("x", "y", "z", "r", "t")
+#: manipulator axes (RAW: the tip in the chamber frame from the coincidence point, m)
+MANIPULATOR_AXES = ("x", "y", "z")
+#: range of each manipulator axis, m
+MANIPULATOR_LIMITS = (-5e-3, 5e-3)
 BEAM_KEYS = (
     "on", "blanked", "voltage", "current", "hfw", "working_distance", "dwell_time",
     "resolution", "scan_rotation", "shift", "stigmation", "column_tilt",
@@ -135,6 +144,23 @@ class MicroscopeBackend(Protocol):
     def sputter_coat(self, duration: float) -> float:
         """Sputter-coat the sample for ``duration`` s at ``sputter_current``. Blocks; returns
         the time taken including the coater's gas cycle, s."""
+
+    def insert_manipulator(self, name: str = "PARK") -> None:
+        """Insert the manipulator (needle) and move it to its saved position ``name``
+        ("PARK" or "EUCENTRIC"); returns when there."""
+
+    def retract_manipulator(self) -> None:
+        """Retract the manipulator."""
+
+    def get_manipulator_position(self) -> dict[str, float]:
+        """RAW position of the tip (x, y, z, m; see :data:`MANIPULATOR_AXES`)."""
+
+    def move_manipulator_absolute(self, position: dict[str, float]) -> None:
+        """Move the inserted manipulator's tip to ``position`` (the given axes; RAW, m).
+        ``BackendError`` if retracted or if the tip would go into the sample."""
+
+    def manipulator_positions(self) -> dict[str, dict[str, float]]:
+        """The calibrated saved positions ("PARK", "EUCENTRIC") in RAW coordinates."""
 
     def pump(self) -> None:
         """Pump the chamber to high vacuum."""

@@ -36,6 +36,7 @@ __all__ = [
     "beam_axes",
     "stable_move_delta",
     "vertical_move_delta",
+    "manipulator_corrected_delta",
     "flat_to_beam",
     "milling_tilt",
     "milling_angle",
@@ -144,6 +145,33 @@ def vertical_move_delta(
     dx, dy = rotate_image_vector(dx, dy, scan_rotation)
     m = dy / math.sin(geom.ion_column_tilt)
     return dx, m * math.sin(t), m * math.cos(t)
+
+
+def manipulator_corrected_delta(
+    dx: float, dy: float, beam: str, geom: SystemGeometry, scan_rotation: float = 0.0,
+) -> tuple[float, float, float]:
+    """Chamber-frame (RAW) move of the manipulator tip that shifts it by (dx, dy) in ``beam``'s
+    image (OpenFIBSEM's corrected movement, exact form; the needle is not on the stage, so
+    the stage pose does not enter).
+
+    Electron: ``dx`` along the chamber x, ``dy`` along the electron image's up (chamber y).
+    Ion: ``dx`` along x, and ``dy`` along the electron beam axis (chamber z), which the
+    electron image does not see: ``dz = dy / sin(ion tilt - electron tilt)`` moves the tip
+    vertically in the ion image only (towards the sample for ``dy < 0``).
+    """
+    dx, dy = rotate_image_vector(dx, dy, scan_rotation)
+    e_right, e_up, e_src = beam_axes(ELECTRON, geom)
+    if beam == ELECTRON:
+        d = dx * e_right + dy * e_up
+    elif beam == ION:
+        i_right, i_up, _ = beam_axes(ION, geom)
+        k = float(i_up @ e_src)
+        if abs(k) < 1e-6:
+            raise ValueError("corrected ion move undefined: the columns are parallel")
+        d = dx * i_right + (dy / k) * e_src
+    else:
+        raise ValueError(f"unknown beam {beam!r}; expected 'electron' or 'ion'")
+    return float(d[0]), float(d[1]), float(d[2])
 
 
 def flat_to_beam(beam: str, geom: SystemGeometry) -> tuple[float, float]:

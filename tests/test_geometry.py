@@ -106,3 +106,31 @@ def test_scan_rotation_180_negates_moves():
 def test_edge_on_view_is_refused():
     with pytest.raises(ValueError, match="edge-on"):
         g.stable_move_delta(0, 1e-6, "ion", 0, D(35 + 52 - 90), GEOM)
+
+
+def _chamber_shift(delta, beam):
+    """Image (u, v) shift of a chamber-frame displacement (no scan rotation)."""
+    right, up, _ = g.beam_axes(beam, GEOM)
+    d = np.asarray(delta)
+    return float(d @ right), float(d @ up)
+
+
+@pytest.mark.parametrize("dx, dy", [(0.0, -8e-6), (3e-6, 5e-6)])
+def test_corrected_ion_needle_move_is_vertical_in_the_ion_image_only(dx, dy):
+    d = g.manipulator_corrected_delta(dx, dy, g.ION, GEOM)
+    assert _chamber_shift(d, g.ION) == pytest.approx((dx, dy), abs=1e-15)
+    assert _chamber_shift(d, g.ELECTRON) == pytest.approx((dx, 0.0), abs=1e-15)
+    # along the electron axis: dz = dy / sin 52
+    assert d[2] == pytest.approx(dy / math.sin(math.radians(52)))
+
+
+def test_corrected_electron_needle_move_and_scan_rotation():
+    d = g.manipulator_corrected_delta(4e-6, -2e-6, g.ELECTRON, GEOM)
+    assert d == pytest.approx((4e-6, -2e-6, 0.0))
+    assert _chamber_shift(d, g.ION) == pytest.approx((4e-6, -2e-6 * math.cos(math.radians(52))))
+    # a 180 deg scan rotation flips what "right" and "up" mean in the image
+    flipped = g.manipulator_corrected_delta(4e-6, -2e-6, g.ELECTRON, GEOM,
+                                            scan_rotation=math.pi)
+    assert flipped == pytest.approx((-4e-6, 2e-6, 0.0), abs=1e-18)
+    with pytest.raises(ValueError, match="unknown beam"):
+        g.manipulator_corrected_delta(0.0, 1e-6, "optical", GEOM)

@@ -3,6 +3,7 @@
 from ._beam import Beam, Chamber
 from ._detector import TIFF_TEMPLATE, ImagingDetector
 from ._gis import GasInjection, SputterCoater
+from ._manipulator import Manipulator
 from ._microscope import FibsemMicroscope, make_microscope
 from ._milling import Milling, MillingAborted
 from ._recorder import RecordSignal, make_recorder
@@ -12,6 +13,7 @@ from ._stored_image import StoredImage, make_stored_image
 
 __all__ = [
     "GasInjection",
+    "Manipulator",
     "SputterCoater",
     "AXES",
     "BackendSignal",

@@ -1,5 +1,5 @@
 """The top-level microscope device: stage, both beams, their detectors, the chamber, milling,
-gas injection and sputter coating."""
+gas injection, sputter coating and the manipulator."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..storage import microscope_state as _state_metadata
 from ._beam import Beam, Chamber
 from ._detector import ImagingDetector
 from ._gis import GasInjection, SputterCoater
+from ._manipulator import Manipulator
 from ._milling import Milling
 from ._reference import BatchStateSignal, load_run_frame
 from ._stage import AXES, Stage
@@ -28,7 +29,7 @@ class FibsemMicroscope(Device):
     """A dual-beam FIB-SEM. Build it with :func:`make_microscope` (it needs a backend).
 
     Children: ``stage``, ``electron_beam``, ``ion_beam``, ``sem``, ``fib``, ``chamber``,
-    ``milling``, ``gis`` (gas injection), ``sputter_coater``.
+    ``milling``, ``gis`` (gas injection), ``sputter_coater``, ``manipulator``.
     ``stage`` is the name microscopists use, but ophyd reserves it for the staging verb, so
     the stage is attached as an attribute rather than a component; it is callable, and
     ``microscope.stage()`` still stages the microscope as the bluesky interface requires.
@@ -42,6 +43,7 @@ class FibsemMicroscope(Device):
     milling = Cpt(Milling)
     gis = Cpt(GasInjection)
     sputter_coater = Cpt(SputterCoater)
+    manipulator = Cpt(Manipulator)
     #: the stored state of a lamella batch (see :class:`BatchStateSignal`)
     batch_state = Cpt(BatchStateSignal, value=None, kind="omitted")
 

@@ -23,6 +23,13 @@ from ._imaging import (
     apply_image_settings,
     take_reference_images,
 )
+from ._manipulator import (
+    insert_manipulator,
+    move_manipulator_corrected,
+    move_manipulator_to_position_offset,
+    read_manipulator_position,
+    retract_manipulator,
+)
 from ._milling import mill_fiducial, mill_lamella, mill_stages
 from ._movement import (
     go_to_position,
@@ -41,6 +48,11 @@ from ._workflow import demo_workflow
 
 __all__ = [
     "cryo_deposition",
+    "insert_manipulator",
+    "move_manipulator_corrected",
+    "move_manipulator_to_position_offset",
+    "read_manipulator_position",
+    "retract_manipulator",
     "sputter_coat",
     "acquire_overview",
     "mosaic_pixel_to_stage",

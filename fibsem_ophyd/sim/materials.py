@@ -99,6 +99,7 @@ MATERIALS: tuple[Material, ...] = (
     Material("Si", 14.0, 28.1, 2.33, 0.6, 1.5, 0.27, 0.3),
     Material("PtC", 30.0, 60.0, 8.0, 0.7, 1.2, 0.3, 0.5),        # GIS Pt-C deposit
     Material("Cu", 29.0, 63.5, 8.96, 0.7, 3.0, 0.25, 0.6),       # shuttle / holder
+    Material("W", 74.0, 183.8, 19.3, 0.9, 2.5, 0.12, 0.2),       # manipulator needle
 )
 MATERIAL_IDS: dict[str, int] = {m.name: i for i, m in enumerate(MATERIALS)}
 

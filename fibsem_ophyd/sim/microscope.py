@@ -53,6 +53,7 @@ from .detector import (
     expose,
 )
 from .erosion import ImagingErosion
+from .manipulator import SAVED_POSITIONS, NeedleModel
 from .milling import mill_shapes
 from .render import BeamView, Optics, RenderStats, Shading, intersect_surface, render_clean
 from .scene import Scene
@@ -61,6 +62,7 @@ from .truth import Truth
 __all__ = ["SimulatedMicroscope", "FAULTS"]
 
 BEAMS = (ELECTRON, ION)
+_NEEDLE_KEYS = ("manipulator_inserted", "manipulator_contact")
 FAULTS = ("stage_stall", "beam_trip", "vacuum_loss", "detector_failure")
 
 _HIGH_VACUUM = 1e-4          # Pa
@@ -210,6 +212,9 @@ class SimulatedMicroscope:
         self.erosion = ImagingErosion()
         #: gas injection system and sputter coater (:mod:`fibsem_ophyd.sim.deposition`)
         self.gis = GisModel(self, sim)
+        #: the manipulator needle (:mod:`fibsem_ophyd.sim.manipulator`)
+        self.needle = NeedleModel(
+            self, bool((self.config.data.get("manipulator") or {}).get("enabled", True)))
         self.truth = Truth(self)
 
     @staticmethod
@@ -273,10 +278,14 @@ class SimulatedMicroscope:
                 return self._pressure
             if key in GIS_KEYS:
                 return self.gis.get(key)
+            if key == "manipulator_inserted":
+                return self.needle.inserted
+            if key == "manipulator_contact":
+                return self.needle.contact
             if key in BEAM_KEYS or key in DETECTOR_KEYS:
                 raise ValueError(f"{key!r} is a beam setting: pass beam='electron' or 'ion'")
             raise ValueError(f"unknown chamber key {key!r}; expected one of "
-                             f"{list(CHAMBER_KEYS + GIS_KEYS)}")
+                             f"{list(CHAMBER_KEYS + GIS_KEYS + _NEEDLE_KEYS)}")
         beam = self._check_beam(beam)
         if key == "column_tilt":
             return float(self.config.data[beam]["column_tilt"])
@@ -303,10 +312,13 @@ class SimulatedMicroscope:
                 raise ValueError("pressure is read-only")
             if key in GIS_KEYS:
                 return self.gis.set(key, value)
+            if key in ("manipulator_inserted", "manipulator_contact"):
+                raise ValueError(f"{key} is read-only: use insert_manipulator / "
+                                 "retract_manipulator")
             if key in BEAM_KEYS or key in DETECTOR_KEYS:
                 raise ValueError(f"{key!r} is a beam setting: pass beam='electron' or 'ion'")
             raise ValueError(f"unknown chamber key {key!r}; expected one of "
-                             f"{list(CHAMBER_KEYS + GIS_KEYS)}")
+                             f"{list(CHAMBER_KEYS + GIS_KEYS + _NEEDLE_KEYS)}")
         beam = self._check_beam(beam)
         name = f"{beam}.{key}"
         st = self._beams[beam]
@@ -480,6 +492,27 @@ class SimulatedMicroscope:
         taken including the gas cycle, s (added to the clock)."""
         return self.gis.sputter(duration)
 
+    # ================================================================== manipulator
+    def insert_manipulator(self, name: str = "PARK") -> None:
+        """Insert the needle and move it to ``name`` ("PARK" or "EUCENTRIC")."""
+        self.needle.insert(name)
+
+    def retract_manipulator(self) -> None:
+        """Retract the needle."""
+        self.needle.retract()
+
+    def get_manipulator_position(self) -> dict[str, float]:
+        """RAW tip position, m (the chamber frame from the coincidence point)."""
+        return dict(self.needle.position)
+
+    def move_manipulator_absolute(self, position: Mapping[str, float]) -> None:
+        """Move the tip to ``position`` (given axes; others stay)."""
+        self.needle.move_absolute(position)
+
+    def manipulator_positions(self) -> dict[str, dict[str, float]]:
+        """Saved positions, RAW (m)."""
+        return {k: dict(v) for k, v in SAVED_POSITIONS.items()}
+
     # ================================================================== faults
     def inject_fault(self, kind: str, beam: str | None = None) -> None:
         """Inject a fault (see the module docstring for :data:`FAULTS` and their effects)."""
@@ -611,6 +644,7 @@ class SimulatedMicroscope:
             view.width, view.height, view.pixel, st["scan_rotation"], tuple(st["shift"]),
             st["working_distance"], tuple(st["stigmation"]), st["voltage"], st["current"],
             st["detector_type"], st["detector_mode"], self.scene.version, self._offset,
+            self.needle.key(),
         )
         hit = self._clean_cache.get(key)
         if hit is not None:
@@ -620,6 +654,7 @@ class SimulatedMicroscope:
         optics = self._optics(beam, view)
         stats = RenderStats()
         img = render_clean(self.scene, view, shading, optics, stats)
+        img = self.needle.composite(img, view, shading, optics)
         self.last_render = stats
         self._clean_cache[key] = (img, shading)
         while len(self._clean_cache) > 4:

@@ -1,0 +1,106 @@
+"""The manipulator (needle), as OpenFIBSEM drives it: insert at a saved position, move, retract."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
+from ophyd.status import DeviceStatus
+
+from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS
+from ._signals import BackendSignal, find_backend, validate_value
+
+__all__ = ["Manipulator", "RETRACTED"]
+
+#: ``Manipulator.set(RETRACTED)`` retracts the needle
+RETRACTED = "retracted"
+
+
+class _TipAxis(Signal):
+    """One RAW coordinate of the tip (m), read from the backend."""
+
+    def __init__(self, *args, axis: str, **kwargs):
+        self.axis = axis
+        super().__init__(*args, **kwargs)
+
+    def get(self, **kwargs):
+        value = float(find_backend(self).get_manipulator_position()[self.axis])
+        self._readback = value
+        self._metadata["timestamp"] = time.time()
+        return value
+
+    def describe(self):
+        lo, hi = MANIPULATOR_LIMITS
+        return {self.name: {"source": f"backend:manipulator:{self.axis}", "dtype": "number",
+                            "shape": [], "dtype_numpy": "<f8", "units": "m",
+                            "limits": {"control": {"low": lo, "high": hi}}}}
+
+
+class Manipulator(Device):
+    """The needle. ``x``, ``y``, ``z``: its tip in RAW coordinates (m: the chamber frame from the
+    coincidence point; x right in both images, y up in the electron image, z up along the
+    electron column). ``inserted``, ``contact`` (the tip touches the sample): read-only.
+
+    ``set(target)``: a saved position name ("PARK", "EUCENTRIC": inserts the needle if needed
+    and goes there, OpenFIBSEM's ``insert_manipulator(name)``), ``"retracted"`` (retracts), or
+    a mapping of axes to RAW metres (an absolute move of the inserted needle). Names, axes,
+    finiteness and limits are checked before anything moves. ``saved_positions()`` lists the
+    calibrated positions.
+    """
+
+    x = Cpt(_TipAxis, axis="x", kind="hinted")
+    y = Cpt(_TipAxis, axis="y", kind="hinted")
+    z = Cpt(_TipAxis, axis="z", kind="hinted")
+    inserted = Cpt(BackendSignal, key="manipulator_inserted", vtype="bool", read_only=True,
+                   kind="normal")
+    contact = Cpt(BackendSignal, key="manipulator_contact", vtype="bool", read_only=True,
+                  kind="normal")
+
+    def saved_positions(self) -> dict[str, dict[str, float]]:
+        return find_backend(self).manipulator_positions()
+
+    def check_target(self, target):
+        """The validated target: ``"retracted"``, a saved position name, or ``{axis: m}``."""
+        if isinstance(target, str):
+            names = self.saved_positions()
+            if target != RETRACTED and target not in names:
+                raise ValueError(f"unknown manipulator position {target!r}; saved positions: "
+                                 f"{sorted(names)} (or {RETRACTED!r})")
+            return target
+        if not isinstance(target, Mapping):
+            raise ValueError(f"a manipulator target is a position name or a mapping of axis "
+                             f"-> m, got {target!r}")
+        unknown = set(target) - set(MANIPULATOR_AXES)
+        if unknown:
+            raise ValueError(f"unknown manipulator axis {sorted(unknown)}; axes are "
+                             f"{list(MANIPULATOR_AXES)}")
+        return {ax: validate_value(f"manipulator.{ax}", v, vtype="float", units="m",
+                                   limits=MANIPULATOR_LIMITS)
+                for ax, v in target.items() if v is not None}
+
+    def set(self, target, **kwargs):
+        target = self.check_target(target)
+        backend = find_backend(self)
+        status = DeviceStatus(self)
+
+        def move():
+            try:
+                if target == RETRACTED:
+                    backend.retract_manipulator()
+                elif isinstance(target, str):
+                    backend.insert_manipulator(target)
+                else:
+                    backend.move_manipulator_absolute(target)
+            except Exception as exc:
+                status.set_exception(exc)
+            else:
+                status.set_finished()
+
+        threading.Thread(target=move, daemon=True, name=f"{self.name}-move").start()
+        return status
+
+    def stop(self, *, success: bool = False):
+        pass

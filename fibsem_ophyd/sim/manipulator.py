@@ -1,0 +1,202 @@
+"""The simulated manipulator: a tungsten needle (e.g. an EasyLift) and how the beams see it.
+
+Coordinates (``RAW``): the tip's position in the chamber frame relative to the coincidence
+point, metres (x right in both images, y up in the electron image, z towards the electron
+source). Saved positions as OpenFIBSEM calibrates them: ``EUCENTRIC`` puts the tip on the
+coincidence point, ``PARK`` 180 um above it (shared physics notes, section 6).
+
+The needle is a cone (half-angle :data:`HALF_ANGLE`, tip radius :data:`TIP_RADIUS`) coming in
+along :data:`AXIS` (from the tip towards its body: from the right, 35 deg above the
+horizontal). It is drawn over each rendered frame by orthographic projection: a pixel sees
+the needle where its line of sight passes within ``r(s) = TIP_RADIUS + s tan(HALF_ANGLE)``
+of the axis point ``s`` behind the tip; the yield follows the detector's sec law for the
+needle's surface (W) at that point, so its silhouette is bright, as in real images; edges are
+anti-aliased and blurred like the frame. The needle hides the sample behind it. Not modelled:
+its shadow, parallax-dependent occlusion by the sample's relief, its own defocus (it takes
+the frame's).
+
+A move that would push the tip more than :data:`MAX_PENETRATION` into the sample is refused
+(``BackendError``: on hardware the needle would bend); within that, the tip touches
+(``contact``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS, BackendError
+from ..geometry import image_to_pixel, pixel_to_image
+from .materials import MATERIAL_IDS
+from .render import gaussian_blur
+
+__all__ = ["NeedleModel", "AXIS", "HALF_ANGLE", "TIP_RADIUS", "MAX_PENETRATION",
+           "SAVED_POSITIONS", "INSERT_TIME", "SPEED"]
+
+AXIS = np.array([math.cos(math.radians(35.0)), 0.0, math.sin(math.radians(35.0))])
+HALF_ANGLE = math.radians(10.0)
+TIP_RADIUS = 0.5e-6
+#: visible length of the needle behind its tip, m
+LENGTH = 3e-3
+MAX_PENETRATION = 0.5e-6
+SAVED_POSITIONS = {"EUCENTRIC": {"x": 0.0, "y": 0.0, "z": 0.0},
+                   "PARK": {"x": 0.0, "y": 0.0, "z": 180e-6}}
+#: insertion or retraction, s; speed of the axes, m/s
+INSERT_TIME = 10.0
+SPEED = 100e-6
+_W = MATERIAL_IDS["W"]
+_SEC_CAP = 8.0
+#: a gap (m) this small is contact
+_CONTACT = 1e-9
+
+
+class NeedleModel:
+    """Manipulator state of a :class:`~fibsem_ophyd.sim.SimulatedMicroscope`."""
+
+    def __init__(self, sim, enabled: bool = True):
+        self._sim = sim
+        self.enabled = enabled
+        self.inserted = False
+        self.position = dict(SAVED_POSITIONS["PARK"])
+        self.contact = False
+
+    def key(self) -> tuple:
+        """What the rendered frames depend on."""
+        return (self.inserted, *(self.position[a] for a in MANIPULATOR_AXES))
+
+    def tip(self) -> np.ndarray:
+        return np.array([self.position[a] for a in MANIPULATOR_AXES], dtype=float)
+
+    # ------------------------------------------------------------------ motion
+    def _require(self, inserted: bool = True) -> None:
+        if not self.enabled:
+            raise BackendError("this microscope has no manipulator (manipulator.enabled)")
+        if inserted and not self.inserted:
+            raise BackendError("the manipulator is retracted: insert it first")
+
+    def insert(self, name: str = "PARK") -> None:
+        self._require(inserted=False)
+        if name not in SAVED_POSITIONS:
+            raise ValueError(f"unknown manipulator position {name!r}; saved positions: "
+                             f"{sorted(SAVED_POSITIONS)}")
+        target = self._checked(SAVED_POSITIONS[name])
+        if not self.inserted:
+            self._sim.clock.advance(INSERT_TIME)
+            self.inserted = True
+            self.position = dict(SAVED_POSITIONS["PARK"])
+        self._go(target)
+
+    def retract(self) -> None:
+        self._require(inserted=False)
+        if self.inserted:
+            self._sim.clock.advance(INSERT_TIME)
+        self.inserted = False
+        self.contact = False
+        self.position = dict(SAVED_POSITIONS["PARK"])
+
+    def move_absolute(self, position: Mapping[str, float]) -> None:
+        self._require()
+        self._go(self._checked({**self.position, **dict(position)}))
+
+    def _checked(self, position: Mapping[str, float]) -> dict[str, float]:
+        unknown = set(position) - set(MANIPULATOR_AXES)
+        if unknown:
+            raise ValueError(f"unknown manipulator axis {sorted(unknown)}; "
+                             f"axes: {list(MANIPULATOR_AXES)}")
+        out = {}
+        for ax in MANIPULATOR_AXES:
+            out[ax] = self._sim._number(f"manipulator.{ax}", position[ax], MANIPULATOR_LIMITS)
+        gap = self.gap(np.array([out[a] for a in MANIPULATOR_AXES]))
+        if gap < -MAX_PENETRATION:
+            raise BackendError(
+                f"manipulator move to {out} refused: the tip would be {-gap * 1e6:.2f} um "
+                f"inside the sample (at most {MAX_PENETRATION * 1e6:g} um of contact)")
+        return out
+
+    def _go(self, target: dict[str, float]) -> None:
+        d = float(np.linalg.norm([target[a] - self.position[a] for a in MANIPULATOR_AXES]))
+        self._sim.clock.advance(d / SPEED)
+        self.position = target
+        self.contact = self.gap(self.tip()) <= _CONTACT
+
+    def gap(self, tip: np.ndarray) -> float:
+        """Distance (m) from the tip's surface to the sample surface under it, along the
+        sample normal (negative: inside the sample)."""
+        sim = self._sim
+        view = sim._view("electron")
+        s = view.chamber_to_sample(tip)
+        h = float(sim.scene.height(np.array([s[0]]), np.array([s[1]]))[0]) + view.offset
+        return float(s[2] - h) - TIP_RADIUS
+
+    # ------------------------------------------------------------------ image
+    def tip_image(self, view) -> tuple[float, float]:
+        """Image position (m, +x right, +y up) of the tip's apex in ``view``."""
+        apex = self.tip() - TIP_RADIUS * _unit_projection_direction(view)
+        return view.qperp_to_image(float(apex @ view.right), float(apex @ view.up))
+
+    def composite(self, img: np.ndarray, view, shading, optics) -> np.ndarray:
+        """``img`` (a clean yield image of ``view``) with the needle drawn over it."""
+        if not self.inserted:
+            return img
+        H, W = img.shape
+        p = view.pixel
+        k_vec = np.array([AXIS @ view.right, AXIS @ view.up])
+        k = float(np.hypot(*k_vec))
+        m = math.tan(HALF_ANGLE)
+        tip = self.tip()
+        t0 = np.array([tip @ view.right, tip @ view.up])
+        # pixel box of the projected needle (the segment tip -> tip + LENGTH axis, widened)
+        ends = np.array([t0, t0 + LENGTH * k_vec])
+        grow = TIP_RADIUS + LENGTH * m
+        corners = []
+        for a1 in (ends[:, 0].min() - grow, ends[:, 0].max() + grow):
+            for a2 in (ends[:, 1].min() - grow, ends[:, 1].max() + grow):
+                corners.append(image_to_pixel(*view.qperp_to_image(a1, a2), (H, W), p))
+        corners = np.array(corners)
+        margin = int(math.ceil(3 * optics.max_sigma)) + 2
+        c0 = max(0, int(math.floor(corners[:, 0].min())) - margin)
+        c1 = min(W, int(math.ceil(corners[:, 0].max())) + margin + 1)
+        r0 = max(0, int(math.floor(corners[:, 1].min())) - margin)
+        r1 = min(H, int(math.ceil(corners[:, 1].max())) + margin + 1)
+        if c0 >= c1 or r0 >= r1:
+            return img
+        cols, rows = np.meshgrid(np.arange(c0, c1, dtype=np.float64),
+                                 np.arange(r0, r1, dtype=np.float64))
+        u, v = pixel_to_image(cols, rows, (H, W), p)
+        a1, a2 = view.image_to_qperp(u, v)
+        if k < m * 1.01:                       # looking down the needle's axis
+            k_vec = k_vec / max(k, 1e-12) * m * 1.01
+            k = m * 1.01
+        e = k_vec / k
+        dx, dy = a1 - t0[0], a2 - t0[1]
+        t = dx * e[0] + dy * e[1]
+        n = np.abs(-dx * e[1] + dy * e[0])
+        q = m / k
+        s = np.clip((t + q * n / math.sqrt(1 - q * q)) / k, 0.0, LENGTH)
+        d = np.hypot(t - k * s, n)
+        r = TIP_RADIUS + m * s
+        cover = np.clip(0.5 - (d - r) / p, 0.0, 1.0).astype(np.float32)
+        if not cover.any():
+            return img
+        cos_i = np.sqrt(np.clip(1.0 - (d / r) ** 2, 0.0, 1.0))
+        sec = np.minimum(1.0 / np.maximum(cos_i, 1.0 / _SEC_CAP), _SEC_CAP)
+        needle = (shading.base[_W] * sec ** shading.exponent[_W]).astype(np.float32)
+        layer = cover * needle
+        if optics.max_sigma >= 0.5:
+            cov = optics.covariance()
+            cover = gaussian_blur(cover, cov)
+            layer = gaussian_blur(layer, cov)
+        out = img.copy()
+        box = out[r0:r1, c0:c1]
+        out[r0:r1, c0:c1] = box * (1.0 - cover) + layer
+        return out
+
+
+def _unit_projection_direction(view) -> np.ndarray:
+    """Chamber direction along the needle's projected axis in ``view`` (unit, in the image
+    plane): the apex is the tip sphere's point furthest along minus this."""
+    d = AXIS - (AXIS @ view.source) * view.source
+    n = np.linalg.norm(d)
+    return d / n if n > 1e-12 else AXIS
