@@ -10,11 +10,12 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
-from bluesky.utils import FailedStatus, MsgGenerator
+from bluesky.utils import MsgGenerator
 
 from ..backend import check_deposition_time
 from ..devices import make_recorder
 from ._movement import safe_absolute_move
+from ._util import mv_raising_cause
 
 __all__ = ["cryo_deposition", "sputter_coat", "GIS_PROTOCOL_KEYS"]
 
@@ -29,18 +30,6 @@ def _images(microscope, step: str, rec) -> MsgGenerator[None]:
     yield from bps.mv(rec.deposition_step, step)
     for det in (microscope.sem, microscope.fib):
         yield from bps.trigger_and_read([det, microscope.stage, rec], name=det.beam)
-
-
-def _deposit(device, seconds: float) -> MsgGenerator[None]:
-    """``mv(device, seconds)``; a failure is raised as the microscope's own error, so the run's
-    stop document says why (e.g. "the chamber is vented"), not just that a status failed."""
-    try:
-        yield from bps.mv(device, seconds)
-    except FailedStatus as err:
-        cause = err.__cause__
-        if isinstance(cause, Exception):
-            raise cause from err
-        raise
 
 
 def _run(microscope, md: dict, images: bool, act) -> MsgGenerator[str]:
@@ -139,7 +128,7 @@ def cryo_deposition(
         yield from bps.mv(gis.gas, gas)
         yield from bps.mv(gis.insert_position, insert_position)
         yield from bps.checkpoint()
-        yield from _deposit(gis, time)
+        yield from mv_raising_cause(gis, time)
         yield from bps.trigger_and_read([gis, microscope.stage], name="deposition")
         if retract:
             yield from bps.mv(gis.insert_position, "retracted")
@@ -189,7 +178,7 @@ def sputter_coat(
     def act():
         yield from bps.mv(coater.current, current)
         yield from bps.checkpoint()
-        yield from _deposit(coater, time)
+        yield from mv_raising_cause(coater, time)
         yield from bps.trigger_and_read([coater, microscope.stage], name="deposition")
 
     return (yield from _run(microscope, _md, images, act))

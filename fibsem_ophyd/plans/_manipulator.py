@@ -11,6 +11,7 @@ from bluesky.utils import MsgGenerator
 from .. import geometry
 from ..beams import as_beam
 from ._movement import _finite, read_geometry
+from ._util import mv_raising_cause
 
 __all__ = ["insert_manipulator", "retract_manipulator", "move_manipulator_corrected",
            "move_manipulator_to_position_offset", "read_manipulator_position"]
@@ -50,7 +51,7 @@ def insert_manipulator(microscope: Readable, name: str = "PARK") -> MsgGenerator
         The tip position reached (RAW, m).
     """
     microscope.manipulator.check_target(name)
-    yield from bps.mv(microscope.manipulator, name)
+    yield from mv_raising_cause(microscope.manipulator, name)
     return (yield from read_manipulator_position(microscope))
 
 
@@ -61,7 +62,7 @@ def retract_manipulator(microscope: Readable) -> MsgGenerator[None]:
     ----------
     microscope : Readable
         The microscope device."""
-    yield from bps.mv(microscope.manipulator, "retracted")
+    yield from mv_raising_cause(microscope.manipulator, "retracted")
 
 
 def move_manipulator_corrected(microscope: Readable, dx: float = 0.0, dy: float = 0.0,
@@ -94,7 +95,7 @@ def move_manipulator_corrected(microscope: Readable, dx: float = 0.0, dy: float 
     pos = yield from read_manipulator_position(microscope)
     target = microscope.manipulator.check_target(
         {ax: pos[ax] + d[i] for i, ax in enumerate(_AXES)})
-    yield from bps.mv(microscope.manipulator, target)
+    yield from mv_raising_cause(microscope.manipulator, target)
     return target
 
 
@@ -124,5 +125,5 @@ def move_manipulator_to_position_offset(microscope: Readable, offset: dict[str, 
         raise ValueError(f"{name!r} is not a saved manipulator position: {sorted(saved)}")
     offset = needle.check_target(dict(offset))
     target = needle.check_target({ax: saved[name][ax] + offset.get(ax, 0.0) for ax in _AXES})
-    yield from bps.mv(needle, target)
+    yield from mv_raising_cause(needle, target)
     return target
