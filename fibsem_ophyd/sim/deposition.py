@@ -16,7 +16,9 @@ surface normal and the direction to the nozzle (no growth on faces turned away),
 ``rate`` the growth rate facing the nozzle at ``d_ref``, the distance of the ``"cryo"``
 position from the coincidence point (default 40 nm/s: physics notes give 30-60 nm/s;
 calibrate). The layer follows the sample's mean plane (local slopes are not shadowed), over
-the whole grid.
+the whole grid. The inserted needle shows in the images as a metal tube (radius
+:data:`NOZZLE_RADIUS`) pointing at the coincidence point, drawn like the manipulator
+(:func:`~fibsem_ophyd.sim.manipulator.draw_cone`).
 
 Sputter coating (integrated coater, e.g. an Aquilos): a conformal Pt layer of
 ``rate * current * t`` (default 3e-8 m/(A s): 3 nm for 10 s at 10 mA) over the grid, after
@@ -32,12 +34,13 @@ from typing import Any
 import numpy as np
 
 from ..backend import SPUTTER_CURRENT_LIMITS, BackendError, check_deposition_time
+from .manipulator import draw_cone
 from .materials import MATERIAL_IDS
 from .scene import HeightPatch
 
 __all__ = [
     "GisModel", "GIS_GASES", "GIS_POSITIONS", "GIS_RATE", "SPUTTER_RATE",
-    "SPUTTER_OVERHEAD", "GIS_INSERT_TIME",
+    "SPUTTER_OVERHEAD", "GIS_INSERT_TIME", "NOZZLE_RADIUS",
     "deposition_patch",
 ]
 
@@ -56,6 +59,10 @@ SPUTTER_RATE = 3e-8
 SPUTTER_OVERHEAD = 60.0
 #: needle insertion or retraction, s
 GIS_INSERT_TIME = 5.0
+#: the inserted GIS needle as drawn in the images: a tube of this radius (m), pointing at
+#: the coincidence point from its insert position, of this visible length (m)
+NOZZLE_RADIUS = 0.25e-3
+NOZZLE_LENGTH = 5e-3
 #: node spacing of the layer rasters (m): the layers vary over millimetres
 _SPACING = 20e-6
 
@@ -136,6 +143,15 @@ class GisModel:
     def _pumped(self, what: str) -> None:
         if self._sim._vacuum != "pumped":
             raise BackendError(f"cannot {what}: the chamber is {self._sim._vacuum}")
+
+    def composite(self, img: np.ndarray, view, shading, optics) -> np.ndarray:
+        """``img`` with the inserted GIS needle drawn over it (visible at low magnification:
+        the "electron_default" nozzle is 0.42 mm from the coincidence point)."""
+        if self.state["gis_position"] == "retracted":
+            return img
+        tip = self.nozzle()
+        return draw_cone(img, view, shading, optics, tip, tip / np.linalg.norm(tip), 0.0,
+                         NOZZLE_RADIUS, NOZZLE_LENGTH, MATERIAL_IDS["Cu"])
 
     # ------------------------------------------------------------------ deposition
     def nozzle(self) -> np.ndarray:

@@ -32,7 +32,7 @@ from ..geometry import image_to_pixel, pixel_to_image
 from .materials import MATERIAL_IDS
 from .render import gaussian_blur
 
-__all__ = ["NeedleModel", "AXIS", "HALF_ANGLE", "TIP_RADIUS", "MAX_PENETRATION",
+__all__ = ["NeedleModel", "draw_cone", "AXIS", "HALF_ANGLE", "TIP_RADIUS", "MAX_PENETRATION",
            "SAVED_POSITIONS", "INSERT_TIME", "SPEED"]
 
 AXIS = np.array([math.cos(math.radians(35.0)), 0.0, math.sin(math.radians(35.0))])
@@ -140,58 +140,69 @@ class NeedleModel:
         """``img`` (a clean yield image of ``view``) with the needle drawn over it."""
         if not self.inserted:
             return img
-        H, W = img.shape
-        p = view.pixel
-        k_vec = np.array([AXIS @ view.right, AXIS @ view.up])
-        k = float(np.hypot(*k_vec))
-        m = math.tan(HALF_ANGLE)
-        tip = self.tip()
-        t0 = np.array([tip @ view.right, tip @ view.up])
-        # pixel box of the projected needle (the segment tip -> tip + LENGTH axis, widened)
-        ends = np.array([t0, t0 + LENGTH * k_vec])
-        grow = TIP_RADIUS + LENGTH * m
-        corners = []
-        for a1 in (ends[:, 0].min() - grow, ends[:, 0].max() + grow):
-            for a2 in (ends[:, 1].min() - grow, ends[:, 1].max() + grow):
-                corners.append(image_to_pixel(*view.qperp_to_image(a1, a2), (H, W), p))
-        corners = np.array(corners)
-        margin = int(math.ceil(3 * optics.max_sigma)) + 2
-        c0 = max(0, int(math.floor(corners[:, 0].min())) - margin)
-        c1 = min(W, int(math.ceil(corners[:, 0].max())) + margin + 1)
-        r0 = max(0, int(math.floor(corners[:, 1].min())) - margin)
-        r1 = min(H, int(math.ceil(corners[:, 1].max())) + margin + 1)
-        if c0 >= c1 or r0 >= r1:
-            return img
-        cols, rows = np.meshgrid(np.arange(c0, c1, dtype=np.float64),
-                                 np.arange(r0, r1, dtype=np.float64))
-        u, v = pixel_to_image(cols, rows, (H, W), p)
-        a1, a2 = view.image_to_qperp(u, v)
-        if k < m * 1.01:                       # looking down the needle's axis
-            k_vec = k_vec / max(k, 1e-12) * m * 1.01
-            k = m * 1.01
-        e = k_vec / k
-        dx, dy = a1 - t0[0], a2 - t0[1]
-        t = dx * e[0] + dy * e[1]
-        n = np.abs(-dx * e[1] + dy * e[0])
-        q = m / k
-        s = np.clip((t + q * n / math.sqrt(1 - q * q)) / k, 0.0, LENGTH)
-        d = np.hypot(t - k * s, n)
-        r = TIP_RADIUS + m * s
-        cover = np.clip(0.5 - (d - r) / p, 0.0, 1.0).astype(np.float32)
-        if not cover.any():
-            return img
-        cos_i = np.sqrt(np.clip(1.0 - (d / r) ** 2, 0.0, 1.0))
-        sec = np.minimum(1.0 / np.maximum(cos_i, 1.0 / _SEC_CAP), _SEC_CAP)
-        needle = (shading.base[_W] * sec ** shading.exponent[_W]).astype(np.float32)
-        layer = cover * needle
-        if optics.max_sigma >= 0.5:
-            cov = optics.covariance()
-            cover = gaussian_blur(cover, cov)
-            layer = gaussian_blur(layer, cov)
-        out = img.copy()
-        box = out[r0:r1, c0:c1]
-        out[r0:r1, c0:c1] = box * (1.0 - cover) + layer
-        return out
+        return draw_cone(img, view, shading, optics, self.tip(), AXIS, HALF_ANGLE, TIP_RADIUS,
+                         LENGTH, _W)
+
+
+def draw_cone(img: np.ndarray, view, shading, optics, tip, axis, half_angle: float,
+              tip_radius: float, length: float, material: int) -> np.ndarray:
+    """``img`` (a clean yield image of ``view``) with a cone of ``material`` drawn over it:
+    apex sphere of ``tip_radius`` at ``tip`` (chamber frame, m), widening by ``half_angle``
+    along ``axis`` (unit, from the tip towards the body) for ``length`` (module docstring)."""
+    H, W = img.shape
+    p = view.pixel
+    tip = np.asarray(tip, dtype=float)
+    axis = np.asarray(axis, dtype=float)
+    k_vec = np.array([axis @ view.right, axis @ view.up])
+    k = float(np.hypot(*k_vec))
+    m = math.tan(half_angle)
+    t0 = np.array([tip @ view.right, tip @ view.up])
+    # pixel box of the projected cone (the segment tip -> tip + length axis, widened)
+    ends = np.array([t0, t0 + length * k_vec])
+    grow = tip_radius + length * m
+    corners = []
+    for a1 in (ends[:, 0].min() - grow, ends[:, 0].max() + grow):
+        for a2 in (ends[:, 1].min() - grow, ends[:, 1].max() + grow):
+            corners.append(image_to_pixel(*view.qperp_to_image(a1, a2), (H, W), p))
+    corners = np.array(corners)
+    margin = int(math.ceil(3 * optics.max_sigma)) + 2
+    c0 = max(0, int(math.floor(corners[:, 0].min())) - margin)
+    c1 = min(W, int(math.ceil(corners[:, 0].max())) + margin + 1)
+    r0 = max(0, int(math.floor(corners[:, 1].min())) - margin)
+    r1 = min(H, int(math.ceil(corners[:, 1].max())) + margin + 1)
+    if c0 >= c1 or r0 >= r1:
+        return img
+    cols, rows = np.meshgrid(np.arange(c0, c1, dtype=np.float64),
+                             np.arange(r0, r1, dtype=np.float64))
+    u, v = pixel_to_image(cols, rows, (H, W), p)
+    a1, a2 = view.image_to_qperp(u, v)
+    k_min = max(m * 1.01, 1e-6)
+    if k < k_min:                          # looking (nearly) down the axis
+        k_vec = k_vec / k * k_min if k > 0 else np.array([k_min, 0.0])
+        k = k_min
+    e = k_vec / k
+    dx, dy = a1 - t0[0], a2 - t0[1]
+    t = dx * e[0] + dy * e[1]
+    n = np.abs(-dx * e[1] + dy * e[0])
+    q = m / k
+    s = np.clip((t + q * n / math.sqrt(1 - q * q)) / k, 0.0, length)
+    d = np.hypot(t - k * s, n)
+    r = tip_radius + m * s
+    cover = np.clip(0.5 - (d - r) / p, 0.0, 1.0).astype(np.float32)
+    if not cover.any():
+        return img
+    cos_i = np.sqrt(np.clip(1.0 - (d / r) ** 2, 0.0, 1.0))
+    sec = np.minimum(1.0 / np.maximum(cos_i, 1.0 / _SEC_CAP), _SEC_CAP)
+    yld = (shading.base[material] * sec ** shading.exponent[material]).astype(np.float32)
+    layer = cover * yld
+    if optics.max_sigma >= 0.5:
+        cov = optics.covariance()
+        cover = gaussian_blur(cover, cov)
+        layer = gaussian_blur(layer, cov)
+    out = img.copy()
+    box = out[r0:r1, c0:c1]
+    out[r0:r1, c0:c1] = box * (1.0 - cover) + layer
+    return out
 
 
 def _unit_projection_direction(view) -> np.ndarray:

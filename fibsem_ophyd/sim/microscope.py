@@ -644,7 +644,7 @@ class SimulatedMicroscope:
             view.width, view.height, view.pixel, st["scan_rotation"], tuple(st["shift"]),
             st["working_distance"], tuple(st["stigmation"]), st["voltage"], st["current"],
             st["detector_type"], st["detector_mode"], self.scene.version, self._offset,
-            self.needle.key(),
+            self.needle.key(), self.gis.state["gis_position"],
         )
         hit = self._clean_cache.get(key)
         if hit is not None:
@@ -654,6 +654,7 @@ class SimulatedMicroscope:
         optics = self._optics(beam, view)
         stats = RenderStats()
         img = render_clean(self.scene, view, shading, optics, stats)
+        img = self.gis.composite(img, view, shading, optics)
         img = self.needle.composite(img, view, shading, optics)
         self.last_render = stats
         self._clean_cache[key] = (img, shading)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from fibsem_ophyd import geometry as G
 from fibsem_ophyd.backend import BackendError
 from fibsem_ophyd.sim.deposition import GIS_INSERT_TIME, GIS_RATE, SPUTTER_OVERHEAD
 from fibsem_ophyd.sim.materials import MATERIAL_IDS, material_table
@@ -134,3 +135,23 @@ def test_a_cryo_layer_stops_ice_imaging_dark_in_the_fib():
     sim.gis_deposit(30.0)
     after = sim.acquire_image("ion")[centre].mean()
     assert after > before + 10.0, (before, after)  # grey levels
+
+
+def test_the_inserted_gis_needle_shows_at_low_magnification():
+    """At 0.9 mm field width the "electron_default" nozzle (0.42 mm from the coincidence
+    point, up and to the left, 0.25 mm radius) covers the frame up to x = -0.3 + 0.25 mm in
+    the electron image; the "cryo" position (2.8 mm away) is out of the frame."""
+    sim = small_sim()
+    sim.set("hfw", 0.9e-3, "electron")
+    clean = sim.render_clean("electron")
+    sim.set("gis_position", "cryo")
+    assert np.array_equal(sim.render_clean("electron"), clean)
+    sim.set("gis_position", "electron_default")
+    inserted = sim.render_clean("electron")
+    changed = np.abs(inserted - clean) > 0.05 * clean.mean()
+    cols = np.nonzero(changed.any(axis=0))[0]
+    h, w = clean.shape
+    right_edge, _ = G.image_to_pixel(-0.3e-3 + 0.25e-3, 0.0, (h, w), 0.9e-3 / w)
+    assert cols.min() == 0 and cols.max() == pytest.approx(right_edge, abs=2.0)
+    sim.set("gis_position", "retracted")
+    assert np.array_equal(sim.render_clean("electron"), clean)
