@@ -7,8 +7,9 @@ beam removes a column of material along its direction, from the surface plane do
 length ``D(u, v)``. ``D`` is the dose the pattern asks for (its depth in the application-file
 material, over that material's volume per charge), spread by the probe (a Gaussian of the
 spot size at the milling current plus a 2 % tail 10x wider, which rounds milled edges), times
-the local material's volume per charge. The floor of a beam-aligned column faces the beam,
-so no angular yield enhancement applies to its length.
+the local material's volume per charge; deposited layers (cryo GIS, sputter coat) on the
+surface are crossed first, each at its own rate. The floor of a beam-aligned column faces
+the beam, so no angular yield enhancement applies to its length.
 
 A cut is fixed in the sample frame: it keeps the beam view (pose, drift, beam shift) at the
 moment of milling, so a stage move or a drift between two stages shows as a misplaced cut,
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .milling import local_sputter_rate
+from .materials import material_table
+from .milling import UM3_PER_NC, erode_layers
 
 __all__ = ["BeamCut", "make_cut", "lamella_profile"]
 
@@ -102,11 +104,25 @@ def make_cut(sim, view, depth_at, bounds, current: float, voltage: float,
     centre = sim._surface_point("ion", view, float(a1), float(a2))
     if centre is None:
         raise ValueError("the milling pattern does not land on the sample")
-    local_rate = local_sputter_rate(sim.scene, float(centre[0]), float(centre[1]))
-    depth = (blurred / application_rate * local_rate).astype(np.float32)
     _, _, beam = view.sample_axes()
+    depth = _column_length(sim.scene, centre, blurred / application_rate, abs(float(beam[2])))
     return BeamCut(view=view, u0=u0, v0=v0, spacing=spacing, depth=depth,
                    z_ref=float(centre[2]), beam=np.asarray(beam, dtype=float))
+
+
+def _column_length(scene, centre, charge: np.ndarray, cos_beam: float) -> np.ndarray:
+    """Column lengths (m, along the beam) that ``charge`` (C/m^2 of image plane) removes at
+    the sample point ``centre``: through the deposited layers there first (each crossed over
+    its thickness / cos(beam to normal), at its own rate), then the sample's material."""
+    x, y = np.array([float(centre[0])]), np.array([float(centre[1])])
+    _, sub = scene.evaluate(x, y, patch_materials=False)
+    rates = material_table("sputter_rate").astype(float) * UM3_PER_NC
+    budget = charge.astype(float).copy()
+    path = max(cos_beam, 0.05)
+    layers = [(mid, np.full(budget.shape, float(th[0]) / path))
+              for mid, th in scene.layers_at(x, y) if float(th[0]) > 0]
+    length = erode_layers(layers, budget, rates) + budget * rates[int(sub[0])]
+    return length.astype(np.float32)
 
 
 def lamella_profile(cuts: list[BeamCut], point: np.ndarray, depth: float, half_range: float,

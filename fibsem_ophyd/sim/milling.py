@@ -31,7 +31,7 @@ from .materials import material_table
 from .scene import HeightPatch
 
 __all__ = ["mill_shapes", "yamamura", "local_sputter_rate", "UM3_PER_NC", "REDEPOSITION",
-           "REDEPOSITION_WIDTH", "LAYER_VISIBLE"]
+           "REDEPOSITION_WIDTH", "LAYER_VISIBLE", "erode_layers"]
 
 #: 1 um^3/nC in m^3/C
 UM3_PER_NC = 1e-9
@@ -126,7 +126,7 @@ def mill_shapes(
         cos_t = np.clip(n @ source, 0.0, 1.0)  # faces turned away from the beam get nothing
         # charge per surface area, over the vertical: times a volume per charge, a depth
         budget = dose * cos_t * yamamura(cos_t) / np.maximum(n[..., 2], 0.2)
-        dh_total -= _erode_layers(layers, budget, rate_table) + budget * rate_table[mat]
+        dh_total -= erode_layers(layers, budget, rate_table) + budget * rate_table[mat]
         if progress is not None:
             progress((k + 1) / passes)
     removed = np.clip(-dh_total, 0.0, None)
@@ -149,7 +149,7 @@ def mill_shapes(
     return {"time": charge / current, "charge": charge, "spacing": spacing}
 
 
-def _erode_layers(layers: list, budget: np.ndarray, rate_table: np.ndarray) -> np.ndarray:
+def erode_layers(layers: list, budget: np.ndarray, rate_table: np.ndarray) -> np.ndarray:
     """Mill deposited ``layers`` (bottom first; thicknesses reduced in place) top down with
     ``budget`` (charge per area over the vertical, C/m^2 times the incidence factors).
     Returns the thickness removed (m); ``budget`` is reduced in place to what is left for

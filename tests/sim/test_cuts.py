@@ -94,3 +94,27 @@ def test_redeposition_raises_a_rim_with_its_share_of_the_volume():
     cx, cy = (nx - 1) / 2, (ny - 1) / 2
     reach = np.hypot(xs - cx, ys - cy).max() * patch.spacing
     assert 2e-6 < reach < 2e-6 * 2 ** 0.5 + 2.5e-6  # beyond the box's half width, not far
+
+
+def test_a_cut_crosses_a_deposited_layer_first():
+    """Under a cryo PtC layer of vertical thickness L, the beam crosses L / cos(beam to
+    normal) of PtC at 0.3 um^3/nC before the ice at 3: the column is shorter than without
+    the layer by that path x (3 / 0.3 - 1)."""
+    depths = []
+    for coat in (False, True):
+        sim = small_sim(seed=4)
+        sim.move_stage_absolute({"t": 30.0})
+        sim.set("hfw", 40e-6, "ion")
+        if coat:
+            sim.set("gis_position", "cryo")
+            sim.gis_deposit(2.0)
+        top = sim.truth.surface_point("ion")
+        if coat:
+            (_, th), = sim.scene.layers_at(top[0], top[1])  # before the milling takes it
+        _mill(sim, RectanglePattern(width=4e-6, height=4e-6, depth=1.5e-6))
+        (cut,) = sim.cuts
+        depths.append(float(cut.column(top[None, :])[0][0]))
+        if coat:
+            path = float(th) / abs(float(cut.beam[2]))
+    assert 20e-9 < path < 200e-9
+    assert depths[1] == pytest.approx(depths[0] - path * (3.0 / 0.3 - 1.0), rel=0.01)

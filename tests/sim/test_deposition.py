@@ -11,7 +11,7 @@ from fibsem_ophyd import geometry as G
 from fibsem_ophyd.backend import BackendError
 from fibsem_ophyd.sim.deposition import GIS_INSERT_TIME, GIS_RATE, SPUTTER_OVERHEAD
 from fibsem_ophyd.sim.materials import MATERIAL_IDS, material_table
-from fibsem_ophyd.sim.milling import UM3_PER_NC, _erode_layers
+from fibsem_ophyd.sim.milling import UM3_PER_NC, erode_layers
 
 from ._helpers import small_sim
 
@@ -116,7 +116,7 @@ def test_layers_are_milled_top_down_at_their_own_rates():
     stack = [(m, np.array([float(t)])) for m, t in layers]
     # the charge (per area) that takes all the Pt and half the PtC
     budget = np.array([pt / rates[MATERIAL_IDS["Pt"]] + 0.5 * ptc / rates[MATERIAL_IDS["PtC"]]])
-    removed = _erode_layers(stack, budget, rates)
+    removed = erode_layers(stack, budget, rates)
     assert float(removed[0]) == pytest.approx(pt + 0.5 * ptc, rel=1e-9)
     assert float(stack[1][1][0]) == 0.0 and float(stack[0][1][0]) == pytest.approx(0.5 * ptc)
     assert float(budget[0]) == pytest.approx(0.0, abs=1e-6 * float(removed[0]))
