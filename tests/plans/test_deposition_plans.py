@@ -152,3 +152,36 @@ def test_a_failed_deposition_closes_the_run_fail_and_keeps_the_before_images(ses
     for beam in ("electron", "ion"):  # what was taken before the failure reads back
         (image,) = load_images(run, beam)
         assert image.data.shape == (256, 384)
+
+
+@pytest.mark.parametrize("material", ["ice", "Si"])
+def test_a_coated_lamella_needs_a_protocol_with_dose_for_the_coat(session, microscope,
+                                                                  material):
+    """After a sputter coat and 5 s of cryo GIS (~0.14 um PtC here), a protocol whose depths
+    are ice depths spends its dose in the layer (0.14 um of PtC takes the charge of 1.4 um of
+    ice), so no slab is cut 0.75 um down; the same protocol in silicon units (as vendor
+    application files are calibrated: ~11x the charge in ice) cuts through and leaves the
+    polish spacing (600 nm)."""
+    import json
+
+    from fibsem_ophyd.plans import mill_lamella, move_to_milling_angle
+
+    from .test_mill_lamella import PROTOCOL
+
+    sim = session.backend
+    protocol = json.loads(json.dumps(PROTOCOL).replace('"ice"', f'"{material}"'))
+    session.RE(sputter_coat(microscope, images=False))
+    session.RE(cryo_deposition(microscope, time=5.0, images=False))
+    for det in (microscope.fib, microscope.ion_beam):
+        det.hfw.set(80e-6).wait()
+    session.RE(move_to_milling_angle(microscope, 15.0))
+    site = sim.truth.surface_point("ion")
+    (_, pt), (_, ptc) = sim.scene.layers_at(site[0], site[1])  # bottom first
+    assert 0.1e-6 < float(ptc) < 0.2e-6 and float(pt) == pytest.approx(3e-9, rel=1e-3)
+    session.RE(mill_lamella(microscope, protocol, lamella="L1"))
+    slab = sim.truth.lamella(site, depth=0.75e-6)
+    if material == "ice":
+        assert not slab["bounded"]
+    else:
+        assert slab["inside"] and slab["bounded"]
+        assert slab["thickness"] == pytest.approx(600e-9, abs=50e-9)
