@@ -8,6 +8,8 @@ from __future__ import annotations
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 
+from ._signals import finished_status
+
 __all__ = ["RecordSignal", "make_recorder"]
 
 _TYPES = {"number": (float, "number", "<f8"), "integer": (int, "integer", "<i8"),
@@ -28,6 +30,12 @@ class RecordSignal(Signal):
     def put(self, value, **kwargs):
         cast = _TYPES[self._dtype][0]
         super().put(cast(value), **kwargs)
+
+    def set(self, value, **kwargs):
+        """Done on return. (ophyd's ``Signal.set`` waits until the readback equals the value,
+        which a NaN never does: a plan recording "no measurement" would hang.)"""
+        self.put(value)
+        return finished_status(self)
 
     def describe(self):
         _, dtype, numpy = _TYPES[self._dtype]

@@ -174,3 +174,19 @@ def test_stored_image_refuses_bad_pixels(microscope):
     assert dev.image.get().tolist() == [[0, 127], [128, 255]]
     with pytest.raises(RuntimeError, match="staged"):
         dev.trigger()
+
+
+def test_a_recorder_takes_nan_without_waiting(session):
+    """Recording "no measurement" (NaN) completes at once: ophyd's Signal.set would wait for
+    the readback to equal NaN, which it never does (a batch summary hung on it)."""
+    import math
+
+    import bluesky.plan_stubs as bps
+
+    from fibsem_ophyd.devices import make_recorder
+
+    rec = make_recorder("probe", {"thickness": ("number", "m"), "status": ("string", None)})
+    status = rec.thickness.set(float("nan"))
+    assert status.done and status.success
+    session.RE(bps.mv(rec.thickness, float("nan"), rec.status, "no lamella"))
+    assert math.isnan(rec.thickness.get()) and rec.status.get() == "no lamella"
