@@ -9,7 +9,7 @@ from ophyd import Component as Cpt
 from ophyd import Device
 
 from ..backend import BEAM_KEYS, DETECTOR_KEYS, MicroscopeBackend
-from ..storage import batch_state, system_info
+from ..storage import batch_coating, batch_state, system_info
 from ..storage import microscope_state as _state_metadata
 from ._beam import Beam, Chamber
 from ._detector import ImagingDetector
@@ -46,6 +46,9 @@ class FibsemMicroscope(Device):
     manipulator = Cpt(Manipulator)
     #: the stored state of a lamella batch (see :class:`BatchStateSignal`)
     batch_state = Cpt(BatchStateSignal, value=None, kind="omitted")
+    #: the coats a lamella batch has finished (``storage.batch_coating``)
+    batch_coating = Cpt(BatchStateSignal, value=None, kind="omitted",
+                        loader="load_batch_coating")
 
     def __init__(self, *args, backend: MicroscopeBackend, images_dir: str | Path, **kwargs):
         if not isinstance(backend, MicroscopeBackend):
@@ -95,12 +98,19 @@ class FibsemMicroscope(Device):
         """
         self._catalog = catalog
 
-    def load_batch_state(self, batch: str) -> dict:
-        """What the stored runs of ``batch`` say is done (see ``storage.batch_state``)."""
+    def _batch_catalog(self):
         if self._catalog is None:
             raise ValueError("no catalog is attached to the microscope: resuming a batch "
                              "needs a session (setup_session attaches its catalog)")
-        return batch_state(self._catalog, batch)
+        return self._catalog
+
+    def load_batch_state(self, batch: str) -> dict:
+        """What the stored runs of ``batch`` say is done (see ``storage.batch_state``)."""
+        return batch_state(self._batch_catalog(), batch)
+
+    def load_batch_coating(self, batch: str) -> list[str]:
+        """The coats of ``batch`` its stored runs say are done (``storage.batch_coating``)."""
+        return batch_coating(self._batch_catalog(), batch)
 
     def load_reference(self, uid: str, image_key: str):
         """The last ``image_key`` frame of the stored run ``uid`` (ValueError if none)."""

@@ -79,13 +79,18 @@ class ReferenceSignal(ImmediateSignal):
 
 class BatchStateSignal(ImmediateSignal):
     """The stored state of a lamella batch: ``bps.mv(sig, "batch name")`` reads it from the
-    catalog (:func:`fibsem_ophyd.storage.batch_state`), ``bps.rd(sig)`` returns it. How a
-    batch plan resumes where an interrupted one stopped."""
+    catalog (the root device's ``loader`` method: ``load_batch_state``, i.e.
+    :func:`fibsem_ophyd.storage.batch_state`, or ``load_batch_coating``), ``bps.rd(sig)``
+    returns it. How a batch plan resumes where an interrupted one stopped."""
+
+    def __init__(self, *args, loader: str = "load_batch_state", **kwargs):
+        self._loader = loader
+        super().__init__(*args, **kwargs)
 
     def put(self, value: Any, **kwargs):
         if not isinstance(value, str):
             raise ValueError(f"{self.name}: set it to a batch name, got {value!r}")
-        loader = getattr(self.root, "load_batch_state", None)
+        loader = getattr(self.root, self._loader, None)
         if loader is None:
             raise ValueError(f"{self.name}: needs a microscope device tree with a catalog")
         super().put(loader(value), **kwargs)

@@ -9,8 +9,10 @@ from bluesky.protocols import Readable
 from bluesky.utils import FailedStatus, MsgGenerator
 
 from ..alignment import RegistrationError
+from ..backend import check_deposition_time
 from ..devices import make_recorder
 from ._alignment import AlignmentError, acquire_reference, correct_drift
+from ._deposition import cryo_deposition, sputter_coat
 from ._milling import ALIGN_TOLERANCE, lamella_protocol, mill_stages, milled_boxes
 from ._movement import go_to_position, move_to_milling_angle
 
@@ -39,6 +41,60 @@ def _skip(batch: str, site: str, section: str, reason: str, md: dict) -> MsgGene
     return uid
 
 
+#: keys of ``mill_lamellae``'s ``coating`` and their defaults
+COATING_KEYS = {"sputter_time": None, "sputter_current": 10e-3, "gis_time": None,
+                "gas": "Pt cryo", "insert_position": "cryo", "position": None}
+
+
+def _check_coating(microscope, coating, positions) -> dict | None:
+    """The coating request with defaults, validated (nothing moves)."""
+    if coating is None:
+        return None
+    if not isinstance(coating, dict):
+        raise ValueError(f"coating must be a dict with keys {list(COATING_KEYS)}, got "
+                         f"{coating!r}")
+    unknown = set(coating) - set(COATING_KEYS)
+    if unknown:
+        raise ValueError(f"unknown coating key(s) {sorted(unknown)}; known: "
+                         f"{list(COATING_KEYS)}")
+    c = {**COATING_KEYS, **coating}
+    if c["sputter_time"] is None and c["gis_time"] is None:
+        raise ValueError("coating needs sputter_time and/or gis_time (s)")
+    if c["sputter_time"] is not None:
+        c["sputter_time"] = check_deposition_time("coating sputter_time", c["sputter_time"])
+        c["sputter_current"] = microscope.sputter_coater.current.check_value(
+            c["sputter_current"])
+    if c["gis_time"] is not None:
+        c["gis_time"] = check_deposition_time("coating gis_time", c["gis_time"])
+        c["gas"] = microscope.gis.gas.check_value(c["gas"])
+        c["insert_position"] = microscope.gis.insert_position.check_value(
+            c["insert_position"])
+        if c["insert_position"] == "retracted":
+            raise ValueError("coating insert_position must be where the GIS needle goes in")
+    if c["position"] is not None and c["position"] not in positions:
+        raise ValueError(f"unknown coating position {c['position']!r}; saved: "
+                         f"{sorted(positions)}")
+    return c
+
+
+def _coat(microscope, c: dict, done: list, md: dict) -> MsgGenerator[None]:
+    """The batch's coats not yet done: sputter, then cryo GIS (a ``section: "coating"`` run
+    each), at the coating position."""
+    todo = [kind for kind, t in (("sputter", c["sputter_time"]), ("cryo", c["gis_time"]))
+            if t is not None and kind not in done]
+    if not todo:
+        return
+    if c["position"] is not None:
+        yield from go_to_position(microscope, c["position"])
+    md = {**md, "section": "coating"}
+    if "sputter" in todo:
+        yield from sputter_coat(microscope, time=c["sputter_time"],
+                                current=c["sputter_current"], md=md)
+    if "cryo" in todo:
+        yield from cryo_deposition(microscope, time=c["gis_time"], gas=c["gas"],
+                                   insert_position=c["insert_position"], md=md)
+
+
 def mill_lamellae(
     microscope: Readable,
     sites: list[str],
@@ -47,6 +103,7 @@ def mill_lamellae(
     milling_angle: float | None = None,
     resume: bool = False,
     supervised: bool = False,
+    coating: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[dict]:
     """Mill lamellae at many saved positions, the way a facility runs them overnight.
@@ -81,6 +138,14 @@ def mill_lamellae(
     supervised : bool
         Pause before every milling stage for a person to confirm or move the patterns
         (see ``mill_stages``).
+    coating : dict, optional
+        Protective coats for the whole grid before the first site's reference (as
+        AutoLamella's set-up does): ``sputter_time`` (s) and ``sputter_current`` (A, 10 mA),
+        then ``gis_time`` (s) of ``gas`` ("Pt cryo") at ``insert_position`` ("cryo"); at the
+        saved stage ``position`` (default: where the stage is). Runs with ``section:
+        "coating"``; a resumed batch does only the coats its runs do not show done. The
+        protocol's depths must then include the coat (see the README: a PtC layer takes the
+        charge of ten times its thickness of ice).
     md : dict, optional
         Extra metadata for every run.
 
@@ -105,6 +170,7 @@ def mill_lamellae(
     unknown = [s for s in sites if s not in positions]
     if unknown:
         raise ValueError(f"unknown site position(s) {unknown}; saved: {sorted(positions)}")
+    coat = _check_coating(microscope, coating, positions)
     base = {**(md or {}), "batch": batch}
 
     state = {s: {"done": [], "skipped": None, "reference": None, "thickness": None}
@@ -116,6 +182,13 @@ def mill_lamellae(
             if site in stored:
                 state[site].update({k: stored[site][k] for k in ("done", "skipped",
                                                                   "reference", "thickness")})
+    if coat is not None:
+        coated = []
+        if resume:
+            yield from bps.mv(microscope.batch_coating, batch)
+            coated = list((yield from bps.rd(microscope.batch_coating, default_value=None))
+                          or [])
+        yield from _coat(microscope, coat, coated, base)
     fib = microscope.fib
     hfw = sections[order[0]][0].hfw
     # what each section mills changes the view against the site reference: alignments ignore
@@ -166,7 +239,7 @@ def mill_lamellae(
 
     rec = make_recorder("site", _SITE_FIELDS)
     summary_md = {**base, "plan_name": "mill_lamellae", "sites": list(sites),
-                  "sections": order, "resumed": bool(resume), "hints": {}}
+                  "sections": order, "resumed": bool(resume), "coating": coat, "hints": {}}
 
     @bpp.run_decorator(md=summary_md)
     def summary():

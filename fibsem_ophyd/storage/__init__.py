@@ -15,7 +15,7 @@
 - :mod:`.validate` -- :func:`validate_document`.
 """
 
-from .batch import batch_state
+from .batch import batch_coating, batch_state
 from .catalog import (
     BACKUP_DIR,
     IMAGES_DIR,
@@ -110,6 +110,7 @@ __all__ = [
     "WriteError",
     # reader
     "batch_state",
+    "batch_coating",
     "load_images",
     "image_files",
     "image_keys",

@@ -7,13 +7,18 @@ closed with exit_status "success"; a site is *skipped* when the batch recorded a
 reference is its latest successful run with ``role: "reference"``, its thickness the
 latest ``measure_lamella`` run's. A run that was
 interrupted (the batch was stopped or crashed) marks nothing: its section is done again.
+The batch's coating (sputter, cryo GIS) has runs with ``section: "coating"`` and no site
+(:func:`batch_coating`).
 """
 
 from __future__ import annotations
 
 from .reader import search_runs
 
-__all__ = ["batch_state"]
+__all__ = ["batch_state", "batch_coating"]
+
+#: the plans whose runs coat the sample, by the kind of coat
+_COATINGS = {"sputter_coat": "sputter", "cryo_deposition": "cryo"}
 
 
 def batch_state(catalog, batch: str) -> dict[str, dict]:
@@ -45,3 +50,17 @@ def batch_state(catalog, batch: str) -> dict[str, dict]:
         elif plan == "measure_lamella" and ok:
             st["thickness"] = float(run["lamella"].read()["lamella_thickness"][-1])
     return state
+
+
+def batch_coating(catalog, batch: str) -> list[str]:
+    """The coats of ``batch`` that finished ("sputter", "cryo"), from its ``section:
+    "coating"`` runs that closed with exit_status "success"."""
+    if not isinstance(batch, str) or not batch:
+        raise ValueError(f"a batch name must be a non-empty string, got {batch!r}")
+    done = set()
+    for run in search_runs(catalog, batch=batch, section="coating").values():
+        start, stop = run.metadata.get("start") or {}, run.metadata.get("stop") or {}
+        kind = _COATINGS.get(start.get("plan_name"))
+        if kind and stop.get("exit_status") == "success":
+            done.add(kind)
+    return sorted(done)

@@ -107,3 +107,55 @@ def test_batch_bad_input_moves_nothing(session, microscope):
         session.RE(mill_lamellae(microscope, ["A"], bad))
     assert microscope.stage.x.position == x0
     assert len(session.catalog) == 0
+
+
+def test_batch_coats_the_grid_once_before_the_references(session, microscope):
+    """The coats run first (sputter, then cryo GIS), each a run of the batch with ``section:
+    "coating"``; the sites' references are taken on the coated sample; a resumed batch
+    reads the coats back and does not coat again."""
+    import json
+
+    from fibsem_ophyd.storage import batch_coating
+
+    RE, sim, scope = session.RE, session.backend, microscope
+    protocol = json.loads(json.dumps(PROTOCOL).replace('"ice"', '"Si"'))  # dose for the coat
+    scope.fib.hfw.set(80e-6).wait()
+    RE(move_to_milling_angle(scope, 15.0))
+    RE(save_position(scope, "A"))
+    site = sim.truth.surface_point("ion")
+    coating = {"sputter_time": 10.0, "gis_time": 5.0}
+    res = RE(mill_lamellae(scope, ["A"], protocol, batch="coated",
+                           coating=coating)).plan_result
+    assert res["done"] == {"A": ["mill_rough", "mill_polishing"]}
+    runs = [session.catalog[u].metadata["start"] for u in session.catalog]
+    order = [(s["plan_name"], s.get("section"), s.get("role")) for s in runs
+             if s.get("batch") == "coated"]
+    assert order[:3] == [("sputter_coat", "coating", None), ("cryo_deposition", "coating", None),
+                         ("acquire_reference", "mill_rough", "reference")]
+    assert batch_coating(session.catalog, "coated") == ["cryo", "sputter"]
+    assert [k for k, _ in sim.gis.history] == ["sputter", "gis"]
+    # resumed: nothing left to coat (nor to mill)
+    res = RE(mill_lamellae(scope, ["A"], protocol, batch="coated", coating=coating,
+                           resume=True)).plan_result
+    assert [k for k, _ in sim.gis.history] == ["sputter", "gis"]
+    assert res["done"] == {"A": ["mill_rough", "mill_polishing"]}
+    # the lamella under the coat has the polish spacing (ground truth)
+    slab = sim.truth.lamella(site, depth=0.75e-6)
+    assert slab["bounded"] and slab["thickness"] == pytest.approx(0.5e-6, abs=30e-9)
+
+
+@pytest.mark.parametrize("coating, match", [
+    ({"gis_time": -1.0}, "coating gis_time must be a time"),
+    ({"sputter_time": 5.0, "sputter_current": 1.0}, "outside its limits"),
+    ({"gas": "Pt cryo"}, "needs sputter_time and/or gis_time"),
+    ({"gis_time": 5.0, "insert_position": "retracted"}, "where the GIS needle goes in"),
+    ({"gis_time": 5.0, "position": "nowhere"}, "unknown coating position 'nowhere'"),
+    ({"gis_time": 5.0, "colour": "gold"}, "unknown coating key"),
+])
+def test_batch_bad_coating_moves_nothing(session, microscope, coating, match):
+    RE, sim = session.RE, session.backend
+    RE(save_position(microscope, "A"))
+    t0, n_runs = sim.time(), len(session.catalog)
+    with pytest.raises(ValueError, match=match):
+        RE(mill_lamellae(microscope, ["A"], PROTOCOL, batch="bad", coating=coating))
+    assert sim.time() == t0 and len(session.catalog) == n_runs and not sim.scene.patches
