@@ -10,7 +10,7 @@ from bluesky.utils import MsgGenerator
 
 from .. import geometry
 from ..beams import as_beam
-from ._movement import _finite, read_geometry
+from ._movement import _finite, read_axes, read_geometry
 from ._util import mv_raising_cause
 
 __all__ = ["insert_manipulator", "retract_manipulator", "move_manipulator_corrected",
@@ -26,11 +26,7 @@ def read_manipulator_position(microscope: Readable) -> MsgGenerator[dict]:
     ----------
     microscope : Readable
         The microscope device."""
-    needle = microscope.manipulator
-    pos = {}
-    for ax in _AXES:
-        pos[ax] = float((yield from bps.rd(getattr(needle, ax))))
-    return pos
+    return (yield from read_axes(microscope.manipulator, _AXES))
 
 
 def insert_manipulator(microscope: Readable, name: str = "PARK") -> MsgGenerator[dict]:

@@ -38,10 +38,14 @@ def read_stage_position(microscope: Readable) -> MsgGenerator[dict]:
     ----------
     microscope : Readable
         The microscope device."""
-    stage = microscope.stage
+    return (yield from read_axes(microscope.stage, _AXES))
+
+
+def read_axes(device, axes) -> MsgGenerator[dict]:
+    """``{axis: float}`` read (``bps.rd``) from the ``axes`` children of ``device``."""
     pos = {}
-    for ax in _AXES:
-        pos[ax] = float((yield from bps.rd(getattr(stage, ax))))
+    for ax in axes:
+        pos[ax] = float((yield from bps.rd(getattr(device, ax))))
     return pos
 
 
