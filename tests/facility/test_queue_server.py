@@ -104,6 +104,43 @@ def test_queue_take_reference_images(queue_server):
     assert sem2.stage_position["x"] != pytest.approx(sem.stage_position["x"], abs=1e-9)
 
 
+def test_queue_deposition_and_needle(queue_server):
+    """Deposition and manipulator plans through the queue: their parameters (an OpenFIBSEM
+    GIS protocol dict, a beam name) pass the queue's validation, the runs are stored, and
+    observers may neither deposit nor move the needle."""
+    RM = queue_server.open_environment(user_group="primary", user="test-primary")
+    protocol = {"gas": "Pt cryo", "position": "cryo", "time": 10.0, "beam_current": 1e-8}
+    RM.item_add(BPlan("sputter_coat", "microscope", time=5.0, images=False,
+                      md={"sample": "qs-coat"}))
+    RM.item_add(BPlan("cryo_deposition", "microscope", protocol=protocol, images=False,
+                      md={"sample": "qs-coat"}))
+    RM.item_add(BPlan("insert_manipulator", "microscope", name="PARK"))
+    RM.item_add(BPlan("move_manipulator_corrected", "microscope", dy=-5e-6, beam="ion"))
+    RM.item_add(BPlan("retract_manipulator", "microscope"))
+    RM.queue_start()
+    RM.wait_for_idle(timeout=120)
+    history = RM.history_get()["items"]
+    assert [h["result"]["exit_status"] for h in history] == ["completed"] * 5, history
+    coat_uids = [u for h in history[:2] for u in h["result"]["run_uids"]]
+
+    RM.user_group = "observers"
+    RM.user = "test-observer"
+    for name, kwargs in (("cryo_deposition", {"time": 5.0}), ("insert_manipulator", {}),
+                         ("move_manipulator_corrected", {"dy": 1e-6})):
+        with pytest.raises(RM.RequestFailedError, match=name):
+            RM.item_add(BPlan(name, "microscope", **kwargs))
+
+    RM.environment_close()
+    RM.wait_for_idle(timeout=60)
+    catalog = open_catalog(queue_server.data_dir)
+    sputter, cryo = (catalog[u] for u in coat_uids)
+    assert sputter.start["plan_name"] == "sputter_coat"
+    assert cryo.start["deposition_time"] == 10.0
+    assert cryo.start["protocol_not_used"] == {"beam_current": 1e-8}
+    dep = cryo["deposition"].read()
+    assert list(dep["microscope_gis_insert_position"].values) == ["cryo"]
+
+
 def test_redis_cleanup_is_scoped(redis_available):
     import redis
 
