@@ -1,0 +1,95 @@
+"""The overnight batch through the queue server, with drift and shot noise on: coats the grid,
+mills two lamellae, and leaves every decision in the stored documents."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from bluesky_queueserver_api import BPlan
+
+from fibsem_ophyd.storage import batch_coating, batch_state, open_catalog
+
+from .conftest import QueueServer
+
+DRIFT_CONFIG = """\
+electron:
+  resolution: [384, 256]
+ion:
+  resolution: [384, 256]
+sim:
+  drift: {velocity: [2.0e-9, 2.0e-9, 1.0e-9], settle_amplitude: 0.0}
+"""
+
+SI = {"milling_current": 2e-10, "hfw": 80e-6, "material": "Si"}
+PROTOCOL = {"milling": {
+    "mill_rough": [{
+        "name": "rough", "milling": {**SI, "milling_current": 7.4e-10},
+        "pattern": {"name": "Trench", "width": 8e-6, "upper_trench_height": 3e-6,
+                    "lower_trench_height": 3e-6, "spacing": 2e-6, "depth": 1.5e-6}}],
+    "mill_polishing": [{
+        "name": "polish", "milling": {**SI, "milling_current": 6e-11},
+        "pattern": {"name": "Trench", "width": 7e-6, "upper_trench_height": 0.7e-6,
+                    "lower_trench_height": 0.7e-6, "spacing": 0.5e-6, "depth": 1.5e-6}}],
+}}
+
+
+@pytest.fixture
+def drifting_queue_server(tmp_path, redis_available):
+    config = tmp_path / "microscope.yaml"
+    config.write_text(DRIFT_CONFIG)
+    qs = QueueServer(tmp_path, tmp_path / "data", config)
+    try:
+        qs.connect()
+        yield qs
+    finally:
+        qs.close()
+
+
+def test_overnight_batch_through_the_queue(drifting_queue_server):
+    qs = drifting_queue_server
+    RM = qs.open_environment(user_group="primary", user="test-night")
+    RM.item_add(BPlan("move_to_milling_angle", "microscope", 15.0))
+    RM.item_add(BPlan("save_position", "microscope", "A"))
+    RM.item_add(BPlan("stable_move", "microscope", 120e-6, 0.0, "ion"))
+    RM.item_add(BPlan("save_position", "microscope", "B"))
+    RM.item_add(BPlan("mill_lamellae", "microscope", ["A", "B"], PROTOCOL, batch="qs-night",
+                      coating={"sputter_time": 10.0, "gis_time": 5.0}))
+    RM.queue_start()
+    RM.wait_for_idle(timeout=300)
+    history = RM.history_get()["items"]
+    assert [h["result"]["exit_status"] for h in history] == ["completed"] * 5, \
+        history[-1]["result"]
+    batch_uids = history[-1]["result"]["run_uids"]
+    RM.environment_close()
+    RM.wait_for_idle(timeout=60)
+
+    catalog = open_catalog(qs.data_dir)
+    assert batch_coating(catalog, "qs-night") == ["cryo", "sputter"]
+    state = batch_state(catalog, "qs-night")
+    for site in ("A", "B"):
+        assert state[site]["done"] == ["mill_rough", "mill_polishing"], state[site]
+        assert state[site]["skipped"] is None
+        assert math.isfinite(state[site]["thickness"])
+    # every decision is in the documents: the drift each site's correction measured, the
+    # alignment at each milling current, in the runs of this batch, in order
+    starts = [catalog[u].start for u in batch_uids]
+    plans = [s["plan_name"] for s in starts]
+    assert plans[:2] == ["sputter_coat", "cryo_deposition"]
+    assert plans.count("mill_stages") == 4 and plans[-1] == "mill_lamellae"
+    # correct_drift (an align_beam_shift run) at each site's second visit
+    drift_runs = [catalog[u] for u, s in zip(batch_uids, starts, strict=True)
+                  if s["plan_name"] == "align_beam_shift"]
+    assert [r.start["lamella"] for r in drift_runs] == ["A", "B"]
+    for run in drift_runs:
+        shifts = run["alignment"].read()
+        first = math.hypot(float(shifts["alignment_dx"][0]), float(shifts["alignment_dy"][0]))
+        last = math.hypot(float(shifts["alignment_dx"][-1]), float(shifts["alignment_dy"][-1]))
+        assert first > 0.1e-6 and last < 0.1e-6  # the drift it found, and what it left
+    summary = catalog[batch_uids[-1]]
+    assert list(summary["site"].read()["site_status"].values) == ["done", "done"]
+    # the summary replays through any callback
+    names = [name for name, _ in summary.documents()]
+    assert names[0] == "start" and names[-1] == "stop" and "event" in names
+    assert json.dumps(summary.start["coating"])  # the request is stored as given
