@@ -201,6 +201,12 @@ class HeightPatch:
             self.removed = np.ascontiguousarray(self.removed, dtype=np.float32)
             if self.removed.shape != self.dh.shape:
                 raise ValueError("HeightPatch.removed must have the shape of dh")
+        #: the one material id every node sets (a deposited layer), else None
+        self.uniform_material = None
+        if self.material is not None:
+            first = int(self.material.flat[0])
+            if first != 255 and bool((self.material == first).all()):
+                self.uniform_material = first
 
     def values(self, field: np.ndarray, x, y) -> np.ndarray:
         """``field`` (one of this patch's node arrays) at sample points, bilinear; 0 outside."""
@@ -1048,6 +1054,11 @@ class Scene:
         rect = (rows.start, rows.stop, cols.start, cols.stop)
         if patch.material is None:
             return rect, np.zeros(v.shape, dtype=bool)
+        if patch.uniform_material is not None:   # a layer: one material over the rectangle
+            old = mat[rows, cols]
+            changed = old != patch.uniform_material
+            old[...] = patch.uniform_material
+            return rect, changed
         ra = np.rint(a).astype(np.intp)
         rb = np.rint(b).astype(np.intp)
         m = patch.material[rb][:, ra]
@@ -1094,7 +1105,10 @@ class Scene:
         if not changed.any():
             return
         for m, t in maps or ():
-            m[j0:j1, i0:i1][changed] = t.take(mat[j0:j1, i0:i1][changed])
+            if patch.uniform_material is not None:
+                m[j0:j1, i0:i1][changed] = t[patch.uniform_material]
+            else:
+                m[j0:j1, i0:i1][changed] = t.take(mat[j0:j1, i0:i1][changed])
         for _, c in layers or ():
             if isinstance(c, tuple):
                 jj_, ii_ = np.divmod(c[0], grid.ni)

@@ -127,20 +127,25 @@ def test_enough_structure_to_register_at_every_scale(hfw):
     # a grid finer than the patch's nodes, rows going up
     RasterGrid((0.5e-6, -1.0e-6), (1.1e-8, 0.0), (0.0, 1.3e-8), 300, 180),
 ])
-def test_patch_on_an_axis_aligned_grid_matches_the_per_node_interpolation(grid):
+@pytest.mark.parametrize("uniform", [False, True])
+def test_patch_on_an_axis_aligned_grid_matches_the_per_node_interpolation(grid, uniform):
     """The separable (per-row, per-column) bilinear path of a height/material patch gives the
-    heights and materials of the per-node path at every node (float32 rounding only)."""
+    heights and materials of the per-node path at every node (float32 rounding only); also
+    for a deposited layer's single material (its shortcut)."""
     rng = np.random.default_rng(3)
     ny, nx = 110, 95
     material = np.full((ny, nx), 255, np.uint8)
     material[20:70, 15:60] = 1
     material[40:50, 5:30] = 3
+    if uniform:
+        material[...] = 7
     patch = HeightPatch(x0=-3e-6, y0=-4e-6, spacing=7e-8,
                         dh=rng.normal(0.0, 2e-7, (ny, nx)), material=material)
     h0 = rng.normal(0.0, 1e-7, (grid.nj, grid.ni)).astype(np.float32)
     m0 = rng.integers(0, 3, (grid.nj, grid.ni)).astype(np.uint8)
 
     h_fast, m_fast = h0.copy(), m0.copy()
+    assert (patch.uniform_material is not None) == uniform
     Scene._apply_patch_grid(patch, grid, h_fast, m_fast)
     # the per-node reference at every node of the grid
     jj, ii = np.mgrid[0:grid.nj, 0:grid.ni]
