@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from ophyd import Component as Cpt
 from ophyd import Device
 from ophyd.status import DeviceStatus
@@ -13,21 +15,28 @@ __all__ = ["GasInjection", "SputterCoater"]
 
 
 def _timed(device, call, name: str, seconds, last) -> DeviceStatus:
+    """Check ``seconds``, then run the backend's timed ``call`` off the RunEngine's thread
+    (a deposition takes seconds to minutes on hardware); the status reports its end."""
     seconds = check_deposition_time(name, seconds)
+    backend = find_backend(device)
     status = DeviceStatus(device)
-    try:
-        taken = call(find_backend(device))(seconds)
-    except Exception as exc:
-        status.set_exception(exc)
-    else:
-        last.put(float(taken))
-        status.set_finished()
+
+    def run():
+        try:
+            taken = call(backend)(seconds)
+        except Exception as exc:
+            status.set_exception(exc)
+        else:
+            last.put(float(taken))
+            status.set_finished()
+
+    threading.Thread(target=run, daemon=True, name=f"{device.name}-{name}").start()
     return status
 
 
 class GasInjection(Device):
-    """Gas injection system (GIS). ``insert_position``: ``"retracted"`` or an insert position (e.g.
-    ``"cryo"``); writing it inserts or retracts the needle. ``gas``: the precursor (e.g.
+    """Gas injection system (GIS). ``insert_position``: ``"retracted"`` or an insert position
+    (e.g. ``"cryo"``); writing it inserts or retracts the needle. ``gas``: the precursor (e.g.
     ``"Pt cryo"``). ``set(seconds)`` opens the valve for that long at the inserted position
     (cryo deposition: the precursor condenses on the cold sample without a beam) and returns
     a status done when the valve has closed; ``last_time`` reads the valve time (s)."""
