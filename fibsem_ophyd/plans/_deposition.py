@@ -80,7 +80,7 @@ def cryo_deposition(
         ``hfw``, ``length``, ``beam_current`` are recorded in the run but do not act in a cryo
         deposition); its values override the arguments.
     retract : bool
-        Retract the needle after the deposition.
+        Retract the needle after the deposition (also when it fails or is aborted).
     images : bool
         Take an image with each beam before and after.
     md : dict, optional
@@ -122,16 +122,22 @@ def cryo_deposition(
     }
     _md.update(md or {})
 
-    def act():
-        if target is not None:
-            yield from safe_absolute_move(microscope, target)
-        yield from bps.mv(gis.gas, gas)
+    def valve():
         yield from bps.mv(gis.insert_position, insert_position)
         yield from bps.checkpoint()
         yield from mv_raising_cause(gis, time)
         yield from bps.trigger_and_read([gis, microscope.stage], name="deposition")
+
+    def needle_out():
         if retract:
             yield from bps.mv(gis.insert_position, "retracted")
+
+    def act():
+        if target is not None:
+            yield from safe_absolute_move(microscope, target)
+        yield from bps.mv(gis.gas, gas)
+        # the needle comes out again whatever happens (a stage move could hit it)
+        yield from bpp.finalize_wrapper(valve(), needle_out())
 
     return (yield from _run(microscope, _md, images, act))
 
