@@ -16,7 +16,8 @@ its shadow, parallax-dependent occlusion by the sample's relief, its own defocus
 the frame's).
 
 A move that would push the tip more than :data:`MAX_PENETRATION` into the sample is refused
-(``BackendError``: on hardware the needle would bend); within that, the tip touches
+(``BackendError``: on hardware the needle would bend), and so is a stage move that would
+drive the sample that far into the inserted needle; within that, the tip touches
 (``contact``).
 """
 
@@ -119,7 +120,11 @@ class NeedleModel:
         d = float(np.linalg.norm([target[a] - self.position[a] for a in MANIPULATOR_AXES]))
         self._sim.clock.advance(d / SPEED)
         self.position = target
-        self.contact = self.gap(self.tip()) <= _CONTACT
+        self.update_contact()
+
+    def update_contact(self) -> None:
+        """Whether the inserted tip touches the sample (after a needle or stage move)."""
+        self.contact = self.inserted and self.gap(self.tip()) <= _CONTACT
 
     def gap(self, tip: np.ndarray) -> float:
         """Distance (m) from the tip's surface to the sample surface under it, along the

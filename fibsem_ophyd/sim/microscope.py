@@ -53,7 +53,7 @@ from .detector import (
     expose,
 )
 from .erosion import ImagingErosion
-from .manipulator import SAVED_POSITIONS, NeedleModel
+from .manipulator import MAX_PENETRATION, SAVED_POSITIONS, NeedleModel
 from .milling import mill_shapes
 from .render import BeamView, Optics, RenderStats, Shading, intersect_surface, render_clean
 from .scene import Scene
@@ -406,6 +406,18 @@ class SimulatedMicroscope:
                 raise ValueError(f"stage.{ax} = {fv!r} {unit} is outside the limit [{lo}, {hi}]")
             target[ax] = fv
         start = dict(self._stage)
+        if self.needle.inserted:
+            # the sample must not be driven into the inserted needle (end pose checked)
+            self._stage = target
+            try:
+                gap = self.needle.gap(self.needle.tip())
+            finally:
+                self._stage = start
+            if gap < -MAX_PENETRATION:
+                raise BackendError(
+                    f"stage move to {dict(position)} refused: the inserted manipulator's tip "
+                    f"would be {-gap * 1e6:.2f} um inside the sample; retract it or move it "
+                    "up first")
         if "stage_stall" in self._pending:
             self._pending.discard("stage_stall")
             mid = {ax: 0.5 * (start[ax] + target[ax]) for ax in STAGE_AXES}
@@ -418,6 +430,7 @@ class SimulatedMicroscope:
         self._after_move(start)
 
     def _after_move(self, start: dict) -> None:
+        self.needle.update_contact()
         d = np.array([self._stage[a] - start[a] for a in ("x", "y", "z")])
         if np.any(d):
             self._drift.moved(self.clock.now(), rx(math.radians(self._stage["t"])) @ d)

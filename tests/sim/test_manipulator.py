@@ -159,3 +159,30 @@ def test_retracted_needle_is_gone_and_cannot_move():
         sim.move_manipulator_absolute({"x": 1.0})
     with pytest.raises(ValueError, match="unknown manipulator axis"):
         sim.move_manipulator_absolute({"r": 10.0})
+
+
+def test_the_stage_cannot_drive_the_sample_into_the_needle():
+    """Tip 2 um above the surface; raising the sample chamber-vertically (the exact vertical
+    move: the same surface point stays under the tip) by 1 um leaves a 1 um gap, a further
+    3 um would push the tip 2 um into the sample and is refused before the stage moves,
+    1.2 um touches (0.2 um of contact)."""
+    sim = _lowered_sim(drop=20e-6)
+    sim.insert_manipulator("PARK")
+    pos = sim.get_manipulator_position()
+    sim.move_manipulator_absolute({"z": pos["z"] - sim.needle.gap(sim.needle.tip()) + 2e-6})
+
+    def raise_sample(m):
+        stage = sim.get_stage_position()
+        _, dy, dz = G.vertical_move_delta(m * math.sin(math.radians(52)),
+                                          math.radians(stage["t"]), sim.geometry)
+        sim.move_stage_absolute({"y": stage["y"] + dy, "z": stage["z"] + dz})
+
+    raise_sample(1e-6)
+    assert sim.needle.gap(sim.needle.tip()) == pytest.approx(1e-6, abs=1e-9)
+    assert sim.get("manipulator_contact") is False
+    here, t0 = sim.get_stage_position(), sim.time()
+    with pytest.raises(BackendError, match="inside the sample"):
+        raise_sample(3e-6)
+    assert sim.get_stage_position() == here and sim.time() == t0
+    raise_sample(1.2e-6)
+    assert sim.get("manipulator_contact") is True
