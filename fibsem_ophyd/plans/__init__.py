@@ -43,11 +43,13 @@ from ._movement import (
     vertical_move,
 )
 from ._overview import acquire_overview, mosaic_pixel_to_stage
+from ._sites import select_sites
 from ._state import restore_state, snapshot_state
 from ._workflow import demo_workflow
 
 __all__ = [
     "cryo_deposition",
+    "select_sites",
     "insert_manipulator",
     "move_manipulator_corrected",
     "move_manipulator_to_position_offset",

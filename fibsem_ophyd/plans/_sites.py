@@ -1,0 +1,124 @@
+"""Lamella sites from an overview: the first step of an unattended batch."""
+
+from typing import Any
+
+import bluesky.plan_stubs as bps
+from bluesky.protocols import Readable
+from bluesky.utils import MsgGenerator
+
+from ..alignment.sites import find_squares
+from ..devices import make_recorder
+from ._alignment import _in_run, _md, find_coincidence
+from ._movement import safe_absolute_move, save_position
+from ._overview import _count, acquire_overview, mosaic_pixel_to_stage
+
+__all__ = ["select_sites"]
+
+#: one "square" event per grid square found on the overview
+_SQUARE_FIELDS = {
+    "col": ("number", "px"),
+    "row": ("number", "px"),
+    "size": ("number", "m"),
+    "grey": ("number", None),
+    "roughness": ("number", None),
+    "whole": ("integer", None),
+    "bare": ("integer", None),
+    "site": ("string", None),
+    "stage_x": ("number", "m"),
+    "stage_y": ("number", "m"),
+    "stage_z": ("number", "m"),
+}
+
+
+def select_sites(
+    microscope: Readable,
+    n_sites: int = 3,
+    prefix: str = "site-",
+    rows: int = 3,
+    cols: int = 3,
+    hfw: float = 150e-6,
+    min_size: float = 40e-6,
+    bare_fraction: float = 0.9,
+    coincidence: bool = True,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[dict]:
+    """Pick lamella sites on an SEM overview and save them as stage positions.
+
+    1. :func:`acquire_overview` (``rows`` x ``cols`` tiles of ``hfw``) around the current view.
+    2. :func:`fibsem_ophyd.alignment.sites.find_squares` finds the grid squares; the
+       complete squares that are not bare film are ranked by how even their interior is
+       (lowest grey-level spread first) and the first ``n_sites`` are taken.
+    3. A run (``plan_name: "select_sites"``) records one "square" event per square: where
+       it is, its grey level and spread, complete/bare, the site name it got (or "") and
+       the stage position of its centre; so the choice can be replayed and questioned.
+    4. For each site: move (safely) to the square's centre, bring it to the coincidence
+       point (:func:`find_coincidence`, its own run, ``site`` in its metadata) and save the
+       position as ``prefix`` + number (``site-1``, ...).
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device (SEM orientation: the sample flat to the electron beam).
+    n_sites : int
+        How many sites at most (fewer if fewer squares qualify).
+    prefix : str
+        Saved position names are ``prefix`` + 1, 2, ...
+    rows, cols : int
+        Overview tiles.
+    hfw : float
+        Field width of each tile, m.
+    min_size : float
+        Smaller dark regions are not squares, m.
+    bare_fraction : float
+        Squares darker than this fraction of the typical square are bare film.
+    coincidence : bool
+        Run :func:`find_coincidence` at each site before saving it.
+    md : dict, optional
+        Extra metadata for every run.
+
+    Returns
+    -------
+    dict
+        ``sites`` ({name: saved stage position}), ``overview`` and ``decisions`` (run uids).
+    """
+    n_sites = _count("n_sites", n_sites)
+    if not isinstance(prefix, str) or not prefix.strip():
+        raise ValueError(f"prefix must be a non-empty string, got {prefix!r}")
+    if not 0 < bare_fraction <= 1:
+        raise ValueError(f"bare_fraction must be in (0, 1], got {bare_fraction!r}")
+    base = dict(md or {})
+    overview = yield from acquire_overview(microscope, rows=rows, cols=cols, hfw=hfw, md=base)
+    mapping = overview["mapping"]
+    squares = find_squares(overview["mosaic"], float(mapping["pixel_size"]),
+                           min_size=min_size, bare_fraction=bare_fraction)
+    usable = sorted((s for s in squares if s.complete and not s.bare),
+                    key=lambda s: s.roughness)
+    chosen = {id(s): f"{prefix}{i + 1}" for i, s in enumerate(usable[:n_sites])}
+    rec = make_recorder("square", _SQUARE_FIELDS)
+    targets = {}
+
+    def decisions():
+        for s in squares:
+            pos = mosaic_pixel_to_stage(mapping, s.col, s.row)
+            name = chosen.get(id(s), "")
+            if name:
+                targets[name] = pos
+            yield from bps.mv(rec.col, s.col, rec.row, s.row, rec.size, s.size,
+                              rec.grey, s.grey, rec.roughness, s.roughness,
+                              rec.whole, int(s.complete), rec.bare, int(s.bare),
+                              rec.site, name, rec.stage_x, pos["x"], rec.stage_y, pos["y"],
+                              rec.stage_z, pos["z"])
+            yield from bps.trigger_and_read([rec], name="square")
+
+    run_md = _md("select_sites", [], {"n_sites": n_sites, "prefix": prefix, "rows": rows,
+                                       "cols": cols, "hfw": hfw, "min_size": min_size,
+                                       "bare_fraction": bare_fraction}, base)
+    run_md.update(overview=overview["uid"], sites=sorted(targets) or list(chosen.values()))
+    uid, _ = yield from _in_run(decisions(), run_md)
+    saved = {}
+    for name in sorted(targets, key=lambda n: int(n[len(prefix):])):
+        yield from safe_absolute_move(microscope, targets[name])
+        if coincidence:
+            yield from find_coincidence(microscope, md={**base, "site": name})
+        saved[name] = yield from save_position(microscope, name)
+    return {"sites": saved, "overview": overview["uid"], "decisions": uid}
