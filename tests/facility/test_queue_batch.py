@@ -1,5 +1,6 @@
-"""The overnight batch through the queue server, with drift and shot noise on: coats the grid,
-mills two lamellae, and leaves every decision in the stored documents."""
+"""The overnight batch through the queue server, with drift and shot noise on: an overview,
+two sites picked and brought to the coincidence point, the grid coated, two lamellae milled;
+every decision in the stored documents."""
 
 from __future__ import annotations
 
@@ -50,25 +51,29 @@ def drifting_queue_server(tmp_path, redis_available):
 def test_overnight_batch_through_the_queue(drifting_queue_server):
     qs = drifting_queue_server
     RM = qs.open_environment(user_group="primary", user="test-night")
-    RM.item_add(BPlan("move_to_milling_angle", "microscope", 15.0))
-    RM.item_add(BPlan("save_position", "microscope", "A"))
-    RM.item_add(BPlan("stable_move", "microscope", 120e-6, 0.0, "ion"))
-    RM.item_add(BPlan("save_position", "microscope", "B"))
-    RM.item_add(BPlan("mill_lamellae", "microscope", ["A", "B"], PROTOCOL, batch="qs-night",
-                      coating={"sputter_time": 10.0, "gis_time": 5.0}))
+    RM.item_add(BPlan("select_sites", "microscope", n_sites=2, prefix="L", md={"batch": "qs"}))
+    RM.item_add(BPlan("mill_lamellae", "microscope", ["L1", "L2"], PROTOCOL, batch="qs-night",
+                      milling_angle=15.0, coating={"sputter_time": 10.0, "gis_time": 5.0}))
     RM.queue_start()
     RM.wait_for_idle(timeout=300)
     history = RM.history_get()["items"]
-    assert [h["result"]["exit_status"] for h in history] == ["completed"] * 5, \
+    assert [h["result"]["exit_status"] for h in history] == ["completed"] * 2, \
         history[-1]["result"]
+    select_uids = history[0]["result"]["run_uids"]
     batch_uids = history[-1]["result"]["run_uids"]
     RM.environment_close()
     RM.wait_for_idle(timeout=60)
 
     catalog = open_catalog(qs.data_dir)
+    # the site choice: an overview, the decision run, a coincidence run per site
+    plans = [catalog[u].start["plan_name"] for u in select_uids]
+    assert plans == ["acquire_overview", "select_sites", "find_coincidence",
+                     "find_coincidence"]
+    squares = catalog[select_uids[1]]["square"].read()
+    assert sorted(n for n in squares["square_site"].values if n) == ["L1", "L2"]
     assert batch_coating(catalog, "qs-night") == ["cryo", "sputter"]
     state = batch_state(catalog, "qs-night")
-    for site in ("A", "B"):
+    for site in ("L1", "L2"):
         assert state[site]["done"] == ["mill_rough", "mill_polishing"], state[site]
         assert state[site]["skipped"] is None
         assert math.isfinite(state[site]["thickness"])
@@ -81,7 +86,7 @@ def test_overnight_batch_through_the_queue(drifting_queue_server):
     # correct_drift (an align_beam_shift run) at each site's second visit
     drift_runs = [catalog[u] for u, s in zip(batch_uids, starts, strict=True)
                   if s["plan_name"] == "align_beam_shift"]
-    assert [r.start["lamella"] for r in drift_runs] == ["A", "B"]
+    assert [r.start["lamella"] for r in drift_runs] == ["L1", "L2"]
     for run in drift_runs:
         shifts = run["alignment"].read()
         first = math.hypot(float(shifts["alignment_dx"][0]), float(shifts["alignment_dy"][0]))
