@@ -210,6 +210,24 @@ def exclusion_mask(shape: tuple[int, int], pixel: float, boxes) -> np.ndarray | 
     return gaussian_filter(keep.astype(np.float32), 2.0)
 
 
+def alignment_bandpass(shape: tuple[int, int]) -> tuple[float, float]:
+    """Registration band-pass (px) for a frame of ``shape``: the default (2, 32) px up to 768
+    px wide, scaled with the width above, so the band covers the same fraction of the field
+    (finer pixels carry more shot noise per pixel, not more structure to align on)."""
+    from ..alignment.registration import DEFAULT_BANDPASS
+
+    k = max(1.0, shape[1] / 768.0)
+    return DEFAULT_BANDPASS[0] * k, DEFAULT_BANDPASS[1] * k
+
+
+def shifted_mask(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``mask`` moved with image content that shifted by (``dx``, ``dy``) px (+x right, +y
+    up); what comes in from outside is kept (weight 1)."""
+    from scipy.ndimage import shift
+
+    return shift(mask, (-dy, dx), order=1, mode="constant", cval=1.0)
+
+
 def _shift_limits(beam_dev) -> tuple[float, float]:
     lim = getattr(beam_dev.shift, "limits", None)
     if not lim or lim[0] >= lim[1]:
@@ -234,7 +252,12 @@ def _align_loop(detector, ref: np.ndarray, rec, tolerance: float, max_iterations
             return {"converged": False, "iterations": 0, "history": []}
         if it == 1:  # the frame size and pixel stay the same within one loop
             mask = exclusion_mask(frame.shape, pixel, exclude)
-        reg = register(ref, frame, mask=mask)
+            band = alignment_bandpass(frame.shape)
+        reg = register(ref, frame, mask=mask, bandpass=band)
+        if mask is not None and math.hypot(reg.dx, reg.dy) > 1.0:
+            # the excluded regions moved with the sample: exclude them where they are now too
+            reg = register(ref, frame, mask=mask * shifted_mask(mask, reg.dx, reg.dy),
+                           bandpass=band)
         dx, dy, score = reg.dx * pixel, reg.dy * pixel, reg.score
         common = {"iteration": it, "beam": detector.beam, "dx": dx, "dy": dy, "score": score,
                   "hfw": hfw}

@@ -21,10 +21,15 @@ EXCLUSION_MARGIN = 3e-6
 
 
 def milled_boxes(stage) -> list[list[float]]:
-    """Image-frame boxes [x0, y0, x1, y1] (m) around each shape a stage mills, with margin."""
+    """Image-frame boxes [x0, y0, x1, y1] (m) around each shape a stage mills, with margin;
+    in y also the shape's depth: at glancing incidence the floor of a cut shows up to about
+    its depth above or below its outline in the ion image."""
     m = EXCLUSION_MARGIN
-    return [[b[0] - m, b[1] - m, b[2] + m, b[3] + m]
-            for b in (sh.bounds for sh in stage.pattern.shapes())]
+    out = []
+    for sh in stage.pattern.shapes():
+        b, d = sh.bounds, float(getattr(sh, "depth", 0.0))
+        out.append([b[0] - m, b[1] - m - d, b[2] + m, b[3] + m + d])
+    return out
 
 
 def mill_stages(

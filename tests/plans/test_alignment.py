@@ -229,3 +229,30 @@ def test_align_stage_variants_restore_the_position(session, microscope):
         session.RE(align_stage(microscope.sem, ref, "stage_vertical"))
     res = session.RE(multi_step_alignment(microscope.sem, ref, steps=2)).plan_result
     assert res["iterations"] <= 2
+
+
+def test_excluded_regions_follow_the_content_and_cover_a_cut_floor():
+    """The exclusion mask moved with content shifted by (dx, dy) px (+y up) excludes the
+    region where it now is; a milled box is extended in y by the cut's depth (its floor shows
+    beyond the outline at glancing incidence); the registration band-pass widens with the
+    frame so it spans the same fraction of the field."""
+    from fibsem_ophyd.milling import load_protocol
+    from fibsem_ophyd.plans._alignment import alignment_bandpass, shifted_mask
+    from fibsem_ophyd.plans._milling import EXCLUSION_MARGIN, milled_boxes
+
+    mask = np.ones((60, 80), np.float32)
+    mask[20:30, 30:40] = 0.0
+    moved = shifted_mask(mask, 5.0, 3.0)  # 5 px right, 3 px up
+    assert np.array_equal(np.argwhere(moved < 0.5).min(axis=0), [17, 35])
+    assert np.array_equal(np.argwhere(moved < 0.5).max(axis=0), [26, 44])
+    assert moved[0, 0] == 1.0 and moved[-1, -1] == 1.0
+
+    (stage,) = load_protocol({"milling": {"box": {
+        "name": "box", "milling": {"milling_current": 1e-9, "hfw": 80e-6, "material": "ice"},
+        "pattern": {"name": "Rectangle", "width": 4e-6, "height": 2e-6, "depth": 3e-6}}}})["box"]
+    (box,) = milled_boxes(stage)
+    m = EXCLUSION_MARGIN
+    assert box == pytest.approx([-2e-6 - m, -1e-6 - m - 3e-6, 2e-6 + m, 1e-6 + m + 3e-6])
+
+    assert alignment_bandpass((256, 384)) == alignment_bandpass((512, 768)) == (2.0, 32.0)
+    assert alignment_bandpass((1024, 1536)) == (4.0, 64.0)
