@@ -41,3 +41,6 @@ ion_beam = microscope.ion_beam
 sem = microscope.sem
 fib = microscope.fib
 chamber = microscope.chamber
+gis = microscope.gis
+sputter_coater = microscope.sputter_coater
+manipulator = microscope.manipulator
