@@ -49,6 +49,13 @@ def main(n_sites: int = 3, drift: float = 0.2e-9) -> None:
             steps.append((name, time.perf_counter() - t0, sim.time() - t_sim))
             return out
 
+        intended = {}
+
+        def note_site(name, doc):  # ground truth: where each lamella should go
+            if name == "start" and doc.get("role") == "reference":
+                intended[doc["lamella"]] = sim.truth.surface_point("ion")
+
+        s.RE.subscribe(note_site)
         sel = timed("select_sites", select_sites(scope, n_sites=n_sites, prefix="L"))
         sites = sorted(sel["sites"])
         scope.fib.hfw.set(80e-6).wait()
@@ -56,12 +63,16 @@ def main(n_sites: int = 3, drift: float = 0.2e-9) -> None:
             scope, sites, protocol, batch="bench", milling_angle=15.0,
             coating=COAT))
         n_runs = len(s.catalog)
+        truth = {site: sim.truth.lamella(point, depth=1e-6) for site, point in intended.items()}
         s.close()
     print(f"drift {drift * 1e9:.2f} nm/s; {len(sites)} sites {sites}")
     print(f"done: {res['done']}")
     print(f"skipped: {res['skipped']}")
     print("measured thickness (nm): " + ", ".join(
         f"{k} {v * 1e9:.0f}" if v is not None else f"{k} -" for k, v in res["thickness"].items()))
+    print("ground truth 1 um below the top (nm): " + ", ".join(
+        f"{k} {t['thickness'] * 1e9:.0f} (offset {t['centre_offset'] * 1e9:.0f}, "
+        f"{'bounded' if t['bounded'] else 'NOT bounded'})" for k, t in sorted(truth.items())))
     total_wall = total_sim = 0.0
     for name, wall, simt in steps:
         total_wall += wall

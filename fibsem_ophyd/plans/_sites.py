@@ -9,7 +9,7 @@ from bluesky.utils import MsgGenerator
 from ..alignment.sites import find_squares
 from ..devices import make_recorder
 from ._alignment import _in_run, _md, find_coincidence
-from ._movement import safe_absolute_move, save_position
+from ._movement import safe_absolute_move, save_position, stable_move
 from ._overview import _count, acquire_overview, mosaic_pixel_to_stage
 
 __all__ = ["select_sites"]
@@ -51,9 +51,12 @@ def select_sites(
     3. A run (``plan_name: "select_sites"``) records one "square" event per square: where
        it is, its grey level and spread, complete/bare, the site name it got (or "") and
        the stage position of its centre; so the choice can be replayed and questioned.
-    4. For each site: move (safely) to the square's centre, bring it to the coincidence
-       point (:func:`find_coincidence`, its own run, ``site`` in its metadata) and save the
-       position as ``prefix`` + number (``site-1``, ...).
+    4. For each site: move (safely) to the square's centre, bring the most distinct feature
+       nearby to the coincidence point (:func:`find_coincidence`, its own run, ``site`` in
+       its metadata; featureless ice gives nothing to match), move back to the square's
+       centre in the sample plane (a stable move keeps coincidence up to the local relief)
+       and save the position as ``prefix`` + number (``site-1``, ...). A metal particle or a
+       cell chosen as the feature is thus not the lamella site.
 
     Parameters
     ----------
@@ -119,6 +122,11 @@ def select_sites(
     for name in sorted(targets, key=lambda n: int(n[len(prefix):])):
         yield from safe_absolute_move(microscope, targets[name])
         if coincidence:
-            yield from find_coincidence(microscope, md={**base, "site": name})
+            res = yield from find_coincidence(microscope, md={**base, "site": name})
+            # coincidence was found on the most distinct feature nearby (featureless ice gives
+            # no match); the site is the square's centre: go back there in the sample plane
+            picked = [h for h in res["history"] if h["action"] == "centre_feature"]
+            if picked:
+                yield from stable_move(microscope, picked[0]["dx"], picked[0]["dy"], "electron")
         saved[name] = yield from save_position(microscope, name)
     return {"sites": saved, "overview": overview["uid"], "decisions": uid}

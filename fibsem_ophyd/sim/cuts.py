@@ -8,7 +8,8 @@ length ``D(u, v)``. ``D`` is the dose the pattern asks for (its depth in the app
 material, over that material's volume per charge), spread by the probe (a Gaussian of the
 spot size at the milling current plus a 2 % tail 10x wider, which rounds milled edges), times
 the local material's volume per charge; deposited layers (cryo GIS, sputter coat) on the
-surface are crossed first, each at its own rate. The floor of a beam-aligned column faces
+surface are crossed first, each at its own rate and Yamamura's yield at the surface's
+incidence. The floor of a beam-aligned column faces
 the beam, so no angular yield enhancement applies to its length.
 
 A cut is fixed in the sample frame: it keeps the beam view (pose, drift, beam shift) at the
@@ -26,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from .materials import material_table
-from .milling import UM3_PER_NC, erode_layers
+from .milling import UM3_PER_NC, erode_layers, yamamura
 
 __all__ = ["BeamCut", "make_cut", "lamella_profile"]
 
@@ -112,16 +113,19 @@ def make_cut(sim, view, depth_at, bounds, current: float, voltage: float,
 
 def _column_length(scene, centre, charge: np.ndarray, cos_beam: float) -> np.ndarray:
     """Column lengths (m, along the beam) that ``charge`` (C/m^2 of image plane) removes at
-    the sample point ``centre``: through the deposited layers there first (each crossed over
-    its thickness / cos(beam to normal), at its own rate), then the sample's material."""
+    the sample point ``centre``: through the deposited layers there first, then the sample's
+    material. A layer lies on the surface, which the beam meets at ``cos_beam``: it is
+    crossed over its thickness / cos, at its rate times Yamamura's yield at that incidence
+    (as the height field mills it); the column's floor below faces the beam."""
     x, y = np.array([float(centre[0])]), np.array([float(centre[1])])
     _, sub = scene.evaluate(x, y, patch_materials=False)
     rates = material_table("sputter_rate").astype(float) * UM3_PER_NC
     budget = charge.astype(float).copy()
-    path = max(cos_beam, 0.05)
-    layers = [(mid, np.full(budget.shape, float(th[0]) / path))
+    c = max(cos_beam, 0.05)
+    layer_rates = rates * float(yamamura(np.array(c)))
+    layers = [(mid, np.full(budget.shape, float(th[0]) / c))
               for mid, th in scene.layers_at(x, y) if float(th[0]) > 0]
-    length = erode_layers(layers, budget, rates) + budget * rates[int(sub[0])]
+    length = erode_layers(layers, budget, layer_rates) + budget * rates[int(sub[0])]
     return length.astype(np.float32)
 
 

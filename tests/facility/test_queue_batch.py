@@ -76,7 +76,9 @@ def test_overnight_batch_through_the_queue(drifting_queue_server):
     for site in ("L1", "L2"):
         assert state[site]["done"] == ["mill_rough", "mill_polishing"], state[site]
         assert state[site]["skipped"] is None
-        assert math.isfinite(state[site]["thickness"])
+        # the measurement is recorded (NaN when the ion frame shows no lamella contrast, as
+        # under a coat it can: README, bench_overnight.py)
+        assert isinstance(state[site]["thickness"], float)
     # every decision is in the documents: the drift each site's correction measured, the
     # alignment at each milling current, in the runs of this batch, in order
     starts = [catalog[u].start for u in batch_uids]

@@ -8,6 +8,7 @@ import pytest
 
 from fibsem_ophyd.milling import RectanglePattern, Trench
 from fibsem_ophyd.sim.cuts import TAIL_WEIGHT
+from fibsem_ophyd.sim.milling import yamamura
 
 from ._helpers import small_sim
 
@@ -98,8 +99,9 @@ def test_redeposition_raises_a_rim_with_its_share_of_the_volume():
 
 def test_a_cut_crosses_a_deposited_layer_first():
     """Under a cryo PtC layer of vertical thickness L, the beam crosses L / cos(beam to
-    normal) of PtC at 0.3 um^3/nC before the ice at 3: the column is shorter than without
-    the layer by that path x (3 / 0.3 - 1)."""
+    normal) of PtC at 0.3 um^3/nC x Yamamura's Y(theta)/Y0 (the surface's incidence) before
+    the ice at 3: the column is shorter than without the layer by that path x
+    (3 / (0.3 Y) - 1)."""
     depths = []
     for coat in (False, True):
         sim = small_sim(seed=4)
@@ -115,6 +117,7 @@ def test_a_cut_crosses_a_deposited_layer_first():
         (cut,) = sim.cuts
         depths.append(float(cut.column(top[None, :])[0][0]))
         if coat:
-            path = float(th) / abs(float(cut.beam[2]))
-    assert 20e-9 < path < 200e-9
-    assert depths[1] == pytest.approx(depths[0] - path * (3.0 / 0.3 - 1.0), rel=0.01)
+            cos = abs(float(cut.beam[2]))
+            path, y = float(th) / cos, float(yamamura(np.array(cos)))
+    assert 20e-9 < path < 200e-9 and y > 1.0
+    assert depths[1] == pytest.approx(depths[0] - path * (3.0 / (0.3 * y) - 1.0), rel=0.01)
