@@ -93,7 +93,8 @@ def test_overnight_batch_through_the_queue(drifting_queue_server):
         shifts = run["alignment"].read()
         first = math.hypot(float(shifts["alignment_dx"][0]), float(shifts["alignment_dy"][0]))
         last = math.hypot(float(shifts["alignment_dx"][-1]), float(shifts["alignment_dy"][-1]))
-        assert first > 0.1e-6 and last < 0.1e-6  # the drift it found, and what it left
+        # the drift it found, and the last offset it measured (before its last move)
+        assert first > 0.5e-6 and last < 0.2 * first
     summary = catalog[batch_uids[-1]]
     assert list(summary["site"].read()["site_status"].values) == ["done", "done"]
     # the summary replays through any callback
