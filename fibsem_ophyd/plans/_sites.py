@@ -63,7 +63,8 @@ def select_sites(
     microscope : Readable
         The microscope device (SEM orientation: the sample flat to the electron beam).
     n_sites : int
-        How many sites at most (fewer if fewer squares qualify).
+        How many sites at most (fewer if fewer squares qualify; none: no site is saved and
+        the decision run says why, square by square).
     prefix : str
         Saved position names are ``prefix`` + 1, 2, ...
     rows, cols : int
@@ -116,7 +117,7 @@ def select_sites(
     run_md = _md("select_sites", [], {"n_sites": n_sites, "prefix": prefix, "rows": rows,
                                        "cols": cols, "hfw": hfw, "min_size": min_size,
                                        "bare_fraction": bare_fraction}, base)
-    run_md.update(overview=overview["uid"], sites=sorted(targets) or list(chosen.values()))
+    run_md.update(overview=overview["uid"], sites=list(chosen.values()))
     uid, _ = yield from _in_run(decisions(), run_md)
     saved = {}
     for name in sorted(targets, key=lambda n: int(n[len(prefix):])):
