@@ -19,9 +19,11 @@ def measure_lamella_thickness(image: np.ndarray, pixel_size: float, spacing: flo
     """Thickness of the lamella at the centre of an ion image viewed along the milling
     direction (the lamella a horizontal strip, trenches above and below).
 
-    The image rows are averaged over the central ``band`` of the columns; the lamella's grey
-    level is the median over its middle third (of ``spacing``, the expected thickness, m),
-    the trenches' the median over 0.5-1.5 ``spacing`` beyond its expected edges; each edge is
+    The image rows are averaged over the central ``band`` of the columns; the lamella is
+    looked for within half a ``spacing`` (the expected thickness, m) of the centre (it may
+    have drifted since the last alignment): the run of ``spacing / 3`` rows that differs most
+    from the trench level. Its grey level is the median over its middle third, the
+    trenches' the median over 0.5-1.5 ``spacing`` beyond its expected edges; each edge is
     where the profile, walking out from the centre, first falls to :data:`LEVEL` of the way
     from the trench to the lamella level (linear between rows): bright edges stay inside the
     lamella, noise in the trenches outside it.
@@ -46,6 +48,19 @@ def measure_lamella_thickness(image: np.ndarray, pixel_size: float, spacing: flo
         raise ValueError(f"the image ({h} rows of {pixel_size * 1e9:.0f} nm) does not show "
                          f"the lamella and its trenches: use a field of at least "
                          f"{4 * spacing * 1e6:.1f} um")
+    # the lamella may sit off the centre (drift since the last alignment): centre on the
+    # run of ``spacing / 3`` rows within +-``spacing / 2`` that differs most from the trenches
+    trench = float(np.median(prof[out]))
+    k = max(1, int(round(spacing / 3 / pixel_size)))
+    smooth = np.convolve(prof - trench, np.ones(k) / k, mode="same")
+    near = np.flatnonzero(np.abs(y) <= spacing / 2)
+    y_lam = float(y[near[int(np.argmax(np.abs(smooth[near])))]])
+    y = y - y_lam
+    mid = np.abs(y) <= spacing / 6
+    out = (np.abs(y) >= spacing) & (np.abs(y) <= 2 * spacing)
+    if mid.sum() < 1 or out.sum() < 2:
+        return {"thickness": math.nan, "top": math.nan, "bottom": math.nan,
+                "contrast": math.nan}
     lam, trench = float(np.median(prof[mid])), float(np.median(prof[out]))
     contrast = lam - trench
     nan = {"thickness": math.nan, "top": math.nan, "bottom": math.nan, "contrast": contrast}
@@ -69,4 +84,5 @@ def measure_lamella_thickness(image: np.ndarray, pixel_size: float, spacing: flo
         return float(y[r] + f * (y[n] - y[r]))
 
     top, bottom = edge(-1), edge(+1)
-    return {"thickness": top - bottom, "top": top, "bottom": bottom, "contrast": contrast}
+    return {"thickness": top - bottom, "top": top + y_lam, "bottom": bottom + y_lam,
+            "contrast": contrast}

@@ -823,7 +823,10 @@ class Scene:
             if near.any():
                 hi += float((cells.params["height"] + cells.params["nheight"])[near].max())
         hi += max(q["diameter"][1] for q in self._populations.values()) / 2
-        for patch in self.patches:
+        for patch in self.patches:  # those that reach the bbox (they add up where they meet)
+            px0, px1, py0, py1 = patch.bbox
+            if px1 < xmin or px0 > xmax or py1 < ymin or py0 > ymax:
+                continue
             lo += min(0.0, float(patch.dh.min()))
             hi += max(0.0, float(patch.dh.max()))
         return lo, hi

@@ -182,6 +182,11 @@ def test_lamella_thickness_measurement_on_a_synthetic_profile_and_bad_input():
     img = np.where(np.abs(rows) <= 250e-9, 100.0, 40.0)[:, None] * np.ones((1, 400))
     m = measure_lamella_thickness(img, px, 500e-9)
     assert m["thickness"] == pytest.approx(500e-9, abs=px)
+    # drifted 150 nm down since the alignment: found, measured, and its edges say where
+    off = np.where(np.abs(rows + 150e-9) <= 250e-9, 100.0, 40.0)[:, None] * np.ones((1, 400))
+    m = measure_lamella_thickness(off, px, 500e-9)
+    assert m["thickness"] == pytest.approx(500e-9, abs=px)
+    assert (m["top"], m["bottom"]) == pytest.approx((100e-9, -400e-9), abs=px)
     with pytest.raises(ValueError, match="at least"):
         measure_lamella_thickness(img[250:350], px, 500e-9)
     assert math.isnan(measure_lamella_thickness(np.full((600, 400), 7.0), px, 500e-9)
