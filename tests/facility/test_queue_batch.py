@@ -12,7 +12,7 @@ from bluesky_queueserver_api import BPlan
 
 from fibsem_ophyd.storage import batch_coating, batch_state, open_catalog
 
-from .conftest import QueueServer
+from ..plans.test_batch import PROTOCOL as ICE_PROTOCOL
 
 DRIFT_CONFIG = """\
 electron:
@@ -23,33 +23,20 @@ sim:
   drift: {velocity: [2.0e-9, 2.0e-9, 1.0e-9], settle_amplitude: 0.0}
 """
 
-SI = {"milling_current": 2e-10, "hfw": 80e-6, "material": "Si"}
-PROTOCOL = {"milling": {
-    "mill_rough": [{
-        "name": "rough", "milling": {**SI, "milling_current": 7.4e-10},
-        "pattern": {"name": "Trench", "width": 8e-6, "upper_trench_height": 3e-6,
-                    "lower_trench_height": 3e-6, "spacing": 2e-6, "depth": 1.5e-6}}],
-    "mill_polishing": [{
-        "name": "polish", "milling": {**SI, "milling_current": 6e-11},
-        "pattern": {"name": "Trench", "width": 7e-6, "upper_trench_height": 0.7e-6,
-                    "lower_trench_height": 0.7e-6, "spacing": 0.5e-6, "depth": 1.5e-6}}],
-}}
+#: the batch test's protocol in silicon units: the dose goes through the coat
+PROTOCOL = json.loads(json.dumps(ICE_PROTOCOL).replace('"ice"', '"Si"'))
 
 
 @pytest.fixture
-def drifting_queue_server(tmp_path, redis_available):
-    config = tmp_path / "microscope.yaml"
-    config.write_text(DRIFT_CONFIG)
-    qs = QueueServer(tmp_path, tmp_path / "data", config)
-    try:
-        qs.connect()
-        yield qs
-    finally:
-        qs.close()
+def small_config(tmp_path):
+    """The queue server's microscope configuration here: small frames, drift on."""
+    path = tmp_path / "microscope.yaml"
+    path.write_text(DRIFT_CONFIG)
+    return path
 
 
-def test_overnight_batch_through_the_queue(drifting_queue_server):
-    qs = drifting_queue_server
+def test_overnight_batch_through_the_queue(queue_server):
+    qs = queue_server
     RM = qs.open_environment(user_group="primary", user="test-night")
     RM.item_add(BPlan("select_sites", "microscope", n_sites=2, prefix="L", md={"batch": "qs"}))
     RM.item_add(BPlan("mill_lamellae", "microscope", ["L1", "L2"], PROTOCOL, batch="qs-night",
