@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-import threading
-
 from ophyd import Component as Cpt
 from ophyd import Device
 from ophyd.status import DeviceStatus
 
 from ..backend import SPUTTER_CURRENT_LIMITS, check_deposition_time
-from ._signals import BackendSignal, SettingSignal, find_backend
+from ._signals import BackendSignal, SettingSignal, background_status, find_backend
 
 __all__ = ["GasInjection", "SputterCoater"]
 
 
 def _timed(device, call, name: str, seconds, last) -> DeviceStatus:
-    """Check ``seconds``, then run the backend's timed ``call`` off the RunEngine's thread
-    (a deposition takes seconds to minutes on hardware); the status reports its end."""
+    """Check ``seconds``, then run the backend's timed ``call`` in the background; the time
+    it reports goes to ``last``."""
     seconds = check_deposition_time(name, seconds)
     backend = find_backend(device)
-    status = DeviceStatus(device)
 
     def run():
-        try:
-            taken = call(backend)(seconds)
-        except Exception as exc:
-            status.set_exception(exc)
-        else:
-            last.put(float(taken))
-            status.set_finished()
+        last.put(float(call(backend)(seconds)))
 
-    threading.Thread(target=run, daemon=True, name=f"{device.name}-{name}").start()
-    return status
+    return background_status(device, run, name)
 
 
 class GasInjection(Device):

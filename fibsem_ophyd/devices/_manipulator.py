@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping
 
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
-from ophyd.status import DeviceStatus
 
 from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS
-from ._signals import BackendSignal, find_backend, validate_value
+from ._signals import BackendSignal, background_status, find_backend, validate_value
 
 __all__ = ["Manipulator", "RETRACTED"]
 
@@ -84,23 +82,16 @@ class Manipulator(Device):
     def set(self, target, **kwargs):
         target = self.check_target(target)
         backend = find_backend(self)
-        status = DeviceStatus(self)
 
         def move():
-            try:
-                if target == RETRACTED:
-                    backend.retract_manipulator()
-                elif isinstance(target, str):
-                    backend.insert_manipulator(target)
-                else:
-                    backend.move_manipulator_absolute(target)
-            except Exception as exc:
-                status.set_exception(exc)
+            if target == RETRACTED:
+                backend.retract_manipulator()
+            elif isinstance(target, str):
+                backend.insert_manipulator(target)
             else:
-                status.set_finished()
+                backend.move_manipulator_absolute(target)
 
-        threading.Thread(target=move, daemon=True, name=f"{self.name}-move").start()
-        return status
+        return background_status(self, move, "move")
 
     def stop(self, *, success: bool = False):
         pass

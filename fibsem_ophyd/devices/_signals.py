@@ -8,16 +8,17 @@ limit, and nothing is sent to the microscope.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from ophyd import Signal
-from ophyd.status import Status
+from ophyd.status import DeviceStatus, Status
 
 __all__ = [
-    "finished_status", "ImmediateSignal",
+    "finished_status", "background_status", "ImmediateSignal",
     "BackendSignal", "SettingSignal", "find_backend", "validate_value", "check_area",
 ]
 
@@ -38,6 +39,24 @@ def finished_status(obj) -> Status:
     st = Status(obj)
     st.set_finished()
     return st
+
+
+def background_status(device, work, label: str) -> DeviceStatus:
+    """Run ``work()`` off the RunEngine's thread (moves and depositions take seconds to
+    minutes on hardware); the status finishes when it returns, or fails with what it
+    raised."""
+    status = DeviceStatus(device)
+
+    def run():
+        try:
+            work()
+        except Exception as exc:
+            status.set_exception(exc)
+        else:
+            status.set_finished()
+
+    threading.Thread(target=run, daemon=True, name=f"{device.name}-{label}").start()
+    return status
 
 
 def _describe_value(value: Any) -> tuple[str, list[int], str | None]:

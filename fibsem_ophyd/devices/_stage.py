@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,9 +10,8 @@ from pathlib import Path
 import yaml
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
-from ophyd.status import DeviceStatus
 
-from ._signals import ImmediateSignal, find_backend, validate_value
+from ._signals import ImmediateSignal, background_status, find_backend, validate_value
 
 __all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS"]
 
@@ -250,22 +248,14 @@ class Stage(Device):
 
     def set(self, position, **kwargs):
         target = self.check_position(position)
-        status = DeviceStatus(self)
         backend = find_backend(self)
 
         def move():
-            try:
-                backend.move_stage_absolute(target)
-            except Exception as exc:
-                status.set_exception(exc)
-            else:
-                for ax in target:
-                    getattr(self, ax).setpoint.put(target[ax])
-                status.set_finished()
+            backend.move_stage_absolute(target)
+            for ax in target:
+                getattr(self, ax).setpoint.put(target[ax])
 
-        # Moves take seconds on hardware: run them off the RunEngine's thread.
-        threading.Thread(target=move, daemon=True, name=f"{self.name}-move").start()
-        return status
+        return background_status(self, move, "move")
 
     def stop(self, *, success: bool = False):
         pass
