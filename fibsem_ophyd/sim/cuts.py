@@ -27,7 +27,8 @@ import numpy as np
 from scipy import ndimage
 
 from .materials import material_table
-from .milling import UM3_PER_NC, erode_layers, yamamura
+from .milling import UM3_PER_NC, yamamura
+from .scene import erode_layers
 
 __all__ = ["BeamCut", "make_cut", "lamella_profile"]
 

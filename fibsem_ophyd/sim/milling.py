@@ -28,10 +28,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .materials import material_table
-from .scene import HeightPatch
+from .scene import HeightPatch, erode_layers
 
 __all__ = ["mill_shapes", "yamamura", "local_sputter_rate", "UM3_PER_NC", "REDEPOSITION",
-           "REDEPOSITION_WIDTH", "LAYER_VISIBLE", "erode_layers"]
+           "REDEPOSITION_WIDTH", "LAYER_VISIBLE"]
 
 #: 1 um^3/nC in m^3/C
 UM3_PER_NC = 1e-9
@@ -147,21 +147,6 @@ def mill_shapes(
                                 dh=dh_total.astype(np.float32), material=material,
                                 removed=removed))
     return {"time": charge / current, "charge": charge, "spacing": spacing}
-
-
-def erode_layers(layers: list, budget: np.ndarray, rate_table: np.ndarray) -> np.ndarray:
-    """Mill deposited ``layers`` (bottom first; thicknesses reduced in place) top down with
-    ``budget`` (charge per area over the vertical, C/m^2 times the incidence factors).
-    Returns the thickness removed (m); ``budget`` is reduced in place to what is left for
-    the sample underneath."""
-    total = np.zeros_like(budget)
-    for mid, th in reversed(layers):
-        rate = float(rate_table[mid])
-        take = np.minimum(th, budget * rate)
-        th -= take
-        budget -= take / rate
-        total += take
-    return total
 
 
 def _redeposit(dh: np.ndarray, spacing: float) -> np.ndarray:

@@ -38,7 +38,7 @@ import numpy as np
 from .materials import MATERIAL_IDS, material_table
 
 __all__ = ["SceneParameters", "HeightPatch", "RasterGrid", "RasterPlan", "Scene", "SceneObjects",
-           "blend_layer"]
+           "blend_layer", "erode_layers"]
 
 _AU = MATERIAL_IDS["Au"]
 _C = MATERIAL_IDS["C"]
@@ -46,6 +46,8 @@ _ICE = MATERIAL_IDS["ice"]
 _ORG = MATERIAL_IDS["organic"]
 _PT = MATERIAL_IDS["Pt"]
 _CU = MATERIAL_IDS["Cu"]
+#: one metre of thickness per metre: what :func:`erode_layers` takes to remove thicknesses
+_UNIT_RATES = np.ones(len(MATERIAL_IDS))
 
 # salts of the per-object hash streams
 _S_ICED, _S_THICK, _S_NCELL, _S_CELL, _S_PART, _S_FROST = 11, 12, 13, 100, 200, 300
@@ -755,11 +757,7 @@ class Scene:
             if patch.layer is not None:
                 stack.append((int(patch.layer), patch.values(patch.dh, x, y)))
             elif patch.removed is not None and stack:
-                take = patch.values(patch.removed, x, y)
-                for _, th in reversed(stack):
-                    used = np.minimum(th, take)
-                    th -= used
-                    take = take - used
+                erode_layers(stack, patch.values(patch.removed, x, y), _UNIT_RATES)
         return stack
 
     @staticmethod
@@ -1121,6 +1119,22 @@ class Scene:
                 c[1][hit] = 0
             else:
                 c[j0:j1, i0:i1][changed] = 0
+
+
+def erode_layers(layers: list, budget: np.ndarray, rate_table: np.ndarray) -> np.ndarray:
+    """Take deposited ``layers`` (bottom first; thicknesses reduced in place) off top down
+    with ``budget``: a charge per area over the vertical (C/m^2 times the incidence factors)
+    that removes ``rate_table[material]`` of thickness per unit, or with unit rates a
+    thickness (m). Returns the thickness removed (m); ``budget`` is reduced in place to what
+    is left for what lies underneath."""
+    total = np.zeros_like(budget)
+    for mid, th in reversed(layers):
+        rate = float(rate_table[mid])
+        take = np.minimum(th, budget * rate)
+        th -= take
+        budget -= take / rate
+        total += take
+    return total
 
 
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:

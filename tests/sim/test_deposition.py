@@ -11,7 +11,8 @@ from fibsem_ophyd import geometry as G
 from fibsem_ophyd.backend import BackendError
 from fibsem_ophyd.sim.deposition import GIS_INSERT_TIME, GIS_RATE, SPUTTER_OVERHEAD
 from fibsem_ophyd.sim.materials import MATERIAL_IDS, material_table
-from fibsem_ophyd.sim.milling import UM3_PER_NC, erode_layers
+from fibsem_ophyd.sim.milling import UM3_PER_NC
+from fibsem_ophyd.sim.scene import erode_layers
 
 from ._helpers import small_sim
 
