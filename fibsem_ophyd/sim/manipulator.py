@@ -136,11 +136,6 @@ class NeedleModel:
         return float(s[2] - h) - TIP_RADIUS
 
     # ------------------------------------------------------------------ image
-    def tip_image(self, view) -> tuple[float, float]:
-        """Image position (m, +x right, +y up) of the tip's apex in ``view``."""
-        apex = self.tip() - TIP_RADIUS * _unit_projection_direction(view)
-        return view.qperp_to_image(float(apex @ view.right), float(apex @ view.up))
-
     def composite(self, img: np.ndarray, view, shading, optics) -> np.ndarray:
         """``img`` (a clean yield image of ``view``) with the needle drawn over it."""
         if not self.inserted:
@@ -208,11 +203,3 @@ def draw_cone(img: np.ndarray, view, shading, optics, tip, axis, half_angle: flo
     box = out[r0:r1, c0:c1]
     out[r0:r1, c0:c1] = box * (1.0 - cover) + layer
     return out
-
-
-def _unit_projection_direction(view) -> np.ndarray:
-    """Chamber direction along the needle's projected axis in ``view`` (unit, in the image
-    plane): the apex is the tip sphere's point furthest along minus this."""
-    d = AXIS - (AXIS @ view.source) * view.source
-    n = np.linalg.norm(d)
-    return d / n if n > 1e-12 else AXIS
