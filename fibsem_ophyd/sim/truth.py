@@ -179,7 +179,7 @@ class Truth:
                 mm, nn, x, y = mm[ok], nn[ok], x[ok], y[ok]
                 if x.size:
                     hgt, mat = sc.evaluate(x, y)
-                    iced, thick = sc._hole_props(mm, nn)
+                    iced, thick = sc.tem_grid.hole_props(mm, nn)
                     for k in range(x.size):
                         out.append(Feature("square", (int(mm[k]), int(nn[k])), float(x[k]),
                                            float(y[k]), off + float(hgt[k]), off,
