@@ -3,6 +3,7 @@
 from ._beam import Beam, Chamber
 from ._detector import TIFF_TEMPLATE, ImagingDetector
 from ._gis import GasInjection, SputterCoater
+from ._lookup import CatalogLookup
 from ._manipulator import Manipulator
 from ._microscope import FibsemMicroscope, make_microscope
 from ._milling import Milling, MillingAborted
@@ -18,6 +19,7 @@ __all__ = [
     "AXES",
     "BackendSignal",
     "Beam",
+    "CatalogLookup",
     "Chamber",
     "FibsemMicroscope",
     "ImagingDetector",

@@ -10,7 +10,8 @@ import math
 import pytest
 from bluesky_queueserver_api import BPlan
 
-from fibsem_ophyd.storage import batch_coating, batch_state, open_catalog
+from fibsem_ophyd.plans.stored_runs import batch_coating, batch_state
+from fibsem_ophyd.storage import open_catalog
 
 from ..plans.test_batch import PROTOCOL as ICE_PROTOCOL
 

@@ -9,11 +9,17 @@ latest ``measure_lamella`` run's. A run that was
 interrupted (the batch was stopped or crashed) marks nothing: its section is done again.
 The batch's coating (sputter, cryo GIS) has runs with ``section: "coating"`` and no site
 (:func:`batch_coating`).
+
+These functions know the plans' run vocabulary (plan names, the ``lamella`` recorder), so
+they live with the plans; they are not plans (they read a catalog) and are not in
+:data:`fibsem_ophyd.plans.__all__`. ``setup_session`` gives them to the microscope's
+catalog look-up (``microscope.store``), through which ``microscope.batch_state`` and
+``microscope.batch_coating`` answer a batch plan.
 """
 
 from __future__ import annotations
 
-from .reader import search_runs
+from ..storage import search_runs
 
 __all__ = ["batch_state", "batch_coating"]
 
