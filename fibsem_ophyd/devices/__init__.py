@@ -6,6 +6,7 @@ from ._gis import GasInjection, SputterCoater
 from ._manipulator import Manipulator
 from ._microscope import FibsemMicroscope, make_microscope
 from ._milling import Milling, MillingAborted
+from ._plan_records import PLAN_RECORDS, PlanRecorders
 from ._recorder import RecordSignal, make_recorder
 from ._signals import BackendSignal, SettingSignal
 from ._stage import AXES, NamedPositions, Stage, StageAxis, load_positions, save_positions
@@ -22,6 +23,8 @@ __all__ = [
     "FibsemMicroscope",
     "ImagingDetector",
     "NamedPositions",
+    "PLAN_RECORDS",
+    "PlanRecorders",
     "RecordSignal",
     "SettingSignal",
     "Stage",

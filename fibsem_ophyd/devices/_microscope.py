@@ -16,6 +16,7 @@ from ._detector import ImagingDetector
 from ._gis import GasInjection, SputterCoater
 from ._manipulator import Manipulator
 from ._milling import Milling
+from ._plan_records import PlanRecorders
 from ._reference import BatchStateSignal, load_run_frame
 from ._stage import AXES, Stage
 
@@ -65,6 +66,8 @@ class FibsemMicroscope(Device):
         self._component_kwargs = limits
         super().__init__(*args, **kwargs)
         self.stage = Stage(name=f"{self.name}_stage", parent=self, limits=limits["stage"])
+        #: what plans record their measurements with (plans build no devices)
+        self.recorders = PlanRecorders({"electron": self.sem, "ion": self.fib})
 
     @property
     def backend(self) -> MicroscopeBackend:
