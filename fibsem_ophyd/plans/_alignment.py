@@ -22,7 +22,7 @@ from bluesky.utils import MsgGenerator
 
 from ..alignment import register
 from ..alignment.masks import alignment_bandpass, check_boxes, exclusion_mask, shifted_mask
-from ._common import in_run, microscope_of, positive, read_frame, record, run_md
+from ._common import beam_device, in_run, microscope_of, positive, read_frame, record, run_md
 from ._imaging import apply_image_settings
 from ._movement import stable_move, vertical_move
 
@@ -130,7 +130,7 @@ def align_loop(detector, ref: np.ndarray, rec, tolerance: float, max_iterations:
     """
     microscope = microscope_of(detector)
     stage = microscope.stage
-    beam_dev = getattr(microscope, f"{detector.beam}_beam")
+    beam_dev = beam_device(microscope, detector.beam)
     lo, hi = _shift_limits(beam_dev)
     hfw = float((yield from bps.rd(detector.hfw)))
     history = []

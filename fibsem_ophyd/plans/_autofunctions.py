@@ -16,7 +16,7 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from ..alignment.focus import METRICS, fit_peak, sharpness
-from ._common import in_run, microscope_of, positive, record, run_md
+from ._common import beam_device, in_run, microscope_of, positive, record, run_md
 
 __all__ = ["autofocus", "auto_contrast_brightness"]
 
@@ -109,7 +109,7 @@ def autofocus(
     fine_steps = _steps("fine_steps", fine_steps)
     if metric not in METRICS:
         raise ValueError(f"unknown sharpness metric {metric!r}; known: {sorted(METRICS)}")
-    beam_dev = getattr(microscope_of(detector), f"{detector.beam}_beam")
+    beam_dev = beam_device(microscope_of(detector), detector.beam)
     wd_signal = beam_dev.working_distance
     rec = microscope_of(detector).recorders.autofocus
     args = {"detector": detector, "coarse_range": coarse_range,

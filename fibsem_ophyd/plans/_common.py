@@ -16,8 +16,8 @@ import numpy as np
 from bluesky.protocols import HasName
 from bluesky.utils import MsgGenerator
 
-__all__ = ["count", "in_run", "microscope_of", "plan_arg", "positive", "read_frame", "record",
-           "run_md"]
+__all__ = ["beam_device", "count", "finite", "in_run", "microscope_of", "plan_arg", "positive",
+           "read_frame", "record", "run_md"]
 
 
 def plan_arg(value: Any) -> Any:
@@ -66,6 +66,11 @@ def in_run(plan, md: dict) -> MsgGenerator[tuple[str, Any]]:
     return uid, out.get("value")
 
 
+def beam_device(microscope, beam: str):
+    """The microscope's beam device for ``beam`` ("electron" or "ion")."""
+    return getattr(microscope, f"{beam}_beam")
+
+
 def microscope_of(detector):
     """The microscope a detector belongs to (its parent device)."""
     return detector.parent
@@ -99,6 +104,13 @@ def count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
+
+
+def finite(name: str, value: Any) -> float:
+    """``value`` as a float; ``ValueError`` naming ``name`` unless a finite number (m)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number in metres, got {value!r}")
+    return float(value)
 
 
 def positive(name: str, value: Any) -> float:

@@ -22,7 +22,7 @@ from bluesky.utils import MsgGenerator
 from .. import geometry
 from ..alignment.stitch import stitch_tiles
 from ..beams import as_beam
-from ._common import count, in_run, positive, run_md
+from ._common import beam_device, count, in_run, positive, run_md
 from ._imaging import apply_image_settings
 from ._movement import read_geometry, read_stage_position
 
@@ -119,8 +119,7 @@ def acquire_overview(
         w, h = (int(v) for v in (yield from bps.rd(detector.resolution)))
         geom = yield from read_geometry(microscope)
         pos0 = yield from read_stage_position(microscope)
-        beam_dev = getattr(microscope, f"{beam}_beam")
-        rot = math.radians(float((yield from bps.rd(beam_dev.scan_rotation))))
+        rot = math.radians(float((yield from bps.rd(beam_device(microscope, beam).scan_rotation))))
         r, t = math.radians(pos0["r"]), math.radians(pos0["t"])
         pixel = hfw / w
 
