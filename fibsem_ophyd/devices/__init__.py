@@ -7,6 +7,7 @@ from ._lookup import CatalogLookup
 from ._manipulator import Manipulator
 from ._microscope import FibsemMicroscope, make_microscope
 from ._milling import Milling, MillingAborted
+from ._plan_records import PLAN_RECORDS, PlanRecorders
 from ._recorder import RecordSignal, make_recorder
 from ._signals import BackendSignal, SettingSignal
 from ._stage import AXES, NamedPositions, Stage, StageAxis, load_positions, save_positions
@@ -24,6 +25,8 @@ __all__ = [
     "FibsemMicroscope",
     "ImagingDetector",
     "NamedPositions",
+    "PLAN_RECORDS",
+    "PlanRecorders",
     "RecordSignal",
     "SettingSignal",
     "Stage",

@@ -17,6 +17,7 @@ from ._gis import GasInjection, SputterCoater
 from ._lookup import CatalogLookup
 from ._manipulator import Manipulator
 from ._milling import Milling
+from ._plan_records import PlanRecorders
 from ._reference import BatchStateSignal
 from ._stage import AXES, Stage
 
@@ -68,6 +69,8 @@ class FibsemMicroscope(Device):
         self._component_kwargs = limits
         super().__init__(*args, **kwargs)
         self.stage = Stage(name=f"{self.name}_stage", parent=self, limits=limits["stage"])
+        #: what plans record their measurements with (plans build no devices)
+        self.recorders = PlanRecorders({"electron": self.sem, "ion": self.fib})
 
     @property
     def backend(self) -> MicroscopeBackend:

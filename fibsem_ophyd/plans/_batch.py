@@ -10,23 +10,13 @@ from bluesky.utils import FailedStatus, MsgGenerator
 
 from ..alignment import RegistrationError
 from ..backend import check_deposition_time
-from ..devices import make_recorder
 from ._alignment import AlignmentError, acquire_reference, correct_drift
+from ._common import in_run, positive, read_frame, run_md
 from ._deposition import cryo_deposition, sputter_coat
 from ._milling import ALIGN_TOLERANCE, lamella_protocol, mill_stages, milled_boxes
 from ._movement import go_to_position, move_to_milling_angle
 
 __all__ = ["mill_lamellae", "measure_lamella"]
-
-#: one "site" event per lamella in the batch's summary run
-_SITE_FIELDS = {
-    "site": ("string", None),
-    "status": ("string", None),
-    "sections_done": ("string", None),
-    "skipped_section": ("string", None),
-    "reason": ("string", None),
-    "thickness": ("number", "m"),
-}
 
 #: the match score a site's drift correction needs at a revisit. Lower than the alignment
 #: default (0.5): since the reference, the site was milled (sections, debris, the walls of
@@ -245,7 +235,7 @@ def mill_lamellae(
                 yield from _skip(batch, site, name, reason, base)
     yield from bps.mv(microscope.ion_beam.blanked, True)
 
-    rec = make_recorder("site", _SITE_FIELDS)
+    rec = microscope.recorders.site
     summary_md = {**base, "plan_name": "mill_lamellae", "sites": list(sites),
                   "sections": order, "resumed": bool(resume), "coating": coat, "hints": {}}
 
@@ -272,14 +262,6 @@ def mill_lamellae(
             "summary": uid}
 
 
-_LAMELLA_FIELDS = {
-    "thickness": ("number", "m"),
-    "top": ("number", "m"),
-    "bottom": ("number", "m"),
-    "contrast": ("number", None),
-    "expected": ("number", "m"),
-}
-
 
 def measure_lamella(microscope: Readable, spacing: float,
                     md: dict[str, Any] | None = None) -> MsgGenerator[dict]:
@@ -305,17 +287,16 @@ def measure_lamella(microscope: Readable, spacing: float,
         The measurement (``thickness`` nan when there is no lamella contrast).
     """
     from ..milling import measure_lamella_thickness
-    from ._alignment import _frame, _in_run, _md, _positive
 
-    spacing = _positive("spacing", spacing)
+    spacing = positive("spacing", spacing)
     fib = microscope.fib
-    rec = make_recorder("lamella", _LAMELLA_FIELDS)
+    rec = microscope.recorders.lamella
 
     def body():
         hfw0 = float((yield from bps.rd(fib.hfw)))
         try:
             yield from bps.mv(fib.hfw, 12 * spacing, microscope.ion_beam.blanked, False)
-            frame, pixel = yield from _frame(fib, microscope.stage)
+            frame, pixel = yield from read_frame(fib, microscope.stage)
         finally:
             yield from bps.mv(fib.hfw, hfw0)
         if frame is None:
@@ -328,8 +309,9 @@ def measure_lamella(microscope: Readable, spacing: float,
 
     @bpp.stage_decorator([fib])
     def inner():
-        return (yield from _in_run(body(), _md("measure_lamella", [fib],
-                                               {"spacing": spacing}, md)))
+        return (yield from in_run(body(), run_md(
+            "measure_lamella", {"microscope": microscope, "spacing": spacing}, md,
+            detectors=[fib])))
 
     _, result = yield from inner()
     return result or {}
