@@ -3,35 +3,29 @@
 Coordinates are metres in the ion image frame, centred, +x right, +y up, as in OpenFIBSEM.
 """
 
-from ._materials import MATERIALS, SPUTTER_RATES_UM3_PER_NC, sputter_rate
-from ._measure import measure_lamella_thickness
-from ._patterns import (
-    CROSS_SECTIONS,
-    PATTERNS,
-    SCAN_DIRECTIONS,
+from ._composites import (
     ArrayPattern,
-    Bitmap,
-    BitmapPattern,
-    Circle,
-    CirclePattern,
     Fiducial,
     Horseshoe,
     HorseshoeVertical,
-    Line,
-    LinePattern,
     MicroExpansion,
-    Pattern,
-    Polygon,
-    PolygonPattern,
-    Rectangle,
-    RectanglePattern,
     SerialSection,
-    Shape,
     TrapezoidTrench,
     Trench,
     Undercut,
     WaffleNotch,
-    make_pattern,
+)
+from ._materials import MATERIALS, SPUTTER_RATES_UM3_PER_NC, sputter_rate
+from ._measure import measure_lamella_thickness
+from ._pattern import Pattern
+from ._registry import PATTERNS, make_pattern
+from ._shapes import Bitmap, Circle, Line, Polygon, Rectangle, Shape
+from ._single_patterns import (
+    BitmapPattern,
+    CirclePattern,
+    LinePattern,
+    PolygonPattern,
+    RectanglePattern,
 )
 from ._stage import (
     OVERHEADS,
@@ -42,6 +36,7 @@ from ._stage import (
     estimate_stage_time,
     load_protocol,
 )
+from ._validate import CROSS_SECTIONS, SCAN_DIRECTIONS
 
 __all__ = [
     "ArrayPattern", "as_stages", "Bitmap", "BitmapPattern", "check_patterns", "Circle",

@@ -12,7 +12,8 @@ import numpy as np
 import yaml
 
 from ._materials import MATERIALS, sputter_rate
-from ._patterns import Pattern, make_pattern
+from ._pattern import Pattern
+from ._registry import make_pattern
 
 __all__ = [
     "MillingStage", "load_protocol", "estimate_milling_time", "estimate_stage_time",
