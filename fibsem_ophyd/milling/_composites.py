@@ -20,10 +20,11 @@ __all__ = ["Trench", "Horseshoe", "HorseshoeVertical", "Undercut", "Fiducial", "
 
 
 @dataclass
-class Trench(_CrossSectioned, Pattern):
+class Trench(_CrossSectioned, _Repeated, Pattern):
     """Two rectangles above and below a lamella of thickness ``spacing`` (m), each milled
     towards the lamella (OpenFIBSEM ``Trench``): the upper ``width`` x
-    ``upper_trench_height`` scans TopToBottom, the lower BottomToTop."""
+    ``upper_trench_height`` scans TopToBottom, the lower BottomToTop; ``passes`` as for
+    rectangles."""
 
     width: float = 10e-6
     upper_trench_height: float = 5e-6
@@ -38,9 +39,11 @@ class Trench(_CrossSectioned, Pattern):
         lo = self.centre_y - self.spacing / 2 - self.lower_trench_height / 2
         return [
             Rectangle(self.width, self.upper_trench_height, self.depth, self.centre_x, up,
-                      cross_section=self.cross_section, scan_direction="TopToBottom"),
+                      cross_section=self.cross_section, scan_direction="TopToBottom",
+                      passes=self.passes),
             Rectangle(self.width, self.lower_trench_height, self.depth, self.centre_x, lo,
-                      cross_section=self.cross_section, scan_direction="BottomToTop"),
+                      cross_section=self.cross_section, scan_direction="BottomToTop",
+                      passes=self.passes),
         ]
 
 

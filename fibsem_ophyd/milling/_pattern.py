@@ -15,13 +15,23 @@ import numpy as np
 
 from ._polygons import _grid, _overlap_groups, _union_measure
 from ._shapes import Shape, _Outlined
-from ._validate import CROSS_SECTIONS, SCAN_DIRECTIONS, _choice, _finite, _passes, _positive
+from ._validate import (
+    CROSS_SECTIONS,
+    SCAN_DIRECTIONS,
+    _choice,
+    _finite,
+    _non_negative,
+    _passes,
+    _positive,
+)
 
 __all__ = ["Pattern"]
 
 #: parameter names checked as finite numbers (others that are floats must be > 0 m)
 _FINITE = {"centre_x", "centre_y", "start_x", "start_y", "end_x", "end_y", "rotation", "angle",
            "thickness", "h_offset"}
+#: lengths that may be zero: a one-column array's pitch, a section line on the point
+_NON_NEGATIVE = {"pitch_vertical", "pitch_horizontal", "section_thickness"}
 _FLAGS = {"inverted", "asymmetric", "use_side_patterns"}
 _COUNTS = {"n_columns": (1, 100), "n_rows": (1, 100)}
 _SHAPE_DATA = {"vertices", "array"}
@@ -68,6 +78,8 @@ class Pattern(_Outlined):
                 setattr(self, f.name, int(v))
             elif f.name in _FINITE:
                 setattr(self, f.name, _finite(f.name, v, owner))
+            elif f.name in _NON_NEGATIVE:
+                setattr(self, f.name, _non_negative(f.name, v, owner))
             else:
                 setattr(self, f.name, _positive(f.name, v, owner))
         self._check()

@@ -25,6 +25,14 @@ def _positive(name: str, value: float, owner: str) -> float:
     return float(value)
 
 
+def _non_negative(name: str, value: float, owner: str) -> float:
+    if not _is_number(value):
+        raise ValueError(f"{owner}.{name} must be a finite number in metres, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{owner}.{name} must be >= 0 m, got {value!r}")
+    return float(value)
+
+
 def _finite(name: str, value: float, owner: str) -> float:
     if not _is_number(value):
         raise ValueError(f"{owner}.{name} must be a finite number, got {value!r}")
