@@ -73,3 +73,9 @@ def test_caller_metadata_wins_and_is_not_modified(microscope):
 def test_default_hints_without_caller_metadata(microscope, md):
     start = _start(acquire_image(microscope.sem, md=md))
     assert start["hints"] == {"dimensions": [(["time"], "primary")]}
+
+
+def test_plan_args_keep_plain_values_and_give_devices_as_repr(microscope):
+    args = _start(acquire_series(microscope.sem, num=2, hfw=80e-6))["plan_args"]
+    assert args == {"detector": repr(microscope.sem), "num": 2, "delay": 0.0, "hfw": 80e-6}
+    assert type(args["num"]) is int
