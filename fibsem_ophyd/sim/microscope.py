@@ -36,12 +36,20 @@ from ..backend import (
     DETECTOR_KEYS,
     GIS_KEYS,
     IMAGE_SETTING_KEYS,
+    MANIPULATOR_KEYS,
+    MANIPULATOR_LIMITS,
+    SPUTTER_CURRENT_LIMITS,
     STAGE_AXES,
+    STAGE_KEYS,
+    STOPPABLE,
     BackendError,
+    MissingSubsystemError,
+    describe_value,
 )
 from ..config import load_config
 from ..geometry import ELECTRON, ION, rx
 from ..milling import sputter_rate
+from .chamber_camera import render_chamber
 from .clock import CURRENT_CHANGE, PUMP_TIME, VENT_TIME, VOLTAGE_CHANGE, SimClock
 from .cuts import BeamCut, make_cut
 from .deposition import GisModel
@@ -53,8 +61,10 @@ from .detector import (
     expose,
 )
 from .erosion import ImagingErosion
+from .manipulator import AXIS as NEEDLE_AXIS
 from .manipulator import MAX_PENETRATION, SAVED_POSITIONS, NeedleModel
 from .milling import mill_shapes
+from .motion import Motion
 from .render import BeamView, Optics, RenderStats, Shading, intersect_surface, render_clean
 from .scene import Scene
 from .truth import Truth
@@ -164,6 +174,8 @@ class SimulatedMicroscope:
         rtf = self._sim_number(sim, "real_time_factor", 0.0, lo=0.0, hi=1e6)
         self._drift = _Drift(sim.get("drift", False))
         self.clock = SimClock(rtf)
+        #: stop flags and stepped moves of the stage, needle and milling (``stop()``)
+        self.motion = Motion(self.clock)
         self.scene = Scene(seed)
         self._rng = np.random.default_rng(np.random.SeedSequence([self.seed & 0xFFFFFFFF, 0x1A6E]))
         self._noise = NoiseSource(np.random.SeedSequence([self.seed & 0xFFFFFFFF, 0x4E01]))
@@ -425,9 +437,16 @@ class SimulatedMicroscope:
             self._stage = mid
             self._after_move(start)
             raise BackendError(f"stage stalled half way to {dict(position)} (now at {mid})")
-        self.clock.advance(SimClock.stage_move_time(start, target))
-        self._stage = target
-        self._after_move(start)
+        self.motion.begin("stage")
+
+        def apply(pos):
+            self._stage = {**start, **pos}
+
+        try:
+            self.motion.travel("stage", start, target, SimClock.stage_move_time(start, target),
+                               apply)
+        finally:
+            self._after_move(start)
 
     def _after_move(self, start: dict) -> None:
         self.needle.update_contact()
@@ -486,6 +505,14 @@ class SimulatedMicroscope:
                 np.maximum(out, shape.depth_at(u, v), out=out)
             return out
 
+        self.motion.begin("milling")
+        outer = progress
+
+        def progress(fraction):
+            self.motion.check("milling", "milling")  # a stop ends it after this pass
+            if outer is not None:
+                outer(fraction)
+
         view = self.truth.view("ion", {"hfw": hfw})
         cut = make_cut(self, view, depth_at, box, float(current), float(voltage), rate,
                        _spot_size("ion", float(current), float(voltage)))
@@ -525,6 +552,96 @@ class SimulatedMicroscope:
     def manipulator_positions(self) -> dict[str, dict[str, float]]:
         """Saved positions, RAW (m)."""
         return {k: dict(v) for k, v in SAVED_POSITIONS.items()}
+
+    # ================================================================== contract
+    def describe(self, key: str, beam: str | None = None) -> dict:
+        """Units, limits or allowed values and read-only-ness of ``key`` (from the
+        configuration and the simulator's tables)."""
+        if beam is None:
+            if key in STAGE_KEYS:
+                ax = key[len("stage_"):]
+                return describe_value("deg" if ax in ("r", "t") else "m", self._stage_limits[ax])
+            if key in MANIPULATOR_KEYS:
+                return describe_value("m", MANIPULATOR_LIMITS)
+            if key == "vacuum_state":
+                return describe_value(choices=["pumped", "vented"], read_only=True)
+            if key == "pressure":
+                return describe_value("Pa", read_only=True)
+            if key in ("gis_position", "gis_gas"):
+                return describe_value(choices=self.gis.available_values(key))
+            if key == "sputter_current":
+                return describe_value("A", SPUTTER_CURRENT_LIMITS)
+            if key in _NEEDLE_KEYS:
+                return describe_value(read_only=True)
+            if key in BEAM_KEYS or key in DETECTOR_KEYS:
+                raise ValueError(f"{key!r} is a beam setting: pass beam='electron' or 'ion'")
+            raise ValueError(f"unknown chamber key {key!r}; expected one of "
+                             f"{list(CHAMBER_KEYS + GIS_KEYS + _NEEDLE_KEYS + STAGE_KEYS)} "
+                             f"or {list(MANIPULATOR_KEYS)}")
+        beam = self._check_beam(beam)
+        lim = self._limits[beam]
+        units = {"voltage": "V", "current": "A", "hfw": "m", "working_distance": "m",
+                 "dwell_time": "s", "shift": "m", "resolution": "px", "scan_rotation": "deg",
+                 "column_tilt": "deg"}
+        if key in ("on", "blanked"):
+            return describe_value()
+        if key in ("voltage", "current", "hfw", "working_distance", "dwell_time", "shift",
+                   "stigmation"):
+            return describe_value(units.get(key), lim.get(key))
+        if key == "resolution":
+            return describe_value("px", (1, _MAX_RESOLUTION))
+        if key == "scan_rotation":
+            return describe_value("deg", (-360.0, 360.0))
+        if key == "column_tilt":
+            return describe_value("deg", read_only=True)
+        if key in ("detector_type", "detector_mode"):
+            return describe_value(choices=self.available_values(key, beam))
+        if key in ("brightness", "contrast"):
+            return describe_value(None, (0.0, 1.0))
+        raise ValueError(f"unknown {beam} key {key!r}; expected one of "
+                         f"{list(BEAM_KEYS) + list(DETECTOR_KEYS)}")
+
+    def missing(self) -> dict[str, str]:
+        """Subsystems this simulated microscope lacks (by configuration), with why."""
+        out = {}
+        if not self.needle.enabled:
+            out["manipulator"] = "manipulator.enabled is false in the configuration"
+            out["manipulator_stop"] = out["manipulator"]
+        if not self.gis.enabled:
+            out["gis"] = "gis.enabled is false in the configuration"
+        if not self.gis.coater:
+            out["sputter_coater"] = "gis.sputter_coater is false in the configuration"
+        return out
+
+    def stop(self, subsystem: str) -> None:
+        """Stop the stage, the needle or the milling (see the contract); with
+        ``real_time_factor = 0`` moves take no wall time, so only a milling between passes
+        can be caught."""
+        if subsystem not in STOPPABLE:
+            raise ValueError(f"cannot stop {subsystem!r}; stoppable: {list(STOPPABLE)}")
+        if subsystem == "manipulator" and not self.needle.enabled:
+            raise MissingSubsystemError("manipulator", self.missing()["manipulator"])
+        self.motion.stop(subsystem)
+
+    def state(self) -> dict:
+        """Stage, both beams and both detectors in one read (see the contract)."""
+        out = {"timestamp": self.clock.now(), "stage": dict(self._stage)}
+        for beam in BEAMS:
+            st = self._beams[beam]
+            out[f"{beam}_beam"] = {k: (list(st[k]) if isinstance(st[k], list) else st[k])
+                                   for k in BEAM_KEYS if k != "column_tilt"}
+            out[f"{beam}_detector"] = {k: st[k] for k in DETECTOR_KEYS}
+        return out
+
+    def acquire_chamber_image(self) -> np.ndarray:
+        """The chamber camera's view of the stage, needle and GIS nozzle
+        (:mod:`fibsem_ophyd.sim.chamber_camera`); no clock time."""
+        d = self.config.data
+        tip = self.needle.tip() if self.needle.inserted else None
+        pos = self.gis.state["gis_position"]
+        nozzle = None if pos == "retracted" else self.gis.nozzle()
+        return render_chamber(dict(self._stage), self._z0, float(d["stage"]["shuttle_pre_tilt"]),
+                              float(d["ion"]["column_tilt"]), tip, NEEDLE_AXIS, nozzle)
 
     # ================================================================== faults
     def inject_fault(self, kind: str, beam: str | None = None) -> None:
