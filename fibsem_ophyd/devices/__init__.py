@@ -1,6 +1,7 @@
 """Ophyd devices of a dual-beam FIB-SEM. They talk only to a backend (``fibsem_ophyd.backend``)."""
 
 from ._beam import Beam, Chamber
+from ._chamber_camera import ChamberCamera
 from ._detector import TIFF_TEMPLATE, ImagingDetector
 from ._gis import GasInjection, SputterCoater
 from ._manipulator import Manipulator
@@ -19,6 +20,7 @@ __all__ = [
     "BackendSignal",
     "Beam",
     "Chamber",
+    "ChamberCamera",
     "FibsemMicroscope",
     "ImagingDetector",
     "NamedPositions",
