@@ -80,7 +80,8 @@ class ChamberCamera(Device):
                                f"{frame.shape} within one staging")
         root = self.root
         state = root.microscope_state()
-        md = {"chamber_camera": {"height_width": list(frame.shape), "timestamp": state["timestamp"]},
+        md = {"chamber_camera": {"height_width": list(frame.shape),
+                                 "timestamp": state["timestamp"]},
               "microscope_state": root.microscope_state_metadata(state),
               **root.system_metadata()}
         index = self._index

@@ -184,10 +184,14 @@ class Milling(Device):
 
     def stop(self, *, success: bool = False):
         """``success=False`` (abort, failure): abort between passes. ``success=True`` is what
-        the RunEngine sends when it pauses: hold the milling, as :meth:`pause`."""
+        the RunEngine sends when it pauses: hold the milling, as :meth:`pause`; sent again
+        while held, the run is ending (``RE.abort()``/``RE.stop()`` of the paused run, which
+        bluesky also sends with ``success=True``): abort."""
         if success:
-            self.pause()
-            return
+            held = self._held is not None and not self._held[1].done and not self._go.is_set()
+            if not held:
+                self.pause()
+                return
         self._stop.set()
         self._go.set()
         if self._active is not None and not self._active[1].done:
