@@ -175,6 +175,10 @@ def connect(config: str | Path, ip_address: str | None = None,
         where = f"{info.ip_address}:{port}" if port else "its back end"
         raise OpenFibsemError(f"cannot connect to the {name} microscope at {where}: "
                               f"{exc}") from exc
+    if getattr(scope, "stage_is_compustage", False):
+        # its stage frame flips (t - 180 deg, negated dy) are not in our geometry yet
+        raise OpenFibsemError(f"{path}: a compustage (sim.is_compustage or an Arctis stage) is "
+                              "not supported by the bridge; use a non-compustage configuration")
     return OpenFibsemBackend(scope, config=path)
 
 
