@@ -44,6 +44,16 @@ def demo(args: argparse.Namespace) -> int:
     session = setup_session(config=config, data_dir=args.data_dir, seed=args.seed,
                             serve=args.serve, backend=args.backend)
     try:
+        if getattr(session.backend, "manufacturer", None) == "Demo":
+            # OpenFIBSEM's Demo boots at x=y=z=r=t=0, on its lowest z: start from the SEM
+            # orientation at the configured eucentric z, as on a real system
+            from bluesky import plan_stubs as bps
+
+            stage = session.config["stage"]
+            start = {"z": float(stage["eucentric_z"]), "r": float(stage["rotation_reference"]),
+                     "t": float(stage["shuttle_pre_tilt"])}
+            print(f"OpenFIBSEM Demo: stage to {start} first")
+            session.RE(bps.mv(session.microscope.stage, start))
         res = [int(v) for v in args.resolution.split("x")]
         result = session.RE(demo_workflow(session.microscope, hfw=args.hfw, resolution=res))
         uids = list(result.plan_result)
