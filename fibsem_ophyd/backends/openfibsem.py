@@ -60,7 +60,6 @@ from ..backend import (
     STAGE_KEYS,
     STOPPABLE,
     BackendError,
-    MissingSubsystemError,
     StoppedError,
     check_deposition_time,
     check_subsystem,
@@ -315,8 +314,9 @@ class OpenFibsemBackend:
                                  f"the {self.manufacturer} driver exposes no stage handle with "
                                  "one")
         out["manipulator_stop"] = f"fibsem {FIBSEM_VERSION} has no call to stop a manipulator move"
+        out["manipulator_contact"] = f"fibsem {FIBSEM_VERSION} has no touch sensing"
         if "manipulator" in out:
-            out["manipulator_stop"] = out["manipulator"]
+            out["manipulator_stop"] = out["manipulator_contact"] = out["manipulator"]
         return out
 
     def describe(self, key: str, beam: str | None = None) -> dict:
@@ -402,8 +402,7 @@ class OpenFibsemBackend:
                 check_subsystem(self, "manipulator")
                 return bool(self._call("get", "manipulator_state"))
             if key == "manipulator_contact":
-                raise MissingSubsystemError("manipulator_contact",
-                                            f"fibsem {FIBSEM_VERSION} has no touch sensing")
+                check_subsystem(self, "manipulator_contact")
             raise ValueError(f"unknown chamber key {key!r}")
         bt = self._beam_type(beam)
         if key not in BEAM_KEYS and key not in DETECTOR_KEYS:

@@ -65,7 +65,24 @@ class Manipulator(Device):
     inserted = Cpt(BackendSignal, key="manipulator_inserted", vtype="bool", read_only=True,
                    subsystem="manipulator", kind="normal")
     contact = Cpt(BackendSignal, key="manipulator_contact", vtype="bool", read_only=True,
-                  subsystem="manipulator", kind="normal")
+                  subsystem="manipulator_contact", kind="normal")
+
+    def _absent(self) -> set[str]:
+        """Readings a backend without contact sensing cannot give (left out, not faked)."""
+        missing = find_backend(self).missing()
+        return {self.contact.name} if "manipulator_contact" in missing else set()
+
+    def read(self):
+        if not self._absent():
+            return super().read()
+        out = {}
+        for sig in (self.x, self.y, self.z, self.inserted):
+            out.update(sig.read())
+        return out
+
+    def describe(self):
+        absent = self._absent()
+        return {k: v for k, v in super().describe().items() if k not in absent}
 
     def saved_positions(self) -> dict[str, dict[str, float]]:
         backend = find_backend(self)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 from bluesky import plan_stubs as bps
+from bluesky.plans import count
 
 from fibsem_ophyd.backend import (
     DESCRIPTION_FIELDS,
@@ -233,6 +234,12 @@ def test_manipulator(session, microscope):
     assert be.get_manipulator_position()["z"] == pytest.approx(tip["z"] + 20e-6, abs=1e-12)
     with pytest.raises(ValueError, match="limit"):
         microscope.manipulator.set({"x": 1.0})
+    # the needle is readable in a run; contact sensing only where the backend has it
+    uid = session.RE(count([microscope.manipulator])).run_start_uids[0]
+    keys = set(session.catalog[uid]["primary"].keys())
+    assert "microscope_manipulator_z" in keys
+    assert ("microscope_manipulator_contact" in keys) == \
+        ("manipulator_contact" not in be.missing())
     session.RE(retract_manipulator(microscope))
     assert microscope.manipulator.inserted.get() is False
 
