@@ -37,6 +37,15 @@ Gas injection and sputter coater keys (``beam=None``): ``gis_position`` (str: "r
 an insert position, e.g. "cryo", "electron_default"; writing it inserts or retracts the
 needle), ``gis_gas`` (str, e.g. "Pt cryo"), ``sputter_current`` (A). ``available_values``
 lists the positions and gases.
+
+Stage and manipulator axes are described (not read) by key: ``stage_x`` ... ``stage_t``
+(:data:`STAGE_KEYS`) and ``manipulator_x`` ... ``manipulator_z`` (:data:`MANIPULATOR_KEYS`).
+
+Besides the key-value API a backend says what it is (:meth:`MicroscopeBackend.describe`: units,
+limits or allowed values, read-only-ness of every key; :meth:`~MicroscopeBackend.missing`:
+the subsystems of :data:`SUBSYSTEMS` it lacks, with why), stops motion
+(:meth:`~MicroscopeBackend.stop` for :data:`STOPPABLE`) and reads a frame's whole metadata
+in one call (:meth:`~MicroscopeBackend.state`).
 """
 
 from __future__ import annotations
@@ -48,6 +57,15 @@ import numpy as np
 
 __all__ = [
     "MicroscopeBackend",
+    "SUBSYSTEMS",
+    "STOPPABLE",
+    "STAGE_KEYS",
+    "MANIPULATOR_KEYS",
+    "DESCRIPTION_FIELDS",
+    "MissingSubsystemError",
+    "StoppedError",
+    "check_subsystem",
+    "describe_value",
     "BEAM_KEYS",
     "DETECTOR_KEYS",
     "CHAMBER_KEYS",
@@ -94,8 +112,58 @@ def check_deposition_time(name: str, seconds: Any) -> float:
     return float(seconds)
 
 
+#: stage axes by key, for :meth:`MicroscopeBackend.describe` (x, y, z m; r, t deg)
+STAGE_KEYS = tuple(f"stage_{ax}" for ax in STAGE_AXES)
+#: manipulator tip axes by key, for :meth:`MicroscopeBackend.describe` (RAW, m)
+MANIPULATOR_KEYS = tuple(f"manipulator_{ax}" for ax in MANIPULATOR_AXES)
+#: the subsystems a backend may lack (:meth:`MicroscopeBackend.missing`); ``stage_stop`` and
+#: ``manipulator_stop``: the stage or needle moves but cannot be stopped part way;
+#: ``manipulator_contact``: no sensing of the tip touching the sample
+SUBSYSTEMS = ("electron_beam", "ion_beam", "stage", "manipulator", "gis", "sputter_coater",
+              "chamber_camera", "milling", "stage_stop", "manipulator_stop",
+              "manipulator_contact")
+#: what :meth:`MicroscopeBackend.stop` accepts
+STOPPABLE = ("stage", "manipulator", "milling")
+#: the fields of a :meth:`MicroscopeBackend.describe` answer
+DESCRIPTION_FIELDS = ("units", "limits", "choices", "read_only")
+
+
+def describe_value(units: str | None = None, limits: tuple[float, float] | None = None,
+                   choices: list | None = None, read_only: bool = False) -> dict:
+    """One :meth:`MicroscopeBackend.describe` answer: ``units`` (str or None), ``limits``
+    ((low, high) in those units, or None), ``choices`` (allowed values, or None),
+    ``read_only``."""
+    return {"units": units,
+            "limits": None if limits is None else (float(limits[0]), float(limits[1])),
+            "choices": None if choices is None else list(choices),
+            "read_only": bool(read_only)}
+
+
 class BackendError(RuntimeError):
     """The microscope refused or failed an operation (beam trip, stall, vacuum...)."""
+
+
+class MissingSubsystemError(BackendError):
+    """The backend has no such subsystem (no manipulator, no sputter coater...).
+
+    ``subsystem`` names it (one of :data:`SUBSYSTEMS`)."""
+
+    def __init__(self, subsystem: str, why: str = ""):
+        self.subsystem = subsystem
+        super().__init__(f"this microscope has no {subsystem}" + (f": {why}" if why else ""))
+
+
+class StoppedError(BackendError):
+    """A :meth:`MicroscopeBackend.stop` ended a move or a milling before it finished."""
+
+
+def check_subsystem(backend, subsystem: str) -> None:
+    """Raise :class:`MissingSubsystemError` naming ``subsystem`` if ``backend`` lacks it."""
+    if subsystem not in SUBSYSTEMS:
+        raise ValueError(f"unknown subsystem {subsystem!r}; expected one of {list(SUBSYSTEMS)}")
+    why = backend.missing().get(subsystem)
+    if why is not None:
+        raise MissingSubsystemError(subsystem, why)
 
 
 @runtime_checkable
@@ -170,3 +238,27 @@ class MicroscopeBackend(Protocol):
 
     def time(self) -> float:
         """The microscope's clock in seconds (simulated time on the simulator)."""
+
+    def describe(self, key: str, beam: str | None = None) -> dict:
+        """What ``key`` is on this microscope: ``{"units", "limits", "choices",
+        "read_only"}`` (see :func:`describe_value`). Limits may depend on the state (a
+        bridge reports the vendor's current ranges). ``ValueError`` for an unknown key."""
+
+    def missing(self) -> dict[str, str]:
+        """The subsystems (of :data:`SUBSYSTEMS`) this microscope lacks, each with why."""
+
+    def stop(self, subsystem: str) -> None:
+        """Stop ``subsystem`` (one of :data:`STOPPABLE`) now: a move ends where it is, a
+        milling ends after the current pass; the interrupted call raises
+        :class:`StoppedError`. Nothing running: no effect. :class:`MissingSubsystemError` if
+        this microscope cannot stop it."""
+
+    def state(self) -> dict:
+        """Everything a frame's metadata needs, in one call: ``timestamp`` (s, :meth:`time`),
+        ``stage`` {x, y, z m; r, t deg}, ``electron_beam`` / ``ion_beam`` {the
+        :data:`BEAM_KEYS` but ``column_tilt``} and ``electron_detector`` /
+        ``ion_detector`` {the :data:`DETECTOR_KEYS`}."""
+
+    def acquire_chamber_image(self) -> np.ndarray:
+        """One frame of the chamber camera (2-D uint8). :class:`MissingSubsystemError`
+        (``chamber_camera``) if there is none."""

@@ -35,9 +35,25 @@ def demo(args: argparse.Namespace) -> int:
     from .plans import demo_workflow
     from .storage import load_images
 
-    session = setup_session(config=args.config, data_dir=args.data_dir, seed=args.seed,
-                            serve=args.serve)
+    config = args.config
+    if args.backend == "openfibsem" and config is None:
+        try:  # OpenFIBSEM's own configuration: its Demo microscope
+            from fibsem.config import DEFAULT_CONFIGURATION_PATH as config
+        except ImportError:
+            pass  # setup_session says what is missing
+    session = setup_session(config=config, data_dir=args.data_dir, seed=args.seed,
+                            serve=args.serve, backend=args.backend)
     try:
+        if getattr(session.backend, "manufacturer", None) == "Demo":
+            # OpenFIBSEM's Demo boots at x=y=z=r=t=0, on its lowest z: start from the SEM
+            # orientation at the configured eucentric z, as on a real system
+            from bluesky import plan_stubs as bps
+
+            stage = session.config["stage"]
+            start = {"z": float(stage["eucentric_z"]), "r": float(stage["rotation_reference"]),
+                     "t": float(stage["shuttle_pre_tilt"])}
+            print(f"OpenFIBSEM Demo: stage to {start} first")
+            session.RE(bps.mv(session.microscope.stage, start))
         res = [int(v) for v in args.resolution.split("x")]
         result = session.RE(demo_workflow(session.microscope, hfw=args.hfw, resolution=res))
         uids = list(result.plan_result)
@@ -99,10 +115,15 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fibsem-ophyd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="run the demo workflow on the simulator")
+    p = sub.add_parser("demo", help="run the demo workflow on the simulator (or, with "
+                       "--backend openfibsem, on OpenFIBSEM's Demo or any microscope its "
+                       "configuration names)")
     p.add_argument("--data-dir", default="fibsem_data", help="storage folder")
     p.add_argument("--config", default=None, help="microscope configuration YAML")
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    p.add_argument("--backend", choices=("sim", "openfibsem"), default="sim",
+                   help="sim: our simulator; openfibsem: the OpenFIBSEM bridge (--config is "
+                   "then an OpenFIBSEM microscope-configuration.yaml; default: theirs, Demo)")
     p.add_argument("--hfw", type=float, default=150e-6, help="horizontal field width, m")
     p.add_argument("--resolution", default="1536x1024", help="WIDTHxHEIGHT pixels")
     p.add_argument("--serve", action="store_true",

@@ -20,7 +20,7 @@ from .devices import CatalogLookup, FibsemMicroscope, make_microscope
 from .plans.stored_runs import batch_coating, batch_state
 from .storage import CatalogWriter, open_catalog, open_remote_catalog, serve_catalog
 
-__all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR"]
+__all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR", "BACKENDS"]
 
 DEFAULT_DATA_DIR = "fibsem_data"
 
@@ -90,15 +90,26 @@ class Session:
                 server.close()
 
 
+#: backends ``setup_session`` builds by name
+BACKENDS = ("sim", "openfibsem")
+
+
 def _make_backend(backend: str | MicroscopeBackend, config: MicroscopeConfig,
-                  seed: int) -> MicroscopeBackend:
+                  seed: int, source: Any = None) -> MicroscopeBackend:
     if isinstance(backend, str):
         if backend == "sim":
             from .sim import SimulatedMicroscope
 
             return SimulatedMicroscope(config, seed=seed)
-        raise ValueError(f"unknown backend {backend!r}; available: 'sim' (or pass a backend "
-                         "object implementing fibsem_ophyd.backend.MicroscopeBackend)")
+        if backend == "openfibsem":
+            if not isinstance(source, (str, Path)):
+                raise ValueError("backend='openfibsem' needs config=<path of an OpenFIBSEM "
+                                 "microscope-configuration.yaml>")
+            from .backends.openfibsem import connect  # imports fibsem only now
+
+            return connect(source)
+        raise ValueError(f"unknown backend {backend!r}; available: {list(BACKENDS)} (or pass "
+                         "a backend object implementing fibsem_ophyd.backend.MicroscopeBackend)")
     if not isinstance(backend, MicroscopeBackend):
         raise TypeError(f"backend {backend!r} does not implement MicroscopeBackend")
     return backend
@@ -124,7 +135,10 @@ def setup_session(
         Where images, the embedded catalog and backups go (default ``./fibsem_data`` or
         ``$FIBSEM_OPHYD_DATA_DIR``).
     backend : str or MicroscopeBackend
-        ``"sim"`` (the simulator) or a backend object.
+        ``"sim"`` (the simulator), ``"openfibsem"`` (the OpenFIBSEM bridge: ``config`` is
+        then an OpenFIBSEM ``microscope-configuration.yaml`` and the manufacturer it names is
+        connected: Demo, ThermoFisher, Tescan, Odemis) or a backend object. A bad name, a
+        missing package or SDK, or a refused connection raises before any device exists.
     seed : int
         Simulator seed: same seed, same images.
     tiled_uri, api_key : str, optional
@@ -135,7 +149,8 @@ def setup_session(
         RunEngine for the GIL (faster acquisition; a few seconds more to start).
     """
     cfg = load_config(config)
-    be = _make_backend(backend, cfg, seed)  # before any directory is made: bad names fail clean
+    be = _make_backend(backend, cfg, seed, config)  # before any directory is made
+    cfg = be.config
     _bluesky_compat.install()
     if sys.getswitchinterval() > SWITCH_INTERVAL:
         sys.setswitchinterval(SWITCH_INTERVAL)

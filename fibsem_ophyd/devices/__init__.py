@@ -1,6 +1,7 @@
 """Ophyd devices of a dual-beam FIB-SEM. They talk only to a backend (``fibsem_ophyd.backend``)."""
 
 from ._beam import Beam, Chamber
+from ._chamber_camera import ChamberCamera
 from ._detector import TIFF_TEMPLATE, ImagingDetector
 from ._gis import GasInjection, SputterCoater
 from ._lookup import CatalogLookup
@@ -22,6 +23,7 @@ __all__ = [
     "Beam",
     "CatalogLookup",
     "Chamber",
+    "ChamberCamera",
     "FibsemMicroscope",
     "ImagingDetector",
     "NamedPositions",

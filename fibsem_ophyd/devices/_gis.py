@@ -6,17 +6,18 @@ from ophyd import Component as Cpt
 from ophyd import Device
 from ophyd.status import DeviceStatus
 
-from ..backend import SPUTTER_CURRENT_LIMITS, check_deposition_time
+from ..backend import SPUTTER_CURRENT_LIMITS, check_deposition_time, check_subsystem
 from ._signals import BackendSignal, SettingSignal, background_status, find_backend
 
 __all__ = ["GasInjection", "SputterCoater"]
 
 
-def _timed(device, call, name: str, seconds, last) -> DeviceStatus:
-    """Check ``seconds``, then run the backend's timed ``call`` in the background; the time
-    it reports goes to ``last``."""
+def _timed(device, call, name: str, seconds, last, subsystem: str) -> DeviceStatus:
+    """Check ``seconds`` and that the microscope has ``subsystem``, then run the backend's
+    timed ``call`` in the background; the time it reports goes to ``last``."""
     seconds = check_deposition_time(name, seconds)
     backend = find_backend(device)
+    check_subsystem(backend, subsystem)
 
     def run():
         last.put(float(call(backend)(seconds)))
@@ -32,13 +33,14 @@ class GasInjection(Device):
     a status done when the valve has closed; ``last_time`` reads the valve time (s)."""
 
     insert_position = Cpt(BackendSignal, key="gis_position", vtype="str", choices="backend",
-                          kind="normal")
-    gas = Cpt(BackendSignal, key="gis_gas", vtype="str", choices="backend", kind="normal")
+                          subsystem="gis", kind="normal")
+    gas = Cpt(BackendSignal, key="gis_gas", vtype="str", choices="backend", subsystem="gis",
+              kind="normal")
     last_time = Cpt(SettingSignal, value=0.0, units="s", kind="normal")
 
     def set(self, seconds, **kwargs):
         return _timed(self, lambda b: b.gis_deposit, "GIS valve time", seconds,
-                      self.last_time)
+                      self.last_time, "gis")
 
 
 class SputterCoater(Device):
@@ -47,8 +49,9 @@ class SputterCoater(Device):
     chamber is back at high vacuum; ``last_time`` reads the time the run took (s)."""
 
     current = Cpt(BackendSignal, key="sputter_current", units="A",
-                  limits=SPUTTER_CURRENT_LIMITS, kind="normal")
+                  limits=SPUTTER_CURRENT_LIMITS, subsystem="sputter_coater", kind="normal")
     last_time = Cpt(SettingSignal, value=0.0, units="s", kind="normal")
 
     def set(self, seconds, **kwargs):
-        return _timed(self, lambda b: b.sputter_coat, "sputter time", seconds, self.last_time)
+        return _timed(self, lambda b: b.sputter_coat, "sputter time", seconds, self.last_time,
+                      "sputter_coater")

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 
-from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS
+from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS, check_subsystem
 from ._signals import BackendSignal, background_status, find_backend, validate_value
+from ._stage import stop_subsystem
 
 __all__ = ["Manipulator", "RETRACTED"]
 
@@ -25,15 +26,24 @@ class _TipAxis(Signal):
         super().__init__(*args, **kwargs)
 
     def get(self, **kwargs):
-        value = float(find_backend(self).get_manipulator_position()[self.axis])
+        backend = find_backend(self)
+        check_subsystem(backend, "manipulator")
+        value = float(backend.get_manipulator_position()[self.axis])
         self._readback = value
         self._metadata["timestamp"] = time.time()
         return value
 
+    def description(self) -> dict:
+        """The backend's units and limits of this axis."""
+        d = find_backend(self).describe(f"manipulator_{self.axis}")
+        return {"units": d.get("units") or "m", "limits": tuple(d.get("limits")
+                                                                or MANIPULATOR_LIMITS)}
+
     def describe(self):
-        lo, hi = MANIPULATOR_LIMITS
+        d = self.description()
+        lo, hi = d["limits"]
         return {self.name: {"source": f"backend:manipulator:{self.axis}", "dtype": "number",
-                            "shape": [], "dtype_numpy": "<f8", "units": "m",
+                            "shape": [], "dtype_numpy": "<f8", "units": d["units"],
                             "limits": {"control": {"low": lo, "high": hi}}}}
 
 
@@ -53,15 +63,36 @@ class Manipulator(Device):
     y = Cpt(_TipAxis, axis="y", kind="hinted")
     z = Cpt(_TipAxis, axis="z", kind="hinted")
     inserted = Cpt(BackendSignal, key="manipulator_inserted", vtype="bool", read_only=True,
-                   kind="normal")
+                   subsystem="manipulator", kind="normal")
     contact = Cpt(BackendSignal, key="manipulator_contact", vtype="bool", read_only=True,
-                  kind="normal")
+                  subsystem="manipulator_contact", kind="normal")
+
+    def _absent(self) -> set[str]:
+        """Readings a backend without contact sensing cannot give (left out, not faked)."""
+        missing = find_backend(self).missing()
+        return {self.contact.name} if "manipulator_contact" in missing else set()
+
+    def read(self):
+        if not self._absent():
+            return super().read()
+        out = {}
+        for sig in (self.x, self.y, self.z, self.inserted):
+            out.update(sig.read())
+        return out
+
+    def describe(self):
+        absent = self._absent()
+        return {k: v for k, v in super().describe().items() if k not in absent}
 
     def saved_positions(self) -> dict[str, dict[str, float]]:
-        return find_backend(self).manipulator_positions()
+        backend = find_backend(self)
+        check_subsystem(backend, "manipulator")
+        return backend.manipulator_positions()
 
     def check_target(self, target):
-        """The validated target: ``"retracted"``, a saved position name, or ``{axis: m}``."""
+        """The validated target: ``"retracted"``, a saved position name, or ``{axis: m}``.
+        ``MissingSubsystemError`` if the microscope has no manipulator."""
+        check_subsystem(find_backend(self), "manipulator")
         if isinstance(target, str):
             names = self.saved_positions()
             if target != RETRACTED and target not in names:
@@ -75,9 +106,14 @@ class Manipulator(Device):
         if unknown:
             raise ValueError(f"unknown manipulator axis {sorted(unknown)}; axes are "
                              f"{list(MANIPULATOR_AXES)}")
-        return {ax: validate_value(f"manipulator.{ax}", v, vtype="float", units="m",
-                                   limits=MANIPULATOR_LIMITS)
-                for ax, v in target.items() if v is not None}
+        out = {}
+        for ax, v in target.items():
+            if v is None:
+                continue
+            d = getattr(self, ax).description()
+            out[ax] = validate_value(f"manipulator.{ax}", v, vtype="float", units=d["units"],
+                                     limits=d["limits"])
+        return out
 
     def set(self, target, **kwargs):
         target = self.check_target(target)
@@ -94,4 +130,5 @@ class Manipulator(Device):
         return background_status(self, move, "move")
 
     def stop(self, *, success: bool = False):
-        pass
+        """Stop the needle where it is (the move's status then fails with ``StoppedError``)."""
+        stop_subsystem(self, "manipulator")

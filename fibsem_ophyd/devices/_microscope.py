@@ -12,6 +12,7 @@ from ..backend import BEAM_KEYS, DETECTOR_KEYS, MicroscopeBackend
 from ..storage import microscope_state as _state_metadata
 from ..storage import system_info
 from ._beam import Beam, Chamber
+from ._chamber_camera import ChamberCamera
 from ._detector import ImagingDetector
 from ._gis import GasInjection, SputterCoater
 from ._lookup import CatalogLookup
@@ -31,7 +32,9 @@ class FibsemMicroscope(Device):
     """A dual-beam FIB-SEM. Build it with :func:`make_microscope` (it needs a backend).
 
     Children: ``stage``, ``electron_beam``, ``ion_beam``, ``sem``, ``fib``, ``chamber``,
-    ``milling``, ``gis`` (gas injection), ``sputter_coater``, ``manipulator``.
+    ``milling``, ``gis`` (gas injection), ``sputter_coater``, ``manipulator``,
+    ``chamber_camera``. Subsystems the backend lacks (``backend.missing()``) stay as devices
+    that refuse with ``MissingSubsystemError`` naming them.
     ``stage`` is the name microscopists use, but ophyd reserves it for the staging verb, so
     the stage is attached as an attribute rather than a component; it is callable, and
     ``microscope.stage()`` still stages the microscope as the bluesky interface requires.
@@ -49,6 +52,7 @@ class FibsemMicroscope(Device):
     gis = Cpt(GasInjection)
     sputter_coater = Cpt(SputterCoater)
     manipulator = Cpt(Manipulator)
+    chamber_camera = Cpt(ChamberCamera)
     #: the stored state of a lamella batch (see :class:`BatchStateSignal`)
     batch_state = Cpt(BatchStateSignal, value=None, kind="omitted")
     #: the coats a lamella batch has finished (``plans.stored_runs.batch_coating``)
@@ -105,13 +109,15 @@ class FibsemMicroscope(Device):
 
     # -- state (one vocabulary, shared with the TIFF metadata) -----------------------------
     def microscope_state(self) -> dict:
-        """Stage, both beams and both detectors, read from the backend (m, s, A, V, deg)."""
-        b = self._backend
-        pos = b.get_stage_position()
-        state = {"timestamp": b.time(), "stage": {ax: float(pos[ax]) for ax in AXES}}
+        """Stage, both beams and both detectors, read from the backend (m, s, A, V, deg) in
+        one call (``backend.state()``: one round trip per frame on hardware)."""
+        raw = self._backend.state()
+        state = {"timestamp": float(raw["timestamp"]),
+                 "stage": {ax: float(raw["stage"][ax]) for ax in AXES}}
         for beam in ("electron", "ion"):
-            state[f"{beam}_beam"] = {k: _plain(b.get(k, beam)) for k in STATE_BEAM_KEYS}
-            state[f"{beam}_detector"] = {k: _plain(b.get(k, beam)) for k in DETECTOR_KEYS}
+            for part, keys in (("beam", STATE_BEAM_KEYS), ("detector", DETECTOR_KEYS)):
+                section = raw[f"{beam}_{part}"]
+                state[f"{beam}_{part}"] = {k: _plain(section[k]) for k in keys}
         return state
 
     def microscope_state_metadata(self, state: dict | None = None) -> dict:

@@ -19,8 +19,10 @@ from ophyd import Component as Cpt
 from ophyd import Device
 from ophyd.status import DeviceStatus
 
+from ..backend import StoppedError, check_subsystem
 from ..milling import MillingStage, as_stages, check_patterns
 from ._signals import SettingSignal, find_backend
+from ._stage import stop_subsystem
 
 __all__ = ["Milling", "MillingAborted"]
 
@@ -97,6 +99,7 @@ class Milling(Device):
 
     def set(self, value, **kwargs):
         stages = [s for s in as_stages(value) if s.enabled]
+        check_subsystem(find_backend(self), "milling")
         self.check(stages)
         key = [s.to_dict() for s in stages]
         if self._held is not None and self._held[0] == key:
@@ -172,7 +175,8 @@ class Milling(Device):
                 self.state.put("done")
                 status.set_finished()
             else:
-                self.state.put("aborted" if isinstance(error, MillingAborted) else "failed")
+                stopped = isinstance(error, (MillingAborted, StoppedError))
+                self.state.put("aborted" if stopped else "failed")
                 status.set_exception(error)
 
         threading.Thread(target=run, daemon=True, name=f"{self.name}-mill").start()
@@ -180,9 +184,15 @@ class Milling(Device):
 
     def stop(self, *, success: bool = False):
         """``success=False`` (abort, failure): abort between passes. ``success=True`` is what
-        the RunEngine sends when it pauses: hold the milling, as :meth:`pause`."""
+        the RunEngine sends when it pauses: hold the milling, as :meth:`pause`; sent again
+        while held, the run is ending (``RE.abort()``/``RE.stop()`` of the paused run, which
+        bluesky also sends with ``success=True``): abort."""
         if success:
-            self.pause()
-            return
+            held = self._held is not None and not self._held[1].done and not self._go.is_set()
+            if not held:
+                self.pause()
+                return
         self._stop.set()
         self._go.set()
+        if self._active is not None and not self._active[1].done:
+            stop_subsystem(self, "milling")  # the microscope ends the pass it is milling

@@ -2,7 +2,10 @@
 
 Every signal declares ``units`` and limits in ``describe()`` and validates before it writes:
 a NaN, a wrong type or an out-of-range value raises ``ValueError`` naming the value and the
-limit, and nothing is sent to the microscope.
+limit, and nothing is sent to the microscope. A :class:`BackendSignal` takes its units, limits,
+allowed values and read-only-ness from the backend's ``describe(key, beam)`` (asked again at
+each check: a vendor's ranges may depend on the state), and refuses with
+:class:`~fibsem_ophyd.backend.MissingSubsystemError` if its subsystem is missing.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 import numpy as np
 from ophyd import Signal
 from ophyd.status import DeviceStatus, Status
+
+from ..backend import check_subsystem
 
 __all__ = [
     "finished_status", "background_status", "ImmediateSignal",
@@ -187,14 +192,19 @@ class _ValidatingSignal(ImmediateSignal):
 
 
 class BackendSignal(_ValidatingSignal):
-    """A microscope setting read from and written to the backend by ``key``."""
+    """A microscope setting read from and written to the backend by ``key``.
 
-    def __init__(self, *, key: str, beam: str | None = None, **kwargs):
+    Units, limits, choices and read-only-ness come from the backend's ``describe``; the
+    values given here are what the device expects when the backend is silent. ``subsystem``
+    (e.g. ``"manipulator"``): refuse reads and writes if the backend lacks it.
+    """
+
+    def __init__(self, *, key: str, beam: str | None = None, subsystem: str | None = None,
+                 **kwargs):
         self._key = key
         self._beam = beam
-        # choices="backend": the allowed values are the backend's available_values(key)
-        self._choices_from_backend = kwargs.get("choices") == "backend"
-        if self._choices_from_backend:
+        self._subsystem = subsystem
+        if kwargs.get("choices") == "backend":  # the backend's describe() gives them
             kwargs["choices"] = None
         kwargs.setdefault("limits_key", key)
         super().__init__(**kwargs)
@@ -206,21 +216,42 @@ class BackendSignal(_ValidatingSignal):
     def _source(self) -> str:
         return f"backend:{self._beam or 'chamber'}:{self._key}"
 
-    def _load_choices(self) -> None:
-        if self._choices_from_backend and self._choices is None:
-            values = find_backend(self).available_values(self._key, self._beam)
-            self._choices = tuple(values)
+    def _checked_backend(self):
+        backend = find_backend(self)
+        if self._subsystem is not None:
+            check_subsystem(backend, self._subsystem)
+        return backend
+
+    def _load_description(self) -> None:
+        d = self._checked_backend().describe(self._key, self._beam)
+        if d.get("units") is not None:
+            self._units = d["units"]
+        if d.get("limits") is not None:
+            self._limits_cfg = tuple(d["limits"])
+        if d.get("choices") is not None:
+            self._choices = tuple(d["choices"])
+        self._read_only = self._read_only or bool(d.get("read_only"))
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        self._load_description()
+        return super().limits
+
+    @property
+    def units(self) -> str | None:
+        self._load_description()
+        return self._units
 
     def check_value(self, value: Any) -> Any:
-        self._load_choices()
+        self._load_description()
         return super().check_value(value)
 
     def describe(self):
-        self._load_choices()
+        self._load_description()
         return super().describe()
 
     def get(self, **kwargs):
-        value = find_backend(self).get(self._key, self._beam)
+        value = self._checked_backend().get(self._key, self._beam)
         if isinstance(value, tuple):
             value = list(value)
         self._readback = value
@@ -230,7 +261,7 @@ class BackendSignal(_ValidatingSignal):
     def put(self, value, **kwargs):
         value = self.check_value(value)
         old = self._readback
-        find_backend(self).set(self._key, value, self._beam)
+        self._checked_backend().set(self._key, value, self._beam)
         self._readback = value
         ts = time.time()
         self._metadata["timestamp"] = ts

@@ -1,7 +1,12 @@
-"""The sample stage: five axes (x, y, z in metres; r, t in degrees) and named positions."""
+"""The sample stage: five axes (x, y, z in metres; r, t in degrees) and named positions.
+
+Units and limits of each axis are the backend's (``describe("stage_x")``...); ``stop()``
+stops the stage through the backend (a RunEngine abort or stop calls it).
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -11,12 +16,28 @@ import yaml
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 
+from ..backend import MissingSubsystemError
 from ._signals import ImmediateSignal, background_status, find_backend, validate_value
 
-__all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS"]
+__all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS", "stop_subsystem"]
 
 AXES = ("x", "y", "z", "r", "t")
 AXIS_UNITS = {"x": "m", "y": "m", "z": "m", "r": "deg", "t": "deg"}
+_log = logging.getLogger(__name__)
+
+
+def stop_subsystem(device, subsystem: str) -> bool:
+    """Ask the backend to stop ``subsystem``; False (logged) if it cannot. Never raises: a
+    RunEngine abort calls this and must go on stopping the other devices."""
+    try:
+        find_backend(device).stop(subsystem)
+    except MissingSubsystemError as exc:
+        _log.warning("%s: cannot stop the %s: %s", device.name, subsystem, exc)
+        return False
+    except Exception as exc:  # noqa: BLE001 -- an abort must reach every device
+        _log.error("%s: stopping the %s failed: %s", device.name, subsystem, exc)
+        return False
+    return True
 
 
 def _stage(obj) -> Stage:
@@ -41,7 +62,7 @@ class _AxisReadback(Signal):
         lo, hi = self.parent.limits
         return {self.name: {
             "source": f"backend:stage:{axis}", "dtype": "number", "shape": [],
-            "dtype_numpy": "<f8", "units": AXIS_UNITS[axis],
+            "dtype_numpy": "<f8", "units": self.parent.egu,
             "limits": {"control": {"low": lo, "high": hi}},
         }}
 
@@ -51,7 +72,7 @@ class _AxisSetpoint(Signal):
         axis = self.parent.axis
         return {self.name: {
             "source": f"setpoint:stage:{axis}", "dtype": "number", "shape": [],
-            "dtype_numpy": "<f8", "units": AXIS_UNITS[axis],
+            "dtype_numpy": "<f8", "units": self.parent.egu,
         }}
 
 
@@ -66,13 +87,17 @@ class StageAxis(Device):
         super().__init__(*args, **kwargs)
         self.readback.name = self.name
 
+    def _description(self) -> dict:
+        return find_backend(self).describe(f"stage_{self.axis}")
+
     @property
     def limits(self) -> tuple[float, float]:
-        return _stage(self).axis_limits[self.axis]
+        lim = self._description().get("limits")
+        return tuple(lim) if lim is not None else _stage(self).axis_limits[self.axis]
 
     @property
     def egu(self) -> str:
-        return AXIS_UNITS[self.axis]
+        return self._description().get("units") or AXIS_UNITS[self.axis]
 
     @property
     def position(self) -> float:
@@ -80,13 +105,14 @@ class StageAxis(Device):
 
     def check_value(self, value) -> float:
         return validate_value(f"stage.{self.axis}", value, vtype="float",
-                              units=AXIS_UNITS[self.axis], limits=self.limits)
+                              units=self.egu, limits=self.limits)
 
     def set(self, value, **kwargs):
         return _stage(self).set({self.axis: value})
 
     def stop(self, *, success: bool = False):
-        pass
+        """Stop the stage (all axes move together)."""
+        _stage(self).stop(success=success)
 
 
 class NamedPositions(ImmediateSignal):
@@ -258,4 +284,5 @@ class Stage(Device):
         return background_status(self, move, "move")
 
     def stop(self, *, success: bool = False):
-        pass
+        """Stop the stage where it is (the move's status then fails with ``StoppedError``)."""
+        stop_subsystem(self, "stage")

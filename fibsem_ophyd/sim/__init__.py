@@ -5,7 +5,7 @@
 rendered per beam from the true stage pose, with shot noise, detector transfer, defocus, a
 simulated clock (:class:`SimClock`), ground truth (``sim.truth``, :class:`Truth`) and fault
 injection (:data:`FAULTS`). The state the models and the truth share is :class:`SimState`
-(``sim.state``).
+(``sim.world``; ``sim.state()`` is the contract's one-call read).
 """
 
 from __future__ import annotations

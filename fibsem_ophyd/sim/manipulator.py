@@ -119,9 +119,16 @@ class NeedleModel:
 
     def _go(self, target: dict[str, float]) -> None:
         d = float(np.linalg.norm([target[a] - self.position[a] for a in MANIPULATOR_AXES]))
-        self._state.clock.advance(d / SPEED)
-        self.position = target
-        self.update_contact()
+        motion = self._state.motion
+        motion.begin("manipulator")
+
+        def apply(pos):
+            self.position = pos
+
+        try:
+            motion.travel("manipulator", dict(self.position), target, d / SPEED, apply)
+        finally:
+            self.update_contact()
 
     def update_contact(self) -> None:
         """Whether the inserted tip touches the sample (after a needle or stage move)."""

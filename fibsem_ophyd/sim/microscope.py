@@ -37,17 +37,26 @@ from ..backend import (
     DETECTOR_KEYS,
     GIS_KEYS,
     IMAGE_SETTING_KEYS,
+    MANIPULATOR_KEYS,
+    MANIPULATOR_LIMITS,
+    SPUTTER_CURRENT_LIMITS,
     STAGE_AXES,
+    STAGE_KEYS,
+    STOPPABLE,
     BackendError,
+    MissingSubsystemError,
+    describe_value,
 )
 from ..config import load_config
 from ..geometry import ELECTRON, ION
 from ..milling import sputter_rate
+from .chamber_camera import render_chamber
 from .clock import CURRENT_CHANGE, PUMP_TIME, VENT_TIME, VOLTAGE_CHANGE, SimClock
 from .cuts import BeamCut, make_cut
 from .deposition import GisModel
 from .erosion import ImagingErosion
 from .imaging import ImagingModel
+from .manipulator import AXIS as NEEDLE_AXIS
 from .manipulator import MAX_PENETRATION, SAVED_POSITIONS, NeedleModel
 from .milling import mill_shapes
 from .optics import spot_size
@@ -104,24 +113,25 @@ class SimulatedMicroscope:
     def __init__(self, config: Any = None, seed: int = 0):
         cfg = load_config(config)
         #: pose, beams, chamber, faults, clock and scene (:mod:`fibsem_ophyd.sim.state`)
-        self.state = SimState(cfg, seed)
+        self.world = SimState(cfg, seed)
         self.config = cfg
-        self.geometry = self.state.geometry
-        self.seed = self.state.seed
-        self.clock = self.state.clock
-        self.scene = self.state.scene
+        self.geometry = self.world.geometry
+        self.seed = self.world.seed
+        self.clock = self.world.clock
+        self.scene = self.world.scene
+        self.motion = self.world.motion
         #: every milling's beam-parallel cut (:mod:`fibsem_ophyd.sim.cuts`), in order
         self.cuts: list[BeamCut] = []
         #: erosion of the fields the ion beam imaged (:mod:`fibsem_ophyd.sim.erosion`)
         self.erosion = ImagingErosion()
         #: gas injection system and sputter coater (:mod:`fibsem_ophyd.sim.deposition`)
-        self.gis = GisModel(self.state)
+        self.gis = GisModel(self.world)
         #: the manipulator needle (:mod:`fibsem_ophyd.sim.manipulator`)
         self.needle = NeedleModel(
-            self.state, bool((cfg.data.get("manipulator") or {}).get("enabled", True)))
+            self.world, bool((cfg.data.get("manipulator") or {}).get("enabled", True)))
         #: frames of both beams (:mod:`fibsem_ophyd.sim.imaging`)
-        self.imaging = ImagingModel(self.state, self.gis, self.needle, self.erosion)
-        self.truth = Truth(self.state, self.cuts, self.erosion, self._checked_frame)
+        self.imaging = ImagingModel(self.world, self.gis, self.needle, self.erosion)
+        self.truth = Truth(self.world, self.cuts, self.erosion, self._checked_frame)
 
     @property
     def last_render(self) -> RenderStats:
@@ -130,7 +140,7 @@ class SimulatedMicroscope:
 
     @property
     def _drift(self) -> Drift:
-        return self.state.drift
+        return self.world.drift
 
     # ================================================================== validation helpers
     @staticmethod
@@ -169,9 +179,9 @@ class SimulatedMicroscope:
         """Read one setting (units as in :mod:`fibsem_ophyd.backend`)."""
         if beam is None:
             if key == "vacuum_state":
-                return self.state.vacuum
+                return self.world.vacuum
             if key == "pressure":
-                return self.state.pressure
+                return self.world.pressure
             if key in GIS_KEYS:
                 return self.gis.get(key)
             if key == "manipulator_inserted":
@@ -187,10 +197,10 @@ class SimulatedMicroscope:
             return float(self.config.data[beam]["column_tilt"])
         if key in CHAMBER_KEYS:
             raise ValueError(f"{key!r} is a chamber key: call get({key!r}) without a beam")
-        if key not in self.state.beams[beam]:
+        if key not in self.world.beams[beam]:
             raise ValueError(f"unknown {beam} key {key!r}; expected one of "
                              f"{list(BEAM_KEYS) + list(DETECTOR_KEYS)}")
-        v = self.state.beams[beam][key]
+        v = self.world.beams[beam][key]
         return list(v) if isinstance(v, list) else v
 
     def set(self, key: str, value: Any, beam: str | None = None) -> None:
@@ -217,14 +227,14 @@ class SimulatedMicroscope:
                              f"{list(CHAMBER_KEYS + GIS_KEYS + _NEEDLE_KEYS)}")
         beam = self._check_beam(beam)
         name = f"{beam}.{key}"
-        st = self.state.beams[beam]
-        lim = self.state.limits[beam]
+        st = self.world.beams[beam]
+        lim = self.world.limits[beam]
         if key in ("on", "blanked"):
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name} must be a bool, got {value!r}")
             new: Any = bool(value)
             if key == "on" and new:
-                self.state.tripped.discard(beam)
+                self.world.tripped.discard(beam)
         elif key in ("voltage", "current", "hfw", "working_distance", "dwell_time"):
             new = self._number(name, value, lim.get(key))
         elif key == "scan_rotation":
@@ -268,10 +278,10 @@ class SimulatedMicroscope:
         if key == "current":
             cfg = self.config.data[beam].get("available_currents")
             vals = cfg if cfg else _CURRENTS[beam]
-            lo, hi = self.state.limits[beam]["current"]
+            lo, hi = self.world.limits[beam]["current"]
             return [float(v) for v in vals if lo <= v <= hi]
         if key == "voltage":
-            lo, hi = self.state.limits[beam]["voltage"]
+            lo, hi = self.world.limits[beam]["voltage"]
             return [float(v) for v in _VOLTAGES[beam] if lo <= v <= hi]
         if key == "resolution":
             return [list(r) for r in _RESOLUTIONS]
@@ -280,19 +290,19 @@ class SimulatedMicroscope:
     # ================================================================== stage
     def get_stage_position(self) -> dict[str, float]:
         """Stage position: x, y, z (m); r, t (deg)."""
-        return dict(self.state.stage)
+        return dict(self.world.stage)
 
     def move_stage_absolute(self, position: Mapping[str, float]) -> None:
         """Move the given axes; all are validated (axis names, finiteness, limits) first."""
         if not isinstance(position, Mapping):
             raise ValueError(f"stage position must be a mapping of axes, got {position!r}")
-        target = dict(self.state.stage)
+        target = dict(self.world.stage)
         for ax, v in position.items():
             if ax not in STAGE_AXES:
                 raise ValueError(
                     f"unknown stage axis {ax!r}; expected a subset of {list(STAGE_AXES)}")
             unit = "deg" if ax in ("r", "t") else "m"
-            lo, hi = self.state.stage_limits[ax]
+            lo, hi = self.world.stage_limits[ax]
             if not _is_number(v):
                 raise ValueError(f"stage.{ax} must be a number ({unit}), got {v!r}")
             fv = float(v)
@@ -301,49 +311,56 @@ class SimulatedMicroscope:
             if not lo <= fv <= hi:
                 raise ValueError(f"stage.{ax} = {fv!r} {unit} is outside the limit [{lo}, {hi}]")
             target[ax] = fv
-        start = dict(self.state.stage)
+        start = dict(self.world.stage)
         if self.needle.inserted:
             # the sample must not be driven into the inserted needle (end pose checked)
-            self.state.stage = target
+            self.world.stage = target
             try:
                 gap = self.needle.gap(self.needle.tip())
             finally:
-                self.state.stage = start
+                self.world.stage = start
             if gap < -MAX_PENETRATION:
                 raise BackendError(
                     f"stage move to {dict(position)} refused: the inserted manipulator's tip "
                     f"would be {-gap * 1e6:.2f} um inside the sample; retract it or move it "
                     "up first")
-        if "stage_stall" in self.state.pending:
-            self.state.pending.discard("stage_stall")
+        if "stage_stall" in self.world.pending:
+            self.world.pending.discard("stage_stall")
             mid = {ax: 0.5 * (start[ax] + target[ax]) for ax in STAGE_AXES}
             self.clock.advance(SimClock.stage_move_time(start, mid))
-            self.state.stage = mid
+            self.world.stage = mid
             self._after_move(start)
             raise BackendError(f"stage stalled half way to {dict(position)} (now at {mid})")
-        self.clock.advance(SimClock.stage_move_time(start, target))
-        self.state.stage = target
-        self._after_move(start)
+        self.motion.begin("stage")
+
+        def apply(pos):
+            self.world.stage = {**start, **pos}
+
+        try:
+            self.motion.travel("stage", start, target, SimClock.stage_move_time(start, target),
+                               apply)
+        finally:
+            self._after_move(start)
 
     def _after_move(self, start: dict) -> None:
         self.needle.update_contact()
-        self.state.stage_moved(start)
+        self.world.stage_moved(start)
 
     # ================================================================== chamber
     def pump(self) -> None:
         """Pump to high vacuum (takes simulated time if vented)."""
-        if self.state.vacuum != "pumped":
+        if self.world.vacuum != "pumped":
             self.clock.advance(PUMP_TIME)
-        self.state.vacuum = "pumped"
-        self.state.pressure = HIGH_VACUUM
-        self.state.vacuum_lost = False
+        self.world.vacuum = "pumped"
+        self.world.pressure = HIGH_VACUUM
+        self.world.vacuum_lost = False
 
     def vent(self) -> None:
         """Vent the chamber (imaging then raises)."""
-        if self.state.vacuum != "vented":
+        if self.world.vacuum != "vented":
             self.clock.advance(VENT_TIME)
-        self.state.vacuum = "vented"
-        self.state.pressure = ATMOSPHERE
+        self.world.vacuum = "vented"
+        self.world.pressure = ATMOSPHERE
 
     def time(self) -> float:
         """Simulated clock (s)."""
@@ -366,11 +383,11 @@ class SimulatedMicroscope:
         if not shapes:
             raise ValueError("nothing to mill: no shapes")
         rate = sputter_rate(application_file)
-        if self.state.vacuum != "pumped":
-            raise BackendError(f"cannot mill: the chamber is {self.state.vacuum}")
-        if not self.state.beams["ion"]["on"]:
+        if self.world.vacuum != "pumped":
+            raise BackendError(f"cannot mill: the chamber is {self.world.vacuum}")
+        if not self.world.beams["ion"]["on"]:
             raise BackendError("cannot mill: the ion beam is off")
-        hfw = float(self.state.beams["ion"]["hfw"] if hfw is None else hfw)
+        hfw = float(self.world.beams["ion"]["hfw"] if hfw is None else hfw)
         bounds = np.array([s.bounds for s in shapes])
         box = (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max())
 
@@ -380,10 +397,18 @@ class SimulatedMicroscope:
                 np.maximum(out, shape.depth_at(u, v), out=out)
             return out
 
-        view = self.state.view("ion", self._checked_frame("ion", {"hfw": hfw}))
-        cut = make_cut(self.state, view, depth_at, box, float(current), float(voltage), rate,
+        self.motion.begin("milling")
+        outer = progress
+
+        def progress(fraction):
+            self.motion.check("milling", "milling")  # a stop ends it after this pass
+            if outer is not None:
+                outer(fraction)
+
+        view = self.world.view("ion", self._checked_frame("ion", {"hfw": hfw}))
+        cut = make_cut(self.world, view, depth_at, box, float(current), float(voltage), rate,
                        spot_size("ion", float(current), float(voltage)))
-        result = mill_shapes(self.state, view, depth_at, box, float(current), rate,
+        result = mill_shapes(self.world, view, depth_at, box, float(current), rate,
                              progress=progress)
         self.cuts.append(cut)
         self.clock.advance(result["time"])
@@ -421,6 +446,98 @@ class SimulatedMicroscope:
         """Saved positions, RAW (m)."""
         return {k: dict(v) for k, v in SAVED_POSITIONS.items()}
 
+    # ================================================================== contract
+    def describe(self, key: str, beam: str | None = None) -> dict:
+        """Units, limits or allowed values and read-only-ness of ``key`` (from the
+        configuration and the simulator's tables)."""
+        if beam is None:
+            if key in STAGE_KEYS:
+                ax = key[len("stage_"):]
+                return describe_value("deg" if ax in ("r", "t") else "m",
+                                      self.world.stage_limits[ax])
+            if key in MANIPULATOR_KEYS:
+                return describe_value("m", MANIPULATOR_LIMITS)
+            if key == "vacuum_state":
+                return describe_value(choices=["pumped", "vented"], read_only=True)
+            if key == "pressure":
+                return describe_value("Pa", read_only=True)
+            if key in ("gis_position", "gis_gas"):
+                return describe_value(choices=self.gis.available_values(key))
+            if key == "sputter_current":
+                return describe_value("A", SPUTTER_CURRENT_LIMITS)
+            if key in _NEEDLE_KEYS:
+                return describe_value(read_only=True)
+            if key in BEAM_KEYS or key in DETECTOR_KEYS:
+                raise ValueError(f"{key!r} is a beam setting: pass beam='electron' or 'ion'")
+            raise ValueError(f"unknown chamber key {key!r}; expected one of "
+                             f"{list(CHAMBER_KEYS + GIS_KEYS + _NEEDLE_KEYS + STAGE_KEYS)} "
+                             f"or {list(MANIPULATOR_KEYS)}")
+        beam = self._check_beam(beam)
+        lim = self.world.limits[beam]
+        units = {"voltage": "V", "current": "A", "hfw": "m", "working_distance": "m",
+                 "dwell_time": "s", "shift": "m", "resolution": "px", "scan_rotation": "deg",
+                 "column_tilt": "deg"}
+        if key in ("on", "blanked"):
+            return describe_value()
+        if key in ("voltage", "current", "hfw", "working_distance", "dwell_time", "shift",
+                   "stigmation"):
+            return describe_value(units.get(key), lim.get(key))
+        if key == "resolution":
+            return describe_value("px", (1, _MAX_RESOLUTION))
+        if key == "scan_rotation":
+            return describe_value("deg", (-360.0, 360.0))
+        if key == "column_tilt":
+            return describe_value("deg", read_only=True)
+        if key in ("detector_type", "detector_mode"):
+            return describe_value(choices=self.available_values(key, beam))
+        if key in ("brightness", "contrast"):
+            return describe_value(None, (0.0, 1.0))
+        raise ValueError(f"unknown {beam} key {key!r}; expected one of "
+                         f"{list(BEAM_KEYS) + list(DETECTOR_KEYS)}")
+
+    def missing(self) -> dict[str, str]:
+        """Subsystems this simulated microscope lacks (by configuration), with why."""
+        out = {}
+        if not self.needle.enabled:
+            out["manipulator"] = "manipulator.enabled is false in the configuration"
+            out["manipulator_stop"] = out["manipulator"]
+        if not self.gis.enabled:
+            out["gis"] = "gis.enabled is false in the configuration"
+        if not self.gis.coater:
+            out["sputter_coater"] = "gis.sputter_coater is false in the configuration"
+        return out
+
+    def stop(self, subsystem: str) -> None:
+        """Stop the stage, the needle or the milling (see the contract); with
+        ``real_time_factor = 0`` moves take no wall time, so only a milling between passes
+        can be caught."""
+        if subsystem not in STOPPABLE:
+            raise ValueError(f"cannot stop {subsystem!r}; stoppable: {list(STOPPABLE)}")
+        if subsystem == "manipulator" and not self.needle.enabled:
+            raise MissingSubsystemError("manipulator", self.missing()["manipulator"])
+        self.motion.stop(subsystem)
+
+    def state(self) -> dict:
+        """Stage, both beams and both detectors in one read (see the contract)."""
+        out = {"timestamp": self.clock.now(), "stage": dict(self.world.stage)}
+        for beam in BEAMS:
+            st = self.world.beams[beam]
+            out[f"{beam}_beam"] = {k: (list(st[k]) if isinstance(st[k], list) else st[k])
+                                   for k in BEAM_KEYS if k != "column_tilt"}
+            out[f"{beam}_detector"] = {k: st[k] for k in DETECTOR_KEYS}
+        return out
+
+    def acquire_chamber_image(self) -> np.ndarray:
+        """The chamber camera's view of the stage, needle and GIS nozzle
+        (:mod:`fibsem_ophyd.sim.chamber_camera`); no clock time."""
+        d = self.config.data
+        tip = self.needle.tip() if self.needle.inserted else None
+        pos = self.gis.state["gis_position"]
+        nozzle = None if pos == "retracted" else self.gis.nozzle()
+        return render_chamber(dict(self.world.stage), self.world.eucentric_z,
+                              float(d["stage"]["shuttle_pre_tilt"]),
+                              float(d["ion"]["column_tilt"]), tip, NEEDLE_AXIS, nozzle)
+
     # ================================================================== faults
     def inject_fault(self, kind: str, beam: str | None = None) -> None:
         """Inject a fault (see the module docstring for :data:`FAULTS` and their effects)."""
@@ -429,39 +546,39 @@ class SimulatedMicroscope:
         if kind == "beam_trip":
             beams = BEAMS if beam is None else (self._check_beam(beam),)
             for b in beams:
-                self.state.beams[b]["on"] = False
-                self.state.tripped.add(b)
+                self.world.beams[b]["on"] = False
+                self.world.tripped.add(b)
         elif kind == "vacuum_loss":
-            self.state.vacuum = "vented"
-            self.state.pressure = ATMOSPHERE
-            self.state.vacuum_lost = True
+            self.world.vacuum = "vented"
+            self.world.pressure = ATMOSPHERE
+            self.world.vacuum_lost = True
         else:
-            self.state.pending.add(kind)
+            self.world.pending.add(kind)
 
     def clear_faults(self) -> None:
         """Drop pending faults and undo the state changes of beam trips and vacuum loss."""
-        self.state.pending.clear()
-        for b in self.state.tripped:
-            self.state.beams[b]["on"] = True
-        self.state.tripped.clear()
-        if self.state.vacuum_lost:
-            self.state.vacuum = "pumped"
-            self.state.pressure = HIGH_VACUUM
-            self.state.vacuum_lost = False
+        self.world.pending.clear()
+        for b in self.world.tripped:
+            self.world.beams[b]["on"] = True
+        self.world.tripped.clear()
+        if self.world.vacuum_lost:
+            self.world.vacuum = "pumped"
+            self.world.pressure = HIGH_VACUUM
+            self.world.vacuum_lost = False
 
     @property
     def active_faults(self) -> tuple[str, ...]:
         """Pending one-shot faults and standing ones (``beam_trip:<beam>``, ``vacuum_loss``)."""
-        out = sorted(self.state.pending) + [f"beam_trip:{b}" for b in sorted(self.state.tripped)]
-        if self.state.vacuum_lost:
+        out = sorted(self.world.pending) + [f"beam_trip:{b}" for b in sorted(self.world.tripped)]
+        if self.world.vacuum_lost:
             out.append("vacuum_loss")
         return tuple(out)
 
     # ================================================================== imaging
     def _frame_settings(self, beam: str, settings: Mapping | None) -> dict:
         """Validated per-frame settings merged over the beam state."""
-        st = self.state.beams[beam]
-        lim = self.state.limits[beam]
+        st = self.world.beams[beam]
+        lim = self.world.limits[beam]
         s = dict(settings or {})
         for k in s:
             if k not in IMAGE_SETTING_KEYS:

@@ -19,6 +19,7 @@ import numpy as np
 from ..backend import STAGE_AXES
 from ..geometry import ELECTRON, ION, rx
 from .clock import SimClock
+from .motion import Motion
 from .scene import Scene
 from .view import BeamView, intersect_surface
 
@@ -150,6 +151,8 @@ class SimState:
         rtf = sim_number(sim, "real_time_factor", 0.0, lo=0.0, hi=1e6)
         self.drift = Drift(sim.get("drift", False))
         self.clock = SimClock(rtf)
+        #: stop flags and stepped moves of the stage, needle and milling (``stop()``)
+        self.motion = Motion(self.clock)
         self.scene = Scene(seed)
         d = config.data
         self.eucentric_z = float(d["stage"]["eucentric_z"])
