@@ -15,7 +15,7 @@ from ._alignment import (
     multi_step_alignment,
 )
 from ._autofunctions import auto_contrast_brightness, autofocus
-from ._batch import measure_lamella, mill_lamellae
+from ._batch import import_experiment, measure_lamella, mill_lamellae
 from ._deposition import cryo_deposition, sputter_coat
 from ._imaging import (
     acquire_image,
@@ -76,6 +76,7 @@ __all__ = [
     "mill_fiducial",
     "mill_lamella",
     "mill_lamellae",
+    "import_experiment",
     "mill_stages",
     "move_flat_to_beam",
     "move_to_milling_angle",

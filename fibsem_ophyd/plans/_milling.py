@@ -52,9 +52,11 @@ def mill_stages(
     stages : list[dict]
         Milling stages in OpenFIBSEM's protocol layout (``{"name", "milling": {...},
         "pattern": {...}}``) or ``MillingStage.to_dict()``; patterns in metres, centred in the
-        ion image, +y up.
+        ion image, +y up. An Overtilt stage mills each trench cut with the stage tilted by
+        -/+ its overtilt (degrees, relative), aligned again there, then tilts back.
     imaging_hfw : float, optional
-        Field width of the reference images, m (default: each stage's milling hfw).
+        Field width of the reference images, m (default: each stage's imaging hfw, else its
+        milling hfw).
     align : bool
         Before each stage: switch to its milling current, register ion frames against
         ``reference`` and correct with beam shift (as :func:`align_beam_shift`; frames and
@@ -126,6 +128,24 @@ def mill_stages(
         yield from bps.mv(microscope.ion_beam.current, imaging_current,
                           microscope.ion_beam.blanked, True)
 
+    def mill_cuts(st):
+        # Overtilt (as OpenFIBSEM): each cut with the stage tilted by its overtilt, realigned
+        # there, the tilt restored after it (also on failure)
+        for tilt, cut in st.cuts():
+            if not tilt:
+                yield from bps.mv(milling, cut.to_dict())
+                continue
+            t0 = float((yield from bps.rd(stage.t)))
+            shift0 = [float(v) for v in (yield from bps.rd(microscope.ion_beam.shift))]
+            try:
+                yield from bps.mv(stage.t, t0 + tilt)
+                if ref is not None:
+                    yield from aligned(cut)
+                yield from bps.mv(milling, cut.to_dict())
+            finally:
+                # the shift found at the tilt means nothing back at t0
+                yield from bps.mv(stage.t, t0, microscope.ion_beam.shift, shift0)
+
     @bpp.stage_decorator([fib])
     @bpp.run_decorator(md=_md)
     @bpp.finalize_decorator(blank)
@@ -133,7 +153,7 @@ def mill_stages(
         for st in objs:
             if not st.enabled:
                 continue
-            hfw = imaging_hfw or st.hfw
+            hfw = imaging_hfw or st.imaging_hfw or st.hfw
             yield from bps.mv(milling.state, "ready", milling.stage_name, st.name)
             yield from image(hfw)  # before: state "ready"
             if ref is not None:
@@ -150,7 +170,7 @@ def mill_stages(
                     # +d moves them by +d on the sample
                     yield from bps.mv(microscope.ion_beam.shift,
                                       [shift[0] + offset[0], shift[1] + offset[1]])
-            yield from bps.mv(milling, st.to_dict())
+            yield from mill_cuts(st)
             if shift is not None:
                 yield from bps.mv(microscope.ion_beam.shift, shift)
             yield from bps.mv(microscope.ion_beam.current, imaging_current)
