@@ -42,3 +42,7 @@ def test_overtilt_mills_each_cut_at_its_tilt_and_restores_the_stage(session, mic
     dy = [float(v) for v in run["alignment"].read()["alignment_dy"].values]
     big = [d for d in dy if abs(d) > 0.3e-6]
     assert len(big) == 2 and big[0] * big[1] < 0
+    # the milling device alone mills where the stage is: it refuses to drop the tilts
+    with pytest.raises(ValueError, match=r"stage\(s\) \['trench'\]: the Overtilt strategy "
+                                         r"tilts the stage between cuts"):
+        scope.milling.set(TRENCH)
