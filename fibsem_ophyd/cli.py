@@ -1,5 +1,6 @@
 """``fibsem-ophyd`` command line: ``demo`` runs the demo workflow on the simulator; ``serve``
-serves a Tiled catalog of runs (PostgreSQL or SQLite) for a facility's writers and readers."""
+serves a Tiled catalog of runs (PostgreSQL or SQLite) for a facility's writers and readers;
+``ingest`` stores folders of OpenFIBSEM TIFFs as runs."""
 
 from __future__ import annotations
 
@@ -112,6 +113,40 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def ingest(args: argparse.Namespace) -> int:
+    import os
+
+    from .ingest import ingest_folder
+    from .session import DEFAULT_DATA_DIR
+    from .storage import open_catalog
+
+    md = {}
+    for item in args.md:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"fibsem-ophyd ingest: --md takes KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        md[key] = value
+    folders = []
+    for d in map(Path, args.folders):
+        if not d.is_dir():
+            print(f"fibsem-ophyd ingest: not a folder: {d}", file=sys.stderr)
+            return 2
+        tree = sorted({p.parent for p in d.rglob("*") if p.suffix.lower() in (".tif", ".tiff")}
+                      ) if args.recursive else [d]
+        folders += tree
+    data_dir = args.data_dir or os.environ.get("FIBSEM_OPHYD_DATA_DIR") or DEFAULT_DATA_DIR
+    catalog = open_catalog(data_dir)
+    for folder in folders:
+        try:
+            uid = ingest_folder(folder, data_dir, catalog=catalog, md=md)
+        except ValueError as exc:
+            print(f"fibsem-ophyd ingest: {exc}", file=sys.stderr)
+            return 1
+        print(f"{folder}: run {uid}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fibsem-ophyd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     p.add_argument("--log-level", default="warning", help="uvicorn log level")
     p.set_defaults(func=serve)
+
+    p = sub.add_parser("ingest", help="store folders of OpenFIBSEM TIFFs as runs",
+                       description="Store each folder of OpenFIBSEM TIFFs (FibsemImage.save) as "
+                       "one run in the catalog of --data-dir: a stream per beam, the image "
+                       "metadata in the events, the files copied under <data-dir>/images.")
+    p.add_argument("folders", nargs="+", metavar="DIR", help="folder of TIFF files")
+    p.add_argument("--data-dir", default=None,
+                   help="catalog data directory (default $FIBSEM_OPHYD_DATA_DIR or "
+                   "./fibsem_data)")
+    p.add_argument("--recursive", action="store_true",
+                   help="one run per folder below DIR that holds TIFF files")
+    p.add_argument("--md", action="append", default=[], metavar="KEY=VALUE",
+                   help="start metadata for the runs, e.g. --md sample=grid-3 (repeatable)")
+    p.set_defaults(func=ingest)
     args = parser.parse_args(argv)
     return args.func(args)
 

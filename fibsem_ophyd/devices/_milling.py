@@ -100,6 +100,10 @@ class Milling(Device):
     def set(self, value, **kwargs):
         stages = [s for s in as_stages(value) if s.enabled]
         check_subsystem(find_backend(self), "milling")
+        tilted = [s.name for s in stages if s.strategy != "Standard"]
+        if tilted:  # the device mills where the stage is; the plan tilts between the cuts
+            raise ValueError(f"stage(s) {tilted}: the Overtilt strategy tilts the stage "
+                             "between cuts; mill them with the mill_stages plan")
         self.check(stages)
         key = [s.to_dict() for s in stages]
         if self._held is not None and self._held[0] == key:

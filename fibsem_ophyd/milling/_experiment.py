@@ -71,7 +71,8 @@ def read_experiment(source: str | Path | Mapping,
         The file (or the folder holding it) or its contents.
     protocol : dict, str or Path, optional
         The task protocol, to map completed tasks to protocol sections (default: the
-        ``protocol.yaml`` next to the experiment, if there is one).
+        ``protocol.yaml`` next to the experiment, if there is one; without any, each
+        completed task stands for the section of its name).
 
     Returns
     -------
@@ -118,6 +119,10 @@ def read_experiment(source: str | Path | Mapping,
             if (task or {}).get("status") != "Completed":
                 continue
             name = task.get("name")
+            if protocol is None:
+                # no task protocol: a task stands for the section of its name
+                done += [name] if name not in done else []
+                continue
             if name not in sections_of:
                 raise ValueError(f"{where} ({site}): completed task {name!r} is not in the "
                                  f"protocol's tasks {sorted(sections_of)}")

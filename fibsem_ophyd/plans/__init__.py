@@ -13,7 +13,7 @@ from ._alignment import (
     multi_step_alignment,
 )
 from ._autofunctions import auto_contrast_brightness, autofocus
-from ._batch import measure_lamella, mill_lamellae
+from ._batch import import_experiment, measure_lamella, mill_lamellae
 from ._coincidence import eucentric_alignment, find_coincidence
 from ._deposition import cryo_deposition, sputter_coat
 from ._imaging import (
@@ -75,6 +75,7 @@ __all__ = [
     "mill_fiducial",
     "mill_lamella",
     "mill_lamellae",
+    "import_experiment",
     "mill_stages",
     "move_flat_to_beam",
     "move_to_milling_angle",

@@ -16,7 +16,7 @@ from ._deposition import cryo_deposition, sputter_coat
 from ._milling import ALIGN_TOLERANCE, lamella_protocol, mill_stages, milled_boxes
 from ._movement import go_to_position, move_to_milling_angle
 
-__all__ = ["mill_lamellae", "measure_lamella"]
+__all__ = ["mill_lamellae", "measure_lamella", "import_experiment"]
 
 #: the match score a site's drift correction needs at a revisit. Lower than the alignment
 #: default (0.5): since the reference, the site was milled (sections, debris, the walls of
@@ -102,6 +102,7 @@ def mill_lamellae(
     supervised: bool = False,
     coating: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
+    imported: dict[str, Any] | None = None,
 ) -> MsgGenerator[dict]:
     """Mill lamellae at many saved positions, the way a facility runs them overnight.
 
@@ -145,6 +146,9 @@ def mill_lamellae(
         charge of ten times its thickness of ice).
     md : dict, optional
         Extra metadata for every run.
+    imported : dict, optional
+        The state of an AutoLamella experiment (:func:`import_experiment`): the sections its
+        ``done`` lists for a site are not milled again, its ``skipped`` sites are left out.
 
     Returns
     -------
@@ -172,6 +176,8 @@ def mill_lamellae(
 
     state = {s: {"done": [], "skipped": None, "reference": None, "thickness": None}
              for s in sites}
+    for site, st in _imported_state(imported, sites, order).items():
+        state[site].update(st)
     if resume:
         yield from bps.mv(microscope.batch_state, batch)
         stored = (yield from bps.rd(microscope.batch_state, default_value=None)) or {}
@@ -261,6 +267,48 @@ def mill_lamellae(
             "thickness": {s: state[s]["thickness"] for s in sites},
             "summary": uid}
 
+
+def _imported_state(imported, sites, order) -> dict:
+    """``{site: {"done", "skipped"}}`` from an imported experiment (sections of this
+    protocol only, in its order)."""
+    if imported is None:
+        return {}
+    if not isinstance(imported, dict) or not isinstance(imported.get("done", {}), dict):
+        raise ValueError(f"imported must be what import_experiment returns, got {imported!r}")
+    out = {}
+    for site in sites:
+        done = (imported.get("done") or {}).get(site, [])
+        skipped = (imported.get("skipped") or {}).get(site)
+        out[site] = {"done": [n for n in order if n in done],
+                     "skipped": dict(skipped) if skipped else None}
+    return out
+
+
+def import_experiment(microscope: Readable, source: Any,
+                      protocol: Any = None) -> MsgGenerator[dict]:
+    """Read an AutoLamella ``experiment.yaml`` and save its lamellae's milling positions as
+    stage positions named after them (see :func:`fibsem_ophyd.milling.read_experiment`).
+
+    Returns the experiment as a batch: pass ``result["sites"]`` and ``imported=result`` (and
+    ``batch=result["name"]``) to :func:`mill_lamellae`. Write a batch back with
+    :func:`fibsem_ophyd.milling.write_experiment` and ``microscope.stage.positions.get()``.
+
+    Parameters
+    ----------
+    microscope : Readable
+        The microscope device.
+    source : str, Path or dict
+        The experiment file, its folder or its contents.
+    protocol : dict, str or Path, optional
+        The AutoLamella task protocol that maps tasks to sections (default: the folder's
+        ``protocol.yaml``).
+    """
+    from ..milling import read_experiment
+
+    exp = read_experiment(source, protocol)
+    # the positions are checked against the stage limits before any is saved
+    yield from bps.mv(microscope.stage.positions, exp["positions"])
+    return exp
 
 
 def measure_lamella(microscope: Readable, spacing: float,

@@ -17,6 +17,10 @@ __all__ = ["mill_stages", "mill_fiducial", "mill_lamella", "LAMELLA_ORDER"]
 #: alignments before milling stop within this (m): the beam shift is cheap, the lamella thin
 ALIGN_TOLERANCE = 10e-9
 
+#: the match score an Overtilt cut's alignment needs at the tilted pose: the tilt changes the
+#: foreshortening of the view (at a 15 degree milling angle 1 degree stretches it by 7 %)
+OVERTILT_MIN_SCORE = 0.3
+
 #: how far around a milled shape the alignment ignores the image (m): the probe tail, debris,
 #: and at glancing incidence the walls and floor of a cut show up to microns beyond its outline
 EXCLUSION_MARGIN = 3e-6
@@ -54,9 +58,11 @@ def mill_stages(
     stages : list[dict]
         Milling stages in OpenFIBSEM's protocol layout (``{"name", "milling": {...},
         "pattern": {...}}``) or ``MillingStage.to_dict()``; patterns in metres, centred in the
-        ion image, +y up.
+        ion image, +y up. An Overtilt stage mills each trench cut with the stage tilted by
+        -/+ its overtilt (degrees, relative), aligned again there, then tilts back.
     imaging_hfw : float, optional
-        Field width of the reference images, m (default: each stage's milling hfw).
+        Field width of the reference images, m (default: each stage's imaging hfw, else its
+        milling hfw).
     align : bool
         Before each stage: switch to its milling current, register ion frames against
         ``reference`` and correct with beam shift (as :func:`align_beam_shift`; frames and
@@ -110,18 +116,37 @@ def mill_stages(
 
     rec = microscope.recorders.alignment
 
-    def aligned(st):
+    def aligned(st, min_score=0.5):
         # at the milling current (the current change takes time, the sample drifts)
         yield from bps.mv(microscope.ion_beam.current, st.milling_current,
                           microscope.ion_beam.blanked, False, fib.hfw, st.hfw)
         yield from align_loop(fib, ref, rec, tolerance=ALIGN_TOLERANCE, max_iterations=3,
-                              min_score=0.5, max_step=20e-6, use_stage=True,
+                              min_score=min_score, max_step=20e-6, use_stage=True,
                               extra=(milling,), exclude=boxes)
 
     def blank():
         # the ion beam ends at its imaging current, blanked, even on failure
         yield from bps.mv(microscope.ion_beam.current, imaging_current,
                           microscope.ion_beam.blanked, True)
+
+    def mill_cuts(st):
+        # Overtilt (as OpenFIBSEM): each cut with the stage tilted by its overtilt, realigned
+        # there, the tilt restored after it (also on failure)
+        for tilt, cut in st.cuts():
+            if not tilt:
+                yield from bps.mv(milling, cut.to_dict())
+                continue
+            t0 = float((yield from bps.rd(stage.t)))
+            shift0 = [float(v) for v in (yield from bps.rd(microscope.ion_beam.shift))]
+            try:
+                yield from bps.mv(stage.t, t0 + tilt)
+                if ref is not None:
+                    # tilted, the view is foreshortened differently from the reference's
+                    yield from aligned(cut, min_score=OVERTILT_MIN_SCORE)
+                yield from bps.mv(milling, cut.to_dict())
+            finally:
+                # the shift found at the tilt means nothing back at t0
+                yield from bps.mv(stage.t, t0, microscope.ion_beam.shift, shift0)
 
     @bpp.stage_decorator([fib])
     @bpp.run_decorator(md=_md)
@@ -130,7 +155,7 @@ def mill_stages(
         for st in objs:
             if not st.enabled:
                 continue
-            hfw = imaging_hfw or st.hfw
+            hfw = imaging_hfw or st.imaging_hfw or st.hfw
             yield from bps.mv(milling.state, "ready", milling.stage_name, st.name)
             yield from image(hfw)  # before: state "ready"
             if ref is not None:
@@ -147,7 +172,7 @@ def mill_stages(
                     # +d moves them by +d on the sample
                     yield from bps.mv(microscope.ion_beam.shift,
                                       [shift[0] + offset[0], shift[1] + offset[1]])
-            yield from bps.mv(milling, st.to_dict())
+            yield from mill_cuts(st)
             if shift is not None:
                 yield from bps.mv(microscope.ion_beam.shift, shift)
             yield from bps.mv(microscope.ion_beam.current, imaging_current)
