@@ -72,17 +72,17 @@ class Manipulator(Device):
         missing = find_backend(self).missing()
         return {self.contact.name} if "manipulator_contact" in missing else set()
 
-    def read(self):
-        if not self._absent():
-            return super().read()
+    def _present(self, verb: str) -> dict:
         out = {}
         for sig in (self.x, self.y, self.z, self.inserted):
-            out.update(sig.read())
+            out.update(getattr(sig, verb)())
         return out
 
+    def read(self):
+        return self._present("read") if self._absent() else super().read()
+
     def describe(self):
-        absent = self._absent()
-        return {k: v for k, v in super().describe().items() if k not in absent}
+        return self._present("describe") if self._absent() else super().describe()
 
     def saved_positions(self) -> dict[str, dict[str, float]]:
         backend = find_backend(self)
