@@ -145,11 +145,13 @@ class MicroscopeViewer:
                 return
 
     def _click_point(self, layer, event) -> tuple[str, float, float] | None:
-        beam = layer.name
-        x, y = self.frames[beam].world_to_image(event.position)
-        if not self.frames[beam].contains(x, y):
-            return None
-        return beam, x, y
+        # whichever image layer is active gets the callback: the beam is the view under the
+        # mouse (the two views do not overlap)
+        for beam in BEAMS:
+            x, y = self.frames[beam].world_to_image(event.position)
+            if self.frames[beam].contains(x, y):
+                return beam, x, y
+        return None
 
     def _on_double_click(self, layer, event) -> None:
         hit = self._click_point(layer, event)

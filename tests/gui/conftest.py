@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gui_session(tmp_path_factory):
     from fibsem_ophyd import setup_session
 
@@ -60,9 +60,10 @@ def gui_session(tmp_path_factory):
     s.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mv(gui_session, qapp):
-    """A shown microscope viewer on the session, both beams imaged once."""
+    """A shown microscope viewer on the session, both beams imaged once (one per pytest
+    process: opening napari is the slow part of these tests)."""
     from fibsem_ophyd.gui import InProcessDriver, MicroscopeViewer
 
     m = MicroscopeViewer(InProcessDriver(gui_session), show=True)
@@ -78,9 +79,17 @@ def mv(gui_session, qapp):
 def run_and_wait(qtbot, mv, action, timeout=60_000):
     """Do ``action`` (which starts plans) and wait until the driver is idle again."""
     done = []
-    mv.driver.finished.connect(lambda *a: done.append(a))
-    action()
-    qtbot.waitUntil(lambda: mv.driver.current_state == "idle" and done, timeout=timeout)
+
+    def note(*args):
+        done.append(args)
+
+    mv.driver.finished.connect(note)
+    try:
+        action()
+        qtbot.waitUntil(lambda: mv.driver.current_state == "idle" and bool(done),
+                        timeout=timeout)
+    finally:
+        mv.driver.finished.disconnect(note)
     return done
 
 

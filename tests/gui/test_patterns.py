@@ -91,7 +91,9 @@ def test_supervised_pause_resumed_from_the_widget_mills_the_moved_pattern(qtbot,
     milling.supervised.setChecked(True)
     n = len(sim.cuts)
     _press(milling.run_button)
-    qtbot.waitUntil(lambda: mv.driver.current_state == "paused", timeout=60_000)
+    # the widget has taken the pause in (Qt delivered the driver's signal)
+    qtbot.waitUntil(supervision.resume_button.isEnabled, timeout=60_000)
+    assert mv.driver.current_state == "paused"
     # the widget says what is asked; nothing milled yet
     assert "supervised" in supervision.asked.text() and len(sim.cuts) == n
     assert supervision.resume_button.isEnabled()
