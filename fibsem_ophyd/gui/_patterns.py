@@ -154,8 +154,8 @@ class PatternModel(QObject):
 
     # -- the layer ----------------------------------------------------------------------------
     def _edge_width(self) -> float:
-        # shapes are in world metres: a line a few hundredths of a percent of the field wide
-        return self.frame.width / 400
+        # shapes are in world metres: a line a little under 1 % of the field wide
+        return self.frame.width / 150
 
     def redraw(self) -> None:
         rings, owners = [], []

@@ -89,12 +89,16 @@ class RemoteDriver(Driver):
         return True
 
     def pause(self) -> None:
-        self.manager.re_pause(option="immediate")
+        if self.manager is not None:
+            self.manager.re_pause(option="immediate")
 
     def resume(self) -> None:
-        self.manager.re_resume()
+        if self.manager is not None:
+            self.manager.re_resume()
 
     def abort(self) -> None:
+        if self.manager is None:
+            return
         if self.manager.status()["manager_state"] == "executing_queue":
             self.manager.re_pause(option="immediate")
             self.manager.wait_for_idle_or_paused(timeout=60)
@@ -118,18 +122,24 @@ class RemoteDriver(Driver):
             raise RuntimeError(f"setting the pattern offset failed: {result.get('msg')}")
 
     def checkpoint(self) -> dict:
-        plan = self._pending[0].plan if self._pending else ""
-        stage = ""
+        call = self._pending[0] if self._pending else None
+        info = {"plan": call.plan if call else "", "stage_name": "", "milling_state": ""}
+        if call is None or call.plan != "mill_stages" or not call.kwargs.get("supervised"):
+            return info
+        # a supervised milling pauses before each enabled stage: the next one is the first
+        # whose "done" image the run has not stored yet
+        stages = [s for s in call.kwargs.get("stages", []) if s.get("enabled", True)]
+        done = 0
         run = self._latest_run()
-        if run is not None:
+        if run is not None and "ion" in run:
             try:
-                ion = run["ion"].read()
-                stage = str(ion["microscope_milling_stage_name"].values[-1])
-                state = str(ion["microscope_milling_state"].values[-1])
-                return {"plan": plan, "stage_name": stage, "milling_state": state}
-            except Exception:  # noqa: BLE001 -- not a milling run
-                pass
-        return {"plan": plan, "stage_name": stage, "milling_state": ""}
+                states = run["ion"].read()["microscope_milling_state"].values
+                done = int(sum(str(v) == "done" for v in states))
+            except Exception:  # noqa: BLE001 -- nothing stored yet
+                done = 0
+        if done < len(stages):
+            info.update(stage_name=str(stages[done].get("name", "")), milling_state="ready")
+        return info
 
     # -- reading -------------------------------------------------------------------------------
     def image_settings(self, beam: str) -> dict:

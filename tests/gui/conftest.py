@@ -38,6 +38,9 @@ def pytest_configure(config):
         display = _start_xvfb()
         if display:
             os.environ["DISPLAY"] = display
+            # the rest of the suite keeps the headless matplotlib it had without a display
+            # (a Qt backend would also make bluesky's RunEngine spin Qt while it waits)
+            os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
 
 

@@ -25,11 +25,14 @@ def _box(name: str, x: float = 0.0, y: float = 0.0) -> MillingStage:
 
 
 def _cut_centre(cut) -> tuple[float, float]:
-    """Depth-weighted centre (m, ion image frame) of a simulated cut."""
+    """Depth-weighted centre of a simulated cut on the sample, in the ion image frame (m):
+    the cut's own coordinates are the scanned field's, which the beam shift moves."""
     col = np.arange(cut.depth.shape[1]) * cut.spacing + cut.u0
     row = np.arange(cut.depth.shape[0]) * cut.spacing + cut.v0
     w = np.clip(cut.depth, 0, None)
-    return float((w.sum(0) * col).sum() / w.sum()), float((w.sum(1) * row).sum() / w.sum())
+    sx, sy = (float(v) for v in cut.view.shift)
+    return (float((w.sum(0) * col).sum() / w.sum()) + sx,
+            float((w.sum(1) * row).sum() / w.sum()) + sy)
 
 
 def _press(button):
@@ -106,6 +109,8 @@ def test_supervised_pause_resumed_from_the_widget_mills_the_moved_pattern(qtbot,
     done = run_and_wait(qtbot, mv, lambda: _press(supervision.resume_button))
     milling.supervised.setChecked(False)
     assert len(sim.cuts) == n + 1
+    # milled where the person moved it: the plan shifted the field by the correction
+    assert list(sim.cuts[-1].view.shift) == pytest.approx(offset, abs=1e-12)
     assert _cut_centre(sim.cuts[-1]) == pytest.approx((x, y), abs=0.15e-6)
     # the correction is recorded with the stage, as the plan records it
     (plan, uid, error) = done[-1]
