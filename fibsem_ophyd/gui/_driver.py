@@ -313,20 +313,28 @@ class InProcessDriver(Driver):
             self._start(lambda: self._continue("resume"))
 
     def abort(self) -> None:
-        """Abort the running or paused plan (the run is closed as aborted)."""
+        """Abort the running or paused plan (the run is closed as aborted). Returns at once:
+        a running plan is paused first (a milling holds at the end of a pass), off Qt's
+        thread."""
+        threading.Thread(target=self._abort, daemon=True, name="fibsem-gui-abort").start()
+
+    def _abort(self) -> None:
         RE = self.session.RE
         if RE.state == "running":
-            RE.request_pause(defer=False)
-            deadline = time.monotonic() + 30
-            while RE.state != "paused" and time.monotonic() < deadline:
-                time.sleep(0.01)
+            try:
+                RE.request_pause(defer=False)
+            except Exception as exc:  # noqa: BLE001 -- it finished meanwhile
+                self.message.emit(f"abort: {exc}")
+        worker = self._thread
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(60)  # the plan's thread ends once the RunEngine has paused
         with self._lock:
             if RE.state != "paused":
                 return
-            if self._thread is not None and self._thread.is_alive():
-                self._thread.join(5.0)
             self._pending = (getattr(self, "_pending", ("", []))[0], [])
-            self._start(lambda: self._continue("abort"))
+            self._set_state("running")
+            self._thread = threading.current_thread()
+        self._continue("abort")
 
     def wait(self, timeout: float = 60.0) -> None:
         """Block until the worker thread ends (tests, scripts); Qt signals queue meanwhile."""

@@ -70,7 +70,7 @@ class PatternModel(QObject):
         self._redrawing = False
         self.layer = viewer.add_shapes(
             name=LAYER, edge_color="yellow", face_color=[1, 1, 0, 0.15],
-            edge_width=self._edge_width())
+            edge_width=self._edge_width(), units=("m", "m"))
         self.layer.events.data.connect(self._on_layer_data)
 
     # -- the model ----------------------------------------------------------------------------

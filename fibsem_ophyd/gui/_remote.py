@@ -38,7 +38,8 @@ class RemoteDriver(Driver):
         self.catalog = catalog
         self.period = float(period)
         self._seen: dict[tuple[str, str], int] = {}
-        self._known_runs: set[str] = set(self._last_runs(20))
+        # runs stored before we started are not shown
+        self._closed: set[str] = set(self._last_runs(20))
         self._pending: list[Call] = []
         self._submitted: list[str] = []
         self._stage: dict = {}
@@ -209,32 +210,37 @@ class RemoteDriver(Driver):
     def _poll_frames(self) -> None:
         from ..storage import image_keys, load_images
 
-        keys = self._last_runs(3)
-        for uid in keys:
+        # one request per poll while nothing happens: the newest run keys; a run is read
+        # only while it is new or still open, and never again once closed and shown
+        for uid in self._last_runs(3):
+            if uid in self._closed:
+                continue
             run = self.catalog[uid]
-            new_run = uid not in self._known_runs
-            self._known_runs.add(uid)
-            for stream in ("primary", "electron", "ion"):
-                if stream not in run:
-                    continue
+            closed = bool(run.metadata.get("stop"))
+            for stream in [s for s in ("primary", "electron", "ion") if s in set(run)]:
                 try:
                     if not image_keys(run, stream):
                         continue
                     times = run[stream].read(variables=["time"])["time"].values
                 except Exception:  # noqa: BLE001 -- the stream is still being created
+                    closed = False
                     continue
                 key = (uid, stream)
-                if not new_run and self._seen.get(key, 0) >= len(times):
+                if self._seen.get(key, 0) >= len(times):
                     continue
                 try:
                     images = load_images(run, stream)
                 except Exception:  # noqa: BLE001 -- the files are still being registered
+                    closed = False
                     continue
                 if not images:
                     continue
                 self._seen[key] = len(images)
+                closed = closed and len(images) >= len(times)
                 # the event's time: when the RunEngine read the detector, right after the frame
                 self._show(images[-1], uid, float(times[len(images) - 1]))
+            if closed:
+                self._closed.add(uid)
 
     def _show(self, image, uid: str, acquired: float) -> None:
         beam = image.beam

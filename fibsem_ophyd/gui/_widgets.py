@@ -352,7 +352,7 @@ class MinimapWidget(_Base):
             layer.data, layer.scale, layer.translate = mosaic, (px, px), translate
         else:
             layer = viewer.add_image(mosaic, name=self.LAYER, colormap="gray",
-                                     scale=(px, px), translate=translate)
+                                     scale=(px, px), translate=translate, units=("m", "m"))
             layer.mouse_double_click_callbacks.append(self._on_double_click)
         self.layer = layer
 

@@ -121,3 +121,53 @@ def test_supervised_pause_resumed_from_the_widget_mills_the_moved_pattern(qtbot,
     # the drawn pattern stays where it was milled; the supervision is over
     assert centre_of(model.stages[0]) == pytest.approx((x, y), abs=1e-12)
     assert model.supervised is None and not supervision.resume_button.isEnabled()
+
+
+def _mouse(widget, kind, pos, buttons):
+    from qtpy.QtCore import QEvent, QPointF
+    from qtpy.QtGui import QMouseEvent
+    from qtpy.QtWidgets import QApplication
+
+    types = {"press": QEvent.Type.MouseButtonPress, "move": QEvent.Type.MouseMove,
+             "release": QEvent.Type.MouseButtonRelease}
+    button = Qt.MouseButton.NoButton if kind == "move" else Qt.MouseButton.LeftButton
+    p = QPointF(pos)
+    ev = QMouseEvent(types[kind], p, QPointF(widget.mapToGlobal(pos)), button, buttons,
+                     Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, ev)
+    QApplication.processEvents()
+
+
+def test_dragging_a_shape_moves_its_pattern_by_the_drag_in_metres(qtbot, mv):
+    from qtpy.QtCore import QPoint
+
+    from .conftest import canvas_of, world_to_canvas
+
+    model = mv.patterns
+    model.set_stages([_box("dragged", -5e-6, 3e-6)])
+    frame = mv.frames["ion"]
+    layer = model.layer
+    mv.viewer.layers.selection.active = layer
+    layer.mode = "select"
+    widget = canvas_of(mv).native
+    start = QPoint(*world_to_canvas(mv, frame.image_to_world(-5e-6, 3e-6)))
+    end = QPoint(start.x() + 40, start.y() + 25)  # right and down on the screen
+    held = Qt.MouseButton.LeftButton
+    _mouse(widget, "move", start, Qt.MouseButton.NoButton)
+    _mouse(widget, "press", start, held)
+    for k in range(1, 6):
+        _mouse(widget, "move", QPoint(start.x() + 8 * k, start.y() + 5 * k), held)
+    _mouse(widget, "release", end, Qt.MouseButton.NoButton)
+    qtbot.wait(100)
+    mv.viewer.layers.selection.active = mv.layers["ion"]
+    w0 = np.asarray(canvas_of(mv)._map_canvas2world((start.x(), start.y()),
+                                                     canvas_of(mv).view))[-2:]
+    w1 = np.asarray(canvas_of(mv)._map_canvas2world((end.x(), end.y()),
+                                                     canvas_of(mv).view))[-2:]
+    # the drag in metres, image frame: right is +x, down on the screen is -y
+    dx, dy = w1[1] - w0[1], -(w1[0] - w0[0])
+    assert dx > 0 and dy < 0
+    assert centre_of(model.stages[0]) == pytest.approx((-5e-6 + dx, 3e-6 + dy), abs=1e-9)
+    # the stage kept its size and depth: only the place changed
+    assert model.stages[0].pattern.width == pytest.approx(3e-6)
+    assert model.stages[0].pattern.depth == pytest.approx(0.3e-6)
