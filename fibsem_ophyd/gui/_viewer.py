@@ -113,8 +113,7 @@ class MicroscopeViewer:
             kw = moved.layer_kwargs()
             self.layers["ion"].scale, self.layers["ion"].translate = kw["scale"], kw["translate"]
             self.frames["ion"] = moved
-        if beam == "ion":
-            self.patterns.set_frame(self.frames["ion"])
+        self.patterns.set_frame(self.frames["ion"])  # no-op unless the ion view moved
         if frame.acquired:
             self.display_latency[beam] = time.time() - frame.acquired
 
