@@ -219,7 +219,8 @@ class RemoteDriver(Driver):
             closed = bool(run.metadata.get("stop"))
             for stream in [s for s in ("primary", "electron", "ion") if s in set(run)]:
                 try:
-                    if not image_keys(run, stream):
+                    keys = image_keys(run, stream)
+                    if not keys:
                         continue
                     times = run[stream].read(variables=["time"])["time"].values
                 except Exception:  # noqa: BLE001 -- the stream is still being created
@@ -229,7 +230,7 @@ class RemoteDriver(Driver):
                 if self._seen.get(key, 0) >= len(times):
                     continue
                 try:
-                    images = load_images(run, stream)
+                    images = load_images(run, stream, key=keys[0])  # no second key lookup
                 except Exception:  # noqa: BLE001 -- the files are still being registered
                     closed = False
                     continue
