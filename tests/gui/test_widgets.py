@@ -102,3 +102,41 @@ def test_minimap_overview_double_click_adds_the_site_under_the_mouse(qtbot, mv):
     px = minimap.mapping["pixel_size"]
     assert math.hypot(pos["x"] - near["x"], pos["y"] - near["y"]) < 10 * px
     mv.viewer.reset_view()
+
+
+def test_batch_table_shows_each_lamella_and_the_dose_based_time_left(qtbot, mv):
+    from fibsem_ophyd.milling import estimate_stage_time
+
+    protocol = {"milling": {
+        "mill_rough": [{"name": "rough", "milling": {"milling_current": 2e-9, "hfw": 80e-6},
+                        "pattern": {"name": "Trench", "width": 10e-6,
+                                    "upper_trench_height": 3e-6, "lower_trench_height": 3e-6,
+                                    "spacing": 2e-6, "depth": 1e-6}}],
+        "mill_polishing": [{"name": "polish", "milling": {"milling_current": 60e-12,
+                                                           "hfw": 80e-6},
+                            "pattern": {"name": "Trench", "width": 8e-6,
+                                        "upper_trench_height": 0.5e-6,
+                                        "lower_trench_height": 0.5e-6, "spacing": 0.5e-6,
+                                        "depth": 0.4e-6}}]}}
+    milling, batch = mv.widgets["milling"], mv.widgets["batch"]
+    milling.load(protocol)
+    assert [milling.section.itemText(i) for i in range(milling.section.count())] == \
+        ["mill_rough", "mill_polishing"]
+    for name in ("L1", "L2"):
+        run_and_wait(qtbot, mv, lambda n=name: mv.driver.run("save_position", "microscope",
+                                                              name=n))
+    batch.batch.setText("gui-batch")
+    batch.refresh()
+    for name in ("L1", "L2"):
+        (item,) = batch.sites.findItems(name, Qt.MatchFlag.MatchExactly)
+        item.setSelected(True)
+    batch.refresh()
+    per_site = sum(estimate_stage_time(s)["total"]
+                   for stages in milling.protocol.values() for s in stages)
+    rows = {batch.table.item(r, 0).text(): r for r in range(batch.table.rowCount())}
+    assert set(rows) == {"L1", "L2"}
+    for r in rows.values():
+        assert batch.table.item(r, 1).text() == "-"  # nothing milled in this batch yet
+        assert float(batch.table.item(r, 4).text()) == pytest.approx(per_site, abs=0.5)
+    assert batch.total.text() == f"estimated time to the end: {2 * per_site / 60:.1f} min"
+    milling.protocol = {}
