@@ -115,13 +115,20 @@ def world_to_canvas(mv, world) -> tuple[int, int]:
     return int(round(cx)), int(round(cy))
 
 
+def fine_zoom(mv, beam: str, per_pixel: int = 8) -> float:
+    """A camera zoom with ``per_pixel`` canvas pixels per image pixel of ``beam``: a click
+    then lands well inside the image pixel aimed at."""
+    return per_pixel / mv.frames[beam].pixel_size
+
+
 def world_per_canvas_pixel(mv) -> float:
     return float(np.hypot(*(_canvas2world(mv, (1, 0)) - _canvas2world(mv, (0, 0)))))
 
 
-def click(mv, world, double=False, modifiers=()):
-    """A real mouse click on the canvas at a world point: a move there, then a (double)
-    click with the keyboard modifiers held ("Alt", "Shift", "Control")."""
+def click(mv, world, double=False, modifiers=(), zoom=None):
+    """A real mouse click on the canvas at a world point: the camera centred there (at
+    ``zoom`` canvas pixels per metre if given), a mouse move there, then a (double) click
+    with the keyboard modifiers held ("Alt", "Shift", "Control")."""
     from qtpy.QtCore import QPoint, Qt
     from qtpy.QtTest import QTest
     from qtpy.QtWidgets import QApplication
@@ -131,6 +138,10 @@ def click(mv, world, double=False, modifiers=()):
         flags |= {"Alt": Qt.KeyboardModifier.AltModifier,
                   "Shift": Qt.KeyboardModifier.ShiftModifier,
                   "Control": Qt.KeyboardModifier.ControlModifier}[m]
+    mv.viewer.camera.center = tuple(float(v) for v in np.asarray(world)[-2:])
+    if zoom is not None:
+        mv.viewer.camera.zoom = zoom
+    QApplication.processEvents()
     widget = canvas_of(mv).native
     pos = QPoint(*world_to_canvas(mv, world))
     QTest.mouseMove(widget, pos)
