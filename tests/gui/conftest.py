@@ -34,6 +34,8 @@ def _start_xvfb() -> str | None:
 
 
 def pytest_configure(config):
+    # the remote test is a facility test (tests/facility's conftest may not be loaded)
+    config.addinivalue_line("markers", "facility: queue server / Tiled server tests")
     if not os.environ.get("DISPLAY"):
         display = _start_xvfb()
         if display:
