@@ -1,6 +1,7 @@
 """``fibsem-ophyd`` command line: ``demo`` runs the demo workflow on the simulator; ``serve``
 serves a Tiled catalog of runs (PostgreSQL or SQLite) for a facility's writers and readers;
-``ingest`` stores folders of OpenFIBSEM TIFFs as runs."""
+``ingest`` stores folders of OpenFIBSEM TIFFs as runs; ``gui`` opens the microscope viewer
+(napari; the ``gui`` extra)."""
 
 from __future__ import annotations
 
@@ -147,6 +148,12 @@ def ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def gui(args: argparse.Namespace) -> int:
+    from .gui import run_app
+
+    return run_app(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fibsem-ophyd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,6 +214,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--md", action="append", default=[], metavar="KEY=VALUE",
                    help="start metadata for the runs, e.g. --md sample=grid-3 (repeatable)")
     p.set_defaults(func=ingest)
+
+    p = sub.add_parser(
+        "gui", help="open the microscope viewer (napari): in-process on the simulator, or a "
+        "queue server + Tiled server",
+        description="Open the microscope viewer. Without --queue-server: a session in this "
+        "process (as `demo`). With --queue-server: plans go to that bluesky queue server and "
+        "frames are read from the Tiled server (--tiled-uri, --api-key).")
+    p.add_argument("--data-dir", default="fibsem_data", help="storage folder (in-process)")
+    p.add_argument("--config", default=None, help="microscope configuration YAML")
+    p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    p.add_argument("--serve", action="store_true",
+                   help="serve the embedded catalog from a child process (in-process mode)")
+    p.add_argument("--queue-server", default=None, metavar="ZMQ_ADDRESS",
+                   help="queue server control address, e.g. tcp://localhost:60615")
+    p.add_argument("--tiled-uri", default=None, help="Tiled server the queue server writes to")
+    p.add_argument("--api-key", default=None,
+                   help="Tiled API key (default $FIBSEM_OPHYD_TILED_API_KEY)")
+    p.set_defaults(func=gui)
     args = parser.parse_args(argv)
     return args.func(args)
 
