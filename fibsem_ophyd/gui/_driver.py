@@ -126,8 +126,8 @@ class Driver(QObject):
         raise NotImplementedError
 
     def batch_state(self, batch: str) -> dict:
-        """:func:`fibsem_ophyd.storage.batch_state` of the catalog the plans write to."""
-        from ..storage import batch_state
+        """:func:`fibsem_ophyd.plans.stored_runs.batch_state` of the catalog the plans write to."""
+        from ..plans.stored_runs import batch_state
 
         return batch_state(self.catalog, batch)
 
