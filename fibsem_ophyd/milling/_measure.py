@@ -84,10 +84,10 @@ def measure_lamella_thickness(image: np.ndarray, pixel_size: float, spacing: flo
             not (math.isfinite(spacing) and spacing > 0):
         raise ValueError("a 2-D image, a positive pixel size and a positive spacing are needed")
     h, w = img.shape
-    if h * pixel_size < 4 * spacing:
+    if h * pixel_size < 2.5 * spacing:
         raise ValueError(f"the image ({h} rows of {pixel_size * 1e9:.0f} nm) does not show "
-                         f"the lamella and its trenches: use a field of at least "
-                         f"{4 * spacing * 1e6:.1f} um")
+                         f"the lamella and its trenches: use a field at least "
+                         f"{2.5 * spacing * 1e6:.2f} um high")
     if width is not None and not (math.isfinite(width) and width > 0):
         raise ValueError(f"width must be a positive length (m), got {width!r}")
     cols = band * w if width is None else min(band * w, 0.6 * width / pixel_size)

@@ -16,6 +16,7 @@
 """
 
 from .batch import batch_coating, batch_state
+from .batch_summary import BatchSummary, replay_batch
 from .catalog import (
     BACKUP_DIR,
     IMAGES_DIR,
@@ -111,6 +112,8 @@ __all__ = [
     # reader
     "batch_state",
     "batch_coating",
+    "BatchSummary",
+    "replay_batch",
     "load_images",
     "image_files",
     "image_keys",
