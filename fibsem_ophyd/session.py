@@ -16,7 +16,8 @@ from bluesky import RunEngine
 from . import _bluesky_compat
 from .backend import MicroscopeBackend
 from .config import MicroscopeConfig, load_config
-from .devices import FibsemMicroscope, make_microscope
+from .devices import CatalogLookup, FibsemMicroscope, make_microscope
+from .plans.stored_runs import batch_coating, batch_state
 from .storage import CatalogWriter, open_catalog, open_remote_catalog, serve_catalog
 
 __all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR"]
@@ -79,9 +80,10 @@ class Session:
     extras: dict = field(default_factory=dict)
 
     def close(self) -> None:
-        """Flush the writer, stop its thread, and stop a served catalog."""
+        """Flush the writer, stop its thread, close the detectors, stop a served catalog."""
         try:
             self.writer.close()
+            self.microscope.close()
         finally:
             server = self.extras.get("catalog_server")
             if server is not None:
@@ -150,7 +152,9 @@ def setup_session(
         catalog = extras["catalog_server"].client()
     else:
         catalog = open_catalog(data_dir)
-    microscope.attach_catalog(catalog)
+    microscope.store = CatalogLookup(name=f"{microscope.name}_store", catalog=catalog,
+                                     queries={"batch_state": batch_state,
+                                              "batch_coating": batch_coating})
     # The embedded catalog (in-process or served by us) has no live-streaming cache, so
     # Tiled's close_stream requests (4 per run) would do nothing there: skip them.
     writer = CatalogWriter(catalog, backup_dir=data_dir / "backup",

@@ -3,9 +3,11 @@
 from ._beam import Beam, Chamber
 from ._detector import TIFF_TEMPLATE, ImagingDetector
 from ._gis import GasInjection, SputterCoater
+from ._lookup import CatalogLookup
 from ._manipulator import Manipulator
 from ._microscope import FibsemMicroscope, make_microscope
 from ._milling import Milling, MillingAborted
+from ._plan_records import PLAN_RECORDS, PlanRecorders
 from ._recorder import RecordSignal, make_recorder
 from ._signals import BackendSignal, SettingSignal
 from ._stage import AXES, NamedPositions, Stage, StageAxis, load_positions, save_positions
@@ -18,10 +20,13 @@ __all__ = [
     "AXES",
     "BackendSignal",
     "Beam",
+    "CatalogLookup",
     "Chamber",
     "FibsemMicroscope",
     "ImagingDetector",
     "NamedPositions",
+    "PLAN_RECORDS",
+    "PlanRecorders",
     "RecordSignal",
     "SettingSignal",
     "Stage",

@@ -1,34 +1,31 @@
 """Imaging detectors: one TIFF per frame, announced with StreamResource/StreamDatum documents.
 
-Data flow of one frame: ``stage()`` opens a TIFF series directory under the microscope's
-``images_dir``; ``trigger()`` asks the backend for a frame, writes it as one TIFF whose
-ImageDescription holds the full metadata JSON (OpenFIBSEM layout), and records the per-frame
-readings; ``collect_asset_docs()`` yields the series' StreamResource once and a StreamDatum
-per frame; ``read()`` returns the per-frame readings (never the image itself).
+Data flow of one frame: ``stage()`` opens a TIFF series (:class:`~fibsem_ophyd.storage.TiffSeries`)
+in a new directory under the microscope's ``images_dir``; ``trigger()`` asks the backend for
+a frame, writes it as one TIFF whose ImageDescription holds the full metadata JSON
+(OpenFIBSEM layout, built by :meth:`ImagingDetector.frame_metadata`), and records the
+per-frame readings; ``collect_asset_docs()`` yields the series' StreamResource once and a
+StreamDatum per frame; ``read()`` returns the per-frame readings (never the image itself).
+``close()`` ends the detector's acquisition thread (the session's ``close()`` calls it).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from event_model import compose_stream_resource
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
-from ..storage import image_metadata, image_settings, write_tiff
+from ..storage import TIFF_TEMPLATE, TiffSeries, image_metadata, image_settings
 from ._reference import ReferenceSignal
 from ._signals import BackendSignal, SettingSignal, find_backend
 
 __all__ = ["ImagingDetector", "TIFF_TEMPLATE"]
-
-TIFF_TEMPLATE = "img_{:06d}.tif"
-TIFF_MIMETYPE = "multipart/related;type=image/tiff"
 
 # Per-frame readings: (suffix, units, dtype)
 _READINGS = (
@@ -91,11 +88,8 @@ class ImagingDetector(Device):
         self.beam = beam
         self.setting_limits = dict(setting_limits or {})
         super().__init__(*args, **kwargs)
-        self._series_dir: Path | None = None
-        self._index = 0
-        self._emitted = 0
-        self._bundle = None
-        self._shape: tuple[int, int] | None = None
+        self._series = TiffSeries(self.name, self.image_key)
+        self._closed = False
         self._readings: dict = {}
         self._last_path: Path | None = None
         self._pending_writes: list[threading.Event] = []
@@ -125,8 +119,8 @@ class ImagingDetector(Device):
         }
 
     def _expected_shape(self) -> tuple[int, int]:
-        if self._shape is not None:
-            return self._shape
+        if self._series.shape is not None:
+            return self._series.shape
         w, h = self.resolution.get()
         area = self.reduced_area._readback
         if area is not None:
@@ -136,26 +130,27 @@ class ImagingDetector(Device):
 
     # -- staging ----------------------------------------------------------------------------
     def stage(self):
-        images_dir = Path(self.root.images_dir)
-        self._series_dir = images_dir / f"{self.name}_{uuid.uuid4().hex[:12]}"
-        self._series_dir.mkdir(parents=True, exist_ok=True)
-        self._index = 0
-        self._emitted = 0
-        self._bundle = None
-        self._shape = None
+        self._series.open(self.root.images_dir)
         return super().stage()
 
     def unstage(self):
         try:
             self._wait_for_writes()
         finally:
-            self._series_dir = None
-        self._bundle = None
+            self._series.close()
         return super().unstage()
+
+    def close(self) -> None:
+        """Stop the acquisition thread once the frames in flight are written. Idempotent;
+        a closed detector refuses to trigger."""
+        self._closed = True
+        self._worker.shutdown(wait=True)
 
     # -- acquisition ------------------------------------------------------------------------
     def trigger(self):
-        if self._series_dir is None:
+        if self._closed:
+            raise RuntimeError(f"{self.name} is closed (its session was closed)")
+        if not self._series.is_open:
             raise RuntimeError(
                 f"{self.name} must be staged before it is triggered: use the acquire_image plan "
                 "or wrap your plan in bluesky.preprocessors.stage_decorator"
@@ -191,13 +186,7 @@ class ImagingDetector(Device):
         frame = np.asarray(backend.acquire_image(self.beam, settings))
         if frame.ndim != 2:
             raise RuntimeError(f"{self.name}: backend returned a {frame.ndim}-D frame")
-        if self._shape is None:
-            self._shape = frame.shape
-        elif frame.shape != self._shape:
-            raise RuntimeError(
-                f"{self.name}: frame shape changed from {self._shape} to {frame.shape} within one "
-                "staging; change resolution or reduced area between runs (or re-stage)"
-            )
+        self._series.check_shape(frame.shape)
         acq_time = backend.time()
         state = self.root.microscope_state()
         beam_state = state["electron_beam" if self.beam == "electron" else "ion_beam"]
@@ -205,7 +194,7 @@ class ImagingDetector(Device):
         full = 255.0 if frame.dtype == np.uint8 else 65535.0
         # uint32 accumulation: exact for up to 16.8 M pixels of uint8, ~3x faster than mean()
         total = np.add.reduce(frame.ravel(), dtype=np.uint64 if frame.size > 2**24 else np.uint32)
-        index = self._index
+        index = self._series.add(frame.shape)
         self._readings = {
             "pixel_size": pixel_size,
             "hfw": pixel_size * frame.shape[1] if settings["reduced_area"] else settings["hfw"],
@@ -217,20 +206,32 @@ class ImagingDetector(Device):
             "frame_number": index,
             "acquisition_time": float(acq_time),
         }
-        self._index += 1
         self.last_frame.put(frame)
         return frame, index, state, pixel_size
 
     def _write(self, frame, index: int, state: dict, pixel_size: float, settings: dict) -> None:
-        md = image_metadata(
-            image_settings(self.beam, {**settings, "filename": TIFF_TEMPLATE.format(index)}),
-            self.root.microscope_state_metadata(state),
-            pixel_size,
-            system=self.root.system_metadata(),
-        )
-        path = self._series_dir / TIFF_TEMPLATE.format(index)
-        write_tiff(path, frame, md)
-        self._last_path = path
+        md = self.frame_metadata({**settings, "filename": TIFF_TEMPLATE.format(index)},
+                                 pixel_size, state)
+        self._last_path = self._series.write(index, frame, md)
+
+    def frame_metadata(self, settings: dict, pixel_size: float,
+                       state: dict | None = None) -> dict:
+        """The metadata stored with a frame of this detector (OpenFIBSEM layout).
+
+        Parameters
+        ----------
+        settings : dict
+            The frame's image settings (:meth:`image_settings`, plus ``"filename"``).
+        pixel_size : float
+            Pixel size in metres.
+        state : dict, optional
+            The microscope state at acquisition (``microscope_state()``); read now if
+            ``None``.
+        """
+        root = self.root
+        return image_metadata(image_settings(self.beam, settings),
+                              root.microscope_state_metadata(state), pixel_size,
+                              system=root.system_metadata())
 
     def _wait_for_writes(self, timeout: float = 60.0) -> None:
         while self._pending_writes:
@@ -277,34 +278,12 @@ class ImagingDetector(Device):
 
     # -- WritesStreamAssets -----------------------------------------------------------------
     def get_index(self) -> int:
-        return self._index
+        return self._series.count
 
     def collect_asset_docs(self, index: int | None = None):
-        stop = self._index if index is None else min(index, self._index)
-        if stop <= self._emitted:
+        stop = self._series.count if index is None else min(index, self._series.count)
+        if stop <= self._series.announced:
             return
         self._wait_for_writes()  # announce only files that are on disk
-        yield from tiff_series_docs(self, self._series_dir, stop)
+        yield from self._series.asset_docs(stop)
 
-
-def tiff_series_docs(dev, directory: Path, stop: int):
-    """StreamResource (once) and StreamDatum documents of a TIFF series written by ``dev``
-    (one file per frame, :data:`TIFF_TEMPLATE`), frames ``dev._emitted`` .. ``stop``.
-
-    ``dev`` keeps ``_bundle`` (None until the series is announced), ``_shape`` (h, w),
-    ``_emitted`` and ``image_key``.
-    """
-    if dev._bundle is None:
-        h, w = dev._shape
-        dev._bundle = compose_stream_resource(
-            mimetype=TIFF_MIMETYPE,
-            uri=f"file://localhost{directory.resolve().as_posix()}/",
-            data_key=dev.image_key,
-            parameters={"template": TIFF_TEMPLATE, "chunk_shape": [1, h, w]},
-            validate=False,
-        )
-        yield "stream_resource", dev._bundle.stream_resource_doc
-    yield "stream_datum", dev._bundle.compose_stream_datum(
-        indices={"start": dev._emitted, "stop": stop}, validate=False
-    )
-    dev._emitted = stop

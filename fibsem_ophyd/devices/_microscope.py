@@ -9,14 +9,16 @@ from ophyd import Component as Cpt
 from ophyd import Device
 
 from ..backend import BEAM_KEYS, DETECTOR_KEYS, MicroscopeBackend
-from ..storage import batch_coating, batch_state, system_info
 from ..storage import microscope_state as _state_metadata
+from ..storage import system_info
 from ._beam import Beam, Chamber
 from ._detector import ImagingDetector
 from ._gis import GasInjection, SputterCoater
+from ._lookup import CatalogLookup
 from ._manipulator import Manipulator
 from ._milling import Milling
-from ._reference import BatchStateSignal, load_run_frame
+from ._plan_records import PlanRecorders
+from ._reference import BatchStateSignal
 from ._stage import AXES, Stage
 
 __all__ = ["FibsemMicroscope", "make_microscope", "STATE_BEAM_KEYS"]
@@ -33,6 +35,9 @@ class FibsemMicroscope(Device):
     ``stage`` is the name microscopists use, but ophyd reserves it for the staging verb, so
     the stage is attached as an attribute rather than a component; it is callable, and
     ``microscope.stage()`` still stages the microscope as the bluesky interface requires.
+
+    ``store`` is the :class:`CatalogLookup` that stored runs are read through (references
+    by run uid, a batch's state); ``setup_session`` gives it one, it is ``None`` otherwise.
     """
 
     electron_beam = Cpt(Beam, beam="electron")
@@ -46,15 +51,14 @@ class FibsemMicroscope(Device):
     manipulator = Cpt(Manipulator)
     #: the stored state of a lamella batch (see :class:`BatchStateSignal`)
     batch_state = Cpt(BatchStateSignal, value=None, kind="omitted")
-    #: the coats a lamella batch has finished (``storage.batch_coating``)
-    batch_coating = Cpt(BatchStateSignal, value=None, kind="omitted",
-                        loader="load_batch_coating")
+    #: the coats a lamella batch has finished (``plans.stored_runs.batch_coating``)
+    batch_coating = Cpt(BatchStateSignal, value=None, kind="omitted", query="batch_coating")
 
     def __init__(self, *args, backend: MicroscopeBackend, images_dir: str | Path, **kwargs):
         if not isinstance(backend, MicroscopeBackend):
             raise TypeError(f"backend must implement MicroscopeBackend, got {type(backend)!r}")
         self._backend = backend
-        self._catalog = None
+        self.store: CatalogLookup | None = None
         self.images_dir = Path(images_dir)
         cfg = backend.config
         limits = {
@@ -65,6 +69,8 @@ class FibsemMicroscope(Device):
         self._component_kwargs = limits
         super().__init__(*args, **kwargs)
         self.stage = Stage(name=f"{self.name}_stage", parent=self, limits=limits["stage"])
+        #: what plans record their measurements with (plans build no devices)
+        self.recorders = PlanRecorders({"electron": self.sem, "ion": self.fib})
 
     @property
     def backend(self) -> MicroscopeBackend:
@@ -91,30 +97,11 @@ class FibsemMicroscope(Device):
     def beam(self, beam: str) -> Beam:
         return self.electron_beam if beam == "electron" else self.ion_beam
 
-    # -- stored runs ------------------------------------------------------------------------
-    def attach_catalog(self, catalog) -> None:
-        """The Tiled catalog (client) that stored runs are read from, e.g. references by
-        run uid (``bps.mv(microscope.sem.reference, uid)``). ``setup_session`` attaches its own.
-        """
-        self._catalog = catalog
-
-    def _batch_catalog(self):
-        if self._catalog is None:
-            raise ValueError("no catalog is attached to the microscope: resuming a batch "
-                             "needs a session (setup_session attaches its catalog)")
-        return self._catalog
-
-    def load_batch_state(self, batch: str) -> dict:
-        """What the stored runs of ``batch`` say is done (see ``storage.batch_state``)."""
-        return batch_state(self._batch_catalog(), batch)
-
-    def load_batch_coating(self, batch: str) -> list[str]:
-        """The coats of ``batch`` its stored runs say are done (``storage.batch_coating``)."""
-        return batch_coating(self._batch_catalog(), batch)
-
-    def load_reference(self, uid: str, image_key: str):
-        """The last ``image_key`` frame of the stored run ``uid`` (ValueError if none)."""
-        return load_run_frame(self._catalog, uid, image_key)
+    def close(self) -> None:
+        """Close both detectors (their acquisition threads end once their frames are
+        written); the session's ``close()`` calls it."""
+        for det in (self.sem, self.fib):
+            det.close()
 
     # -- state (one vocabulary, shared with the TIFF metadata) -----------------------------
     def microscope_state(self) -> dict:

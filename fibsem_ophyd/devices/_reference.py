@@ -2,10 +2,11 @@
 
 Plans speak only bluesky messages and cannot read the catalog themselves, so a reference
 that lives in a stored run is fetched by the device: ``yield from bps.mv(det.reference,
-"<run uid>")`` loads the last frame that detector took in that run (through the catalog the
-session attached to the microscope), ``bps.mv(det.reference, array)`` keeps an array, and
-``yield from bps.rd(det.reference)`` gives the pixels back. Under the queue server this is
-how a plan item names its reference: by the uid of an earlier run.
+"<run uid>")`` loads the last frame that detector took in that run (through the catalog
+look-up the session gives the microscope, ``microscope.store``), ``bps.mv(det.reference,
+array)`` keeps an array, and ``yield from bps.rd(det.reference)`` gives the pixels back.
+Under the queue server this is how a plan item names its reference: by the uid of an
+earlier run.
 """
 
 from __future__ import annotations
@@ -14,33 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from ..storage import image_keys, load_images
 from ._signals import ImmediateSignal
 
-__all__ = ["ReferenceSignal", "BatchStateSignal", "load_run_frame"]
+__all__ = ["ReferenceSignal", "BatchStateSignal"]
 
 
-def load_run_frame(catalog, uid: str, image_key: str) -> np.ndarray:
-    """The last frame of ``image_key`` in the run ``uid`` of ``catalog``.
-
-    Raises
-    ------
-    ValueError
-        No catalog, no such run, or the run holds no frame of that key.
-    """
-    if catalog is None:
-        raise ValueError("no catalog is attached to the microscope: a reference by run uid "
-                         "needs a session (setup_session attaches its catalog)")
-    try:
-        run = catalog[uid]
-    except KeyError:
-        raise ValueError(f"no run with uid {uid!r} in the catalog") from None
-    for stream in list(run):
-        if image_key in image_keys(run, stream):
-            frames = load_images(run, stream, image_key)
-            if frames:
-                return frames[-1].data
-    raise ValueError(f"run {uid!r} holds no {image_key!r} frame")
+def _store(signal, what: str):
+    """The catalog look-up (``root.store``) of ``signal``'s device tree, for ``what``."""
+    root = signal.root
+    if not hasattr(root, "store"):
+        raise ValueError(f"{signal.name}: cannot {what} outside a microscope device tree")
+    if root.store is None:
+        raise ValueError(f"no catalog is attached to the microscope: {what} needs a session "
+                         "(setup_session gives the microscope its catalog look-up)")
+    return root.store
 
 
 class ReferenceSignal(ImmediateSignal):
@@ -52,11 +40,8 @@ class ReferenceSignal(ImmediateSignal):
 
     def put(self, value: Any, **kwargs):
         if isinstance(value, str):
-            loader = getattr(self.root, "load_reference", None)
-            if loader is None:
-                raise ValueError(f"{self.name}: cannot load a reference by run uid outside a "
-                                 "microscope device tree")
-            value = loader(value, self.parent.image_key)
+            value = _store(self, "loading a reference by run uid").frame(
+                value, self.parent.image_key)
         if value is not None:
             arr = np.asarray(getattr(value, "data", value))
             if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number):
@@ -79,21 +64,19 @@ class ReferenceSignal(ImmediateSignal):
 
 class BatchStateSignal(ImmediateSignal):
     """The stored state of a lamella batch: ``bps.mv(sig, "batch name")`` reads it from the
-    catalog (the root device's ``loader`` method: ``load_batch_state``, i.e.
-    :func:`fibsem_ophyd.storage.batch_state`, or ``load_batch_coating``), ``bps.rd(sig)``
-    returns it. How a batch plan resumes where an interrupted one stopped."""
+    catalog (the query ``query`` of the microscope's catalog look-up: ``"batch_state"``,
+    i.e. :func:`fibsem_ophyd.plans.stored_runs.batch_state`, or ``"batch_coating"``),
+    ``bps.rd(sig)`` returns it. How a batch plan resumes where an interrupted one stopped."""
 
-    def __init__(self, *args, loader: str = "load_batch_state", **kwargs):
-        self._loader = loader
+    def __init__(self, *args, query: str = "batch_state", **kwargs):
+        self._query = query
         super().__init__(*args, **kwargs)
 
     def put(self, value: Any, **kwargs):
         if not isinstance(value, str):
             raise ValueError(f"{self.name}: set it to a batch name, got {value!r}")
-        loader = getattr(self.root, self._loader, None)
-        if loader is None:
-            raise ValueError(f"{self.name}: needs a microscope device tree with a catalog")
-        super().put(loader(value), **kwargs)
+        store = _store(self, "resuming a batch")
+        super().put(store.query(self._query, value), **kwargs)
 
 
     def describe(self):

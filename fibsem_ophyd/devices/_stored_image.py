@@ -10,15 +10,11 @@ StreamResource/StreamDatum, so ``load_images(run, stream)`` reads it back with i
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device
 
-from ..storage import image_metadata, image_settings, write_tiff
-from ._detector import TIFF_TEMPLATE, tiff_series_docs
+from ..storage import TIFF_TEMPLATE, TiffSeries
 from ._recorder import RecordSignal
 from ._signals import ImmediateSignal, finished_status
 
@@ -53,31 +49,22 @@ class StoredImage(Device):
     def __init__(self, *args, detector, **kwargs):
         self._detector = detector
         super().__init__(*args, **kwargs)
-        self._dir: Path | None = None
-        self._index = 0
-        self._emitted = 0
-        self._bundle = None
-        self._shape: tuple[int, int] | None = None
+        self._series = TiffSeries(self.name, self.image_key)
 
     @property
     def image_key(self) -> str:
         return f"{self.name}_image"
 
     def stage(self):
-        root = self._detector.root
-        self._dir = Path(root.images_dir) / f"{self.name}_{uuid.uuid4().hex[:12]}"
-        self._dir.mkdir(parents=True, exist_ok=True)
-        self._index = self._emitted = 0
-        self._bundle = None
-        self._shape = None
+        self._series.open(self._detector.root.images_dir)
         return super().stage()
 
     def unstage(self):
-        self._dir = None
+        self._series.close()
         return super().unstage()
 
     def trigger(self):
-        if self._dir is None:
+        if not self._series.is_open:
             raise RuntimeError(f"{self.name} must be staged before it is triggered")
         data = self.image.get()
         if data is None:
@@ -85,21 +72,14 @@ class StoredImage(Device):
         pixel = float(self.pixel_size.get())
         if not np.isfinite(pixel) or pixel <= 0:
             raise ValueError(f"{self.name}: pixel_size must be set to a positive value (m)")
-        if self._shape is None:
-            self._shape = data.shape
-        elif data.shape != self._shape:
-            raise RuntimeError(f"{self.name}: image shape changed from {self._shape} to "
-                               f"{data.shape} within one staging")
+        self._series.check_shape(data.shape)
         det = self._detector
-        root = det.root
+        index = self._series.count
         h, w = data.shape
         settings = {**det.image_settings(), "resolution": [w, h], "hfw": pixel * w,
-                    "reduced_area": None, "filename": TIFF_TEMPLATE.format(self._index)}
-        md = image_metadata(image_settings(det.beam, settings),
-                            root.microscope_state_metadata(), pixel,
-                            system=root.system_metadata())
-        write_tiff(self._dir / TIFF_TEMPLATE.format(self._index), data, md)
-        self._index += 1
+                    "reduced_area": None, "filename": TIFF_TEMPLATE.format(index)}
+        self._series.write(index, data, det.frame_metadata(settings, pixel))
+        self._series.add(data.shape)  # counted once its file is on disk
         return finished_status(self)
 
     def describe(self):
@@ -113,12 +93,10 @@ class StoredImage(Device):
 
     # -- WritesStreamAssets -----------------------------------------------------------------
     def get_index(self) -> int:
-        return self._index
+        return self._series.count
 
     def collect_asset_docs(self, index: int | None = None):
-        stop = self._index if index is None else min(index, self._index)
-        if stop > self._emitted:
-            yield from tiff_series_docs(self, self._dir, stop)
+        yield from self._series.asset_docs(index)
 
 
 def make_stored_image(name: str, detector) -> StoredImage:

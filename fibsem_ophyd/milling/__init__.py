@@ -3,38 +3,36 @@
 Coordinates are metres in the ion image frame, centred, +x right, +y up, as in OpenFIBSEM.
 """
 
-from ._materials import MATERIALS, SPUTTER_RATES_UM3_PER_NC, sputter_rate
-from ._measure import measure_lamella_thickness
-from ._patterns import (
-    CROSS_SECTIONS,
-    PATTERNS,
-    SCAN_DIRECTIONS,
+from ._composites import (
     ArrayPattern,
-    Bitmap,
-    BitmapPattern,
-    Circle,
-    CirclePattern,
     Fiducial,
     Horseshoe,
     HorseshoeVertical,
-    Line,
-    LinePattern,
     MicroExpansion,
-    Pattern,
-    Polygon,
-    PolygonPattern,
-    Rectangle,
-    RectanglePattern,
     SerialSection,
-    Shape,
     TrapezoidTrench,
     Trench,
     Undercut,
     WaffleNotch,
-    make_pattern,
+)
+from ._experiment import read_experiment, task_sections, write_experiment
+from ._materials import MATERIALS, SPUTTER_RATES_UM3_PER_NC, sputter_rate
+from ._measure import measure_lamella_thickness
+from ._pattern import Pattern
+from ._protocol import APPLICATION_FILES, PATTERN_FOR_SECTION, material_for
+from ._registry import PATTERNS, make_pattern
+from ._shapes import Bitmap, Circle, Line, Polygon, Rectangle, Shape
+from ._single_patterns import (
+    BitmapPattern,
+    CirclePattern,
+    LinePattern,
+    PolygonPattern,
+    RectanglePattern,
 )
 from ._stage import (
     OVERHEADS,
+    OVERTILT_RANGE,
+    STRATEGIES,
     MillingStage,
     as_stages,
     check_patterns,
@@ -42,8 +40,10 @@ from ._stage import (
     estimate_stage_time,
     load_protocol,
 )
+from ._validate import CROSS_SECTIONS, SCAN_DIRECTIONS
 
 __all__ = [
+    "APPLICATION_FILES", "material_for", "OVERTILT_RANGE", "PATTERN_FOR_SECTION", "STRATEGIES",
     "ArrayPattern", "as_stages", "Bitmap", "BitmapPattern", "check_patterns", "Circle",
     "CirclePattern", "CROSS_SECTIONS", "estimate_milling_time", "estimate_stage_time", "Fiducial",
     "Horseshoe", "HorseshoeVertical", "Line", "LinePattern", "load_protocol", "make_pattern",
@@ -51,5 +51,5 @@ __all__ = [
     "MATERIALS", "MicroExpansion", "MillingStage", "OVERHEADS", "Pattern", "PATTERNS", "Polygon",
     "PolygonPattern", "Rectangle", "RectanglePattern", "SCAN_DIRECTIONS", "SerialSection", "Shape",
     "sputter_rate", "SPUTTER_RATES_UM3_PER_NC", "TrapezoidTrench", "Trench", "Undercut",
-    "WaffleNotch",
+    "WaffleNotch", "read_experiment", "write_experiment", "task_sections",
 ]

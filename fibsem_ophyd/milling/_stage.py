@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from ._materials import MATERIALS, sputter_rate
-from ._patterns import Pattern, make_pattern
+from ._composites import Trench
+from ._materials import sputter_rate
+from ._pattern import Pattern
+from ._protocol import material_for, normalise_protocol, read_protocol_file
+from ._registry import PATTERNS, make_pattern
+from ._single_patterns import RectanglePattern
+from ._validate import _is_number
 
 __all__ = [
     "MillingStage", "load_protocol", "estimate_milling_time", "estimate_stage_time",
-    "check_patterns", "OVERHEADS", "as_stages",
+    "check_patterns", "OVERHEADS", "as_stages", "STRATEGIES", "OVERTILT_RANGE",
 ]
 
 #: per-stage hardware costs, seconds (OpenFIBSEM ``timing.py``, measured on a Thermo system)
@@ -27,6 +31,16 @@ OVERHEADS = {
 }
 
 _PATTERNING_MODES = ("Serial", "Parallel")
+#: milling strategies (OpenFIBSEM names); its CoincidenceMilling needs a fluorescence camera
+STRATEGIES = ("Standard", "Overtilt")
+#: OpenFIBSEM's overtilt range, degrees
+OVERTILT_RANGE = (0.1, 10.0)
+
+#: ``milling:`` keys of a stage beyond ours: TESCAN / Odemis beam recipe settings, recorded in
+#: ``extra`` (the dose model sets the time; on Thermo OpenFIBSEM does not apply them either)
+_RECORDED_MILLING = ("preset", "spot_size", "rate", "dwell_time", "acquire_images")
+#: ``imaging:`` keys of a stage that say where OpenFIBSEM saves images (ours go to the catalog)
+_RECORDED_IMAGING = ("path", "filename", "save")
 
 
 @dataclass
@@ -46,13 +60,24 @@ class MillingStage:
     hfw : float
         Field width to mill at, m.
     material : str
-        Sputter-rate table entry ("Si", "C", "Pt", "ice"); OpenFIBSEM's application file.
+        Sputter-rate table entry ("Si", "C", "Pt", "ice"); protocols name it by the vendor
+        application file (``APPLICATION_FILES``).
     patterning_mode : str
         "Serial" or "Parallel".
     alignment : bool
         Align (beam shift) at the milling current before milling.
     enabled : bool
         Skipped when False.
+    extra : dict
+        What a protocol gave that is recorded, not applied (``application_file``, ``preset``,
+        ``unread`` legacy keys).
+    strategy : str
+        "Standard", or "Overtilt": each cut of a ``Trench`` milled with the stage tilted by
+        -``overtilt`` (the upper cut) and +``overtilt`` (the lower), as OpenFIBSEM does.
+    overtilt : float
+        Degrees, within ``OVERTILT_RANGE`` for "Overtilt"; 0 otherwise.
+    imaging_hfw : float, optional
+        Field width of the images before and after milling, m (default: ``hfw``).
     """
 
     name: str
@@ -65,6 +90,9 @@ class MillingStage:
     alignment: bool = True
     enabled: bool = True
     extra: dict = field(default_factory=dict)
+    strategy: str = "Standard"
+    overtilt: float = 0.0
+    imaging_hfw: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.pattern, Pattern):
@@ -72,55 +100,198 @@ class MillingStage:
                              f"{type(self.pattern).__name__}")
         for key, unit in (("milling_current", "A"), ("milling_voltage", "V"), ("hfw", "m")):
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                    or v <= 0:
+            if not _is_number(v) or v <= 0:
                 raise ValueError(f"stage {self.name!r}: {key} must be > 0 {unit}, got {v!r}")
+        if self.imaging_hfw is not None and (not _is_number(self.imaging_hfw)
+                                             or self.imaging_hfw <= 0):
+            raise ValueError(f"stage {self.name!r}: imaging hfw must be > 0 m, got "
+                             f"{self.imaging_hfw!r}")
         sputter_rate(self.material)  # raises for an unknown material
         if self.patterning_mode not in _PATTERNING_MODES:
             raise ValueError(f"stage {self.name!r}: patterning_mode must be one of "
                              f"{list(_PATTERNING_MODES)}, got {self.patterning_mode!r}")
+        self._check_strategy()
+
+    def _check_strategy(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"stage {self.name!r}: milling strategy {self.strategy!r} is not "
+                             f"supported; supported: {list(STRATEGIES)}")
+        lo, hi = OVERTILT_RANGE
+        if self.strategy == "Standard":
+            if self.overtilt != 0:
+                raise ValueError(f"stage {self.name!r}: overtilt={self.overtilt!r} needs the "
+                                 "Overtilt strategy")
+            return
+        if not isinstance(self.pattern, Trench):
+            raise ValueError(f"stage {self.name!r}: the Overtilt strategy mills a Trench, got "
+                             f"{self.pattern.name}")
+        if not _is_number(self.overtilt) or not lo <= self.overtilt <= hi:
+            raise ValueError(f"stage {self.name!r}: overtilt must be within [{lo}, {hi}] "
+                             f"degrees, got {self.overtilt!r}")
 
     def estimated_time(self) -> float:
         """Milling (beam-on) time, s, from dose: volume / (current x sputter rate)."""
         return estimate_milling_time(self.pattern, self.milling_current, self.material)
 
+    def cuts(self) -> list[tuple[float, MillingStage]]:
+        """``[(relative stage tilt in degrees, stage), ...]`` to mill in turn, returning to the
+        starting tilt after each: ``[(0, self)]`` for the Standard strategy; for Overtilt the
+        Trench's upper cut at -``overtilt`` and its lower cut at +``overtilt``."""
+        if self.strategy == "Standard":
+            return [(0.0, self)]
+        out = []
+        for sign, part, shape in zip((-1.0, 1.0), ("upper", "lower"), self.pattern.shapes(),
+                                     strict=True):
+            cut = RectanglePattern(shape.width, shape.height, shape.depth,
+                                   centre_x=shape.centre_x, centre_y=shape.centre_y,
+                                   rotation=shape.rotation, cross_section=shape.cross_section,
+                                   scan_direction=shape.scan_direction, passes=shape.passes)
+            out.append((sign * self.overtilt, replace(
+                self, name=f"{self.name} ({part} cut)", pattern=cut, strategy="Standard",
+                overtilt=0.0)))
+        return out
+
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> MillingStage:
-        """From an OpenFIBSEM protocol entry: ``{name, milling: {...}, pattern: {...},
-        alignment: {enabled}}`` (or the flat form of :meth:`to_dict`)."""
+    def from_dict(cls, d: Mapping[str, Any],
+                  materials: Mapping[str, str] | None = None) -> MillingStage:
+        """From an OpenFIBSEM protocol stage: ``{name, milling: {...}, pattern: {...},
+        strategy: {name, config}, alignment: {enabled}, imaging: {hfw}}`` (or the flat form
+        of :meth:`to_dict`). Application files map to materials by ``APPLICATION_FILES``
+        (``materials`` adds or overrides names). Keys we cannot honour raise ``ValueError``
+        naming them."""
         if not isinstance(d, Mapping):
             raise ValueError(f"a milling stage must be a mapping, got {d!r}")
         name = str(d.get("name", "stage"))
+        unknown = set(d) - _STAGE_KEYS
+        if unknown:
+            raise ValueError(f"stage {name!r}: unknown stage setting(s) {sorted(unknown)}")
         if "pattern" not in d:
             raise ValueError(f"stage {name!r} has no pattern")
-        milling = dict(d.get("milling", {}))
-        flat = {k: d[k] for k in ("milling_current", "milling_voltage", "hfw", "material",
-                                  "patterning_mode") if k in d}
-        milling.update(flat)
-        material = milling.get("material", milling.get("application_file", "Si"))
-        align = d.get("alignment", True)
-        if isinstance(align, Mapping):
-            align = bool(align.get("enabled", True))
+        if d.get("reference_image") is not None:
+            raise ValueError(f"stage {name!r}: a stored reference_image is not read (the "
+                             "milling plans take their own reference)")
+        milling = dict(d.get("milling") or {})
+        milling.update({k: d[k] for k in _FLAT_KEYS if k in d})
+        extra: dict[str, Any] = {}
+        unknown = set(milling) - set(_MILLING_KEYS) - set(_RECORDED_MILLING)
+        if unknown:
+            raise ValueError(f"stage {name!r}: unknown milling setting(s) {sorted(unknown)}")
+        channel = milling.get("milling_channel", "ION")
+        if channel not in ("ION", 2):
+            raise ValueError(f"stage {name!r}: milling_channel={channel!r} is not supported "
+                             "(milling is with the ion beam)")
+        if "application_file" in milling:
+            extra["application_file"] = milling["application_file"]
+            if "material" in milling and milling["material"] != material_for(
+                    milling["application_file"], materials):
+                raise ValueError(f"stage {name!r}: material {milling['material']!r} "
+                                 f"contradicts application_file "
+                                 f"{milling['application_file']!r}")
+        extra.update({k: milling[k] for k in _RECORDED_MILLING if k in milling})
+        material = material_for(milling.get("material", milling.get("application_file", "Si")),
+                                materials)
+        strategy, overtilt = _strategy(d.get("strategy"), name)
+        imaging_hfw = _imaging(d.get("imaging"), name, extra)
+        if d.get("_unread"):
+            extra["unread"] = dict(d["_unread"])
         return cls(
             name=name,
             pattern=make_pattern(dict(d["pattern"])),
             milling_current=milling.get("milling_current", 2e-9),
             milling_voltage=milling.get("milling_voltage", 30e3),
             hfw=milling.get("hfw", 80e-6),
-            material=material if material in MATERIALS else _material_error(name, material),
+            material=material,
             patterning_mode=milling.get("patterning_mode", "Serial"),
-            alignment=bool(align),
+            alignment=_alignment(d.get("alignment", True), name),
             enabled=bool(d.get("enabled", True)),
+            extra=extra,
+            strategy=strategy,
+            overtilt=overtilt,
+            imaging_hfw=imaging_hfw,
         )
 
     def to_dict(self) -> dict:
-        return {
+        """OpenFIBSEM's stage layout (``application_file`` as the protocol gave it, else the
+        material)."""
+        d = {
             "name": self.name, "pattern": self.pattern.to_dict(),
             "milling": {"milling_current": self.milling_current,
                         "milling_voltage": self.milling_voltage, "hfw": self.hfw,
                         "material": self.material, "patterning_mode": self.patterning_mode},
             "alignment": {"enabled": self.alignment}, "enabled": self.enabled,
+            "strategy": {"name": self.strategy,
+                         "config": {"overtilt": self.overtilt} if self.overtilt else {}},
         }
+        if "application_file" in self.extra:
+            d["milling"]["application_file"] = self.extra["application_file"]
+        if self.imaging_hfw is not None:
+            d["imaging"] = {"hfw": self.imaging_hfw}
+        return d
+
+
+_MILLING_KEYS = ("milling_current", "milling_voltage", "hfw", "material", "application_file",
+                 "patterning_mode", "milling_channel")
+_FLAT_KEYS = ("milling_current", "milling_voltage", "hfw", "material", "patterning_mode")
+_STAGE_KEYS = {"name", "num", "enabled", "milling", "pattern", "strategy", "alignment",
+               "imaging", "reference_image", "_unread", *_FLAT_KEYS}
+
+
+def _strategy(spec, stage: str) -> tuple[str, float]:
+    """(name, overtilt in degrees) of an OpenFIBSEM ``strategy: {name, config}``."""
+    if spec is None or spec == {}:
+        return "Standard", 0.0
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"stage {stage!r}: strategy must be {{name, config}}, got {spec!r}")
+    name = spec.get("name", "Standard")
+    config = dict(spec.get("config") or {})
+    if name not in STRATEGIES:
+        reason = " (it stops on a fluorescence signal; there is no fluorescence microscope " \
+                 "here)" if name == "CoincidenceMilling" else ""
+        raise ValueError(f"stage {stage!r}: milling strategy {name!r} is not supported"
+                         f"{reason}; supported: {list(STRATEGIES)}")
+    # OpenFIBSEM's Overtilt config also carries an alignment image size and two test fields
+    allowed = {"Standard": set(), "Overtilt": {"overtilt", "image_resolution",
+                                                "secret_parameter", "area_parameter"}}[name]
+    unknown = set(config) - allowed
+    if unknown:
+        raise ValueError(f"stage {stage!r}: unknown {name} strategy setting(s) "
+                         f"{sorted(unknown)}")
+    return name, float(config.get("overtilt", 1.0)) if name == "Overtilt" else 0.0
+
+
+def _alignment(spec, stage: str) -> bool:
+    if isinstance(spec, bool):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"stage {stage!r}: alignment must be true/false or {{enabled}}, got "
+                         f"{spec!r}")
+    if spec.get("interval_enabled"):
+        raise ValueError(f"stage {stage!r}: alignment.interval_enabled (re-aligning during "
+                         "milling) is not supported; the stage aligns before it mills")
+    unknown = set(spec) - {"enabled", "interval_enabled", "interval"}
+    if unknown:
+        raise ValueError(f"stage {stage!r}: alignment setting(s) {sorted(unknown)} are not "
+                         "supported (the alignment registers the whole ion image)")
+    return bool(spec.get("enabled", True))
+
+
+def _imaging(spec, stage: str, extra: dict) -> float | None:
+    """The imaging field width of a stage's ``imaging:`` settings; where to save goes to
+    ``extra``; anything else is refused."""
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"stage {stage!r}: imaging must be a mapping, got {spec!r}")
+    unknown = {k for k, v in spec.items()
+               if k not in ("hfw", *_RECORDED_IMAGING) and v is not None}
+    if unknown:
+        raise ValueError(f"stage {stage!r}: imaging setting(s) {sorted(unknown)} are not "
+                         "supported (only hfw; images before and after milling use the ion "
+                         "detector's own resolution and dwell)")
+    saved = {k: spec[k] for k in _RECORDED_IMAGING if spec.get(k) is not None}
+    if saved:
+        extra["imaging"] = saved
+    return spec.get("hfw")
 
 
 def as_stages(value) -> list[MillingStage]:
@@ -138,10 +309,6 @@ def as_stages(value) -> list[MillingStage]:
     if not stages:
         raise ValueError("no milling stages given")
     return stages
-
-
-def _material_error(stage: str, material: str):
-    raise ValueError(f"stage {stage!r}: unknown material {material!r}; known: {list(MATERIALS)}")
 
 
 def estimate_milling_time(pattern: Pattern, current: float, material: str = "Si") -> float:
@@ -195,38 +362,31 @@ def check_patterns(pattern: Pattern, hfw: float, aspect: float = 1024 / 1536,
                              f"y [{py0 * 1e6:.2f}, {py1 * 1e6:.2f}] um")
 
 
-def load_protocol(source: str | Path | Mapping) -> dict[str, list[MillingStage]]:
+def load_protocol(source: str | Path | Mapping,
+                  materials: Mapping[str, str] | None = None) -> dict[str, list[MillingStage]]:
     """Milling stages of a protocol: ``{"mill_rough": [MillingStage, ...], ...}``.
 
-    Accepts an OpenFIBSEM ``protocol.yaml`` (its ``milling:`` section; each entry a stage, a
-    list of stages or a ``{name, stages: [...]}`` group) or the same as a dict. Patterns are
-    named as in OpenFIBSEM (see ``PATTERNS``). Malformed YAML, unknown pattern types or
-    materials, and non-positive depths or currents raise ``ValueError`` naming the stage.
+    Reads every OpenFIBSEM / AutoLamella layout (``fibsem_ophyd.milling._protocol``): the
+    ``tasks:`` protocol, the ``milling:`` stage protocol and the flat legacy entries. Vendor
+    application files map to materials by ``APPLICATION_FILES`` (``materials`` adds or
+    overrides names). Malformed YAML, unknown pattern types, parameters or materials, and
+    what cannot be honoured (e.g. the CoincidenceMilling strategy) raise ``ValueError``
+    naming the stage.
     """
-    if isinstance(source, (str, Path)):
-        try:
-            data = yaml.safe_load(Path(source).read_text())
-        except OSError as exc:
-            raise ValueError(f"cannot read protocol {source}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ValueError(f"malformed protocol YAML {source}: {exc}") from exc
-    else:
-        data = source
-    if not isinstance(data, Mapping):
-        raise ValueError(f"a protocol must be a mapping, got {type(data).__name__}")
-    section = data.get("milling", data)
-    if not isinstance(section, Mapping):
-        raise ValueError("protocol 'milling' section must be a mapping of name -> stages")
+    data = read_protocol_file(source)
+
+    def known_fields(name):
+        cls = PATTERNS.get(name) if isinstance(name, str) else None
+        if cls is None:
+            return None
+        return {f.name for f in fields(cls)} | set(cls.openfibsem_defaults)
+
     out: dict[str, list[MillingStage]] = {}
-    for key, entries in section.items():
-        if isinstance(entries, Mapping) and "pattern" not in entries and "stages" in entries:
-            entries = entries["stages"]  # the task-protocol layout: {name, stages: [...]}
-        items = entries if isinstance(entries, list) else [entries]
-        stages = []
-        for i, item in enumerate(items):
+    for key, stages in normalise_protocol(data, known_fields).items():
+        out[key] = []
+        for where, d in stages:
             try:
-                stages.append(MillingStage.from_dict(item))
+                out[key].append(MillingStage.from_dict(d, materials))
             except (ValueError, TypeError) as exc:
-                raise ValueError(f"protocol milling.{key}[{i}]: {exc}") from exc
-        out[str(key)] = stages
+                raise ValueError(f"protocol {where}: {exc}") from exc
     return out

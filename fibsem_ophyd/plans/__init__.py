@@ -10,12 +10,11 @@ from ._alignment import (
     align_beam_shift,
     align_stage,
     correct_drift,
-    eucentric_alignment,
-    find_coincidence,
     multi_step_alignment,
 )
 from ._autofunctions import auto_contrast_brightness, autofocus
 from ._batch import measure_lamella, mill_lamellae
+from ._coincidence import eucentric_alignment, find_coincidence
 from ._deposition import cryo_deposition, sputter_coat
 from ._imaging import (
     acquire_image,

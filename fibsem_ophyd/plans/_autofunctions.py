@@ -16,8 +16,7 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from ..alignment.focus import METRICS, fit_peak, sharpness
-from ..devices import make_recorder
-from ._alignment import _in_run, _md, _positive
+from ._common import beam_device, in_run, microscope_of, positive, record, run_md
 
 __all__ = ["autofocus", "auto_contrast_brightness"]
 
@@ -27,33 +26,6 @@ _SMOOTH = 1.0
 _FIT_LEVEL = 0.4
 #: How often a coarse sweep whose best sample is at its edge is re-centred there.
 _MAX_RECENTRES = 2
-
-_AF_FIELDS = {
-    "sweep": ("string", None),
-    "step": ("integer", None),
-    "working_distance": ("number", "m"),
-    "score": ("number", None),
-    "action": ("string", None),
-}
-
-_ACB_FIELDS = {
-    "iteration": ("integer", None),
-    "brightness": ("number", None),
-    "contrast": ("number", None),
-    "mean": ("number", None),
-    "saturation": ("number", None),
-    "dark": ("number", None),
-    "action": ("string", None),
-}
-
-
-def _record(rec, stream: str, **values) -> MsgGenerator[None]:
-    args = []
-    for key, value in values.items():
-        args += [getattr(rec, key), value]
-    yield from bps.mv(*args)
-    yield from bps.trigger_and_read([rec], name=stream)
-
 
 def _grab(detector) -> MsgGenerator[np.ndarray | None]:
     """Trigger and read ``detector`` into the stream named after its beam; return the pixels."""
@@ -131,16 +103,16 @@ def autofocus(
     ``working_distance`` (m), ``score``, ``action`` ("measure", or "set" for the
     verification frame).
     """
-    coarse_range = _positive("coarse_range", coarse_range)
-    fine_range = _positive("fine_range", fine_range)
+    coarse_range = positive("coarse_range", coarse_range)
+    fine_range = positive("fine_range", fine_range)
     coarse_steps = _steps("coarse_steps", coarse_steps)
     fine_steps = _steps("fine_steps", fine_steps)
     if metric not in METRICS:
         raise ValueError(f"unknown sharpness metric {metric!r}; known: {sorted(METRICS)}")
-    beam_dev = detector.root.beam(detector.beam)
+    beam_dev = beam_device(microscope_of(detector), detector.beam)
     wd_signal = beam_dev.working_distance
-    rec = make_recorder("autofocus", _AF_FIELDS)
-    args = {"detector": detector.name, "coarse_range": coarse_range,
+    rec = microscope_of(detector).recorders.autofocus
+    args = {"detector": detector, "coarse_range": coarse_range,
             "coarse_steps": coarse_steps, "fine_range": fine_range, "fine_steps": fine_steps,
             "metric": metric}
     state: dict = {"done": False}
@@ -153,7 +125,7 @@ def autofocus(
                 return False
             score = sharpness(frame, metric, smooth=_SMOOTH)
             out.append([wd, score])
-            yield from _record(rec, "autofocus", sweep=name, step=k, working_distance=wd,
+            yield from record(rec, "autofocus", sweep=name, step=k, working_distance=wd,
                                score=score, action="measure")
         return True
 
@@ -188,7 +160,7 @@ def autofocus(
         yield from bps.mv(wd_signal, best)
         frame = yield from _grab(detector)
         score = sharpness(frame, metric, smooth=_SMOOTH)
-        yield from _record(rec, "autofocus", sweep="final", step=0, working_distance=best,
+        yield from record(rec, "autofocus", sweep="final", step=0, working_distance=best,
                            score=score, action="set")
         state["done"] = True
         return {"working_distance": best, "initial_working_distance": wd0, "score": score,
@@ -201,7 +173,7 @@ def autofocus(
     @bpp.stage_decorator([detector])
     def inner():
         plan = bpp.finalize_wrapper(body(), restore())
-        return (yield from _in_run(plan, _md("autofocus", [detector], args, md)))
+        return (yield from in_run(plan, run_md("autofocus", args, md, detectors=[detector])))
 
     uid, result = yield from inner()
     return {"uid": uid, "metric": metric, **result}
@@ -300,8 +272,8 @@ def auto_contrast_brightness(
         raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
     target_mean, max_saturation = float(target_mean), float(max_saturation)
     mean_tolerance = float(mean_tolerance)
-    rec = make_recorder("contrast_brightness", _ACB_FIELDS)
-    args = {"detector": detector.name, "target_mean": target_mean,
+    rec = microscope_of(detector).recorders.contrast_brightness
+    args = {"detector": detector, "target_mean": target_mean,
             "max_saturation": max_saturation, "max_iterations": max_iterations,
             "mean_tolerance": mean_tolerance}
 
@@ -327,11 +299,11 @@ def auto_contrast_brightness(
             if abs(mean - target_mean) <= mean_tolerance and sat <= max_saturation and \
                     (spread >= _MIN_SPREAD or c >= 1.0):
                 converged = True
-                yield from _record(rec, "contrast_brightness", action="converged", **entry)
+                yield from record(rec, "contrast_brightness", action="converged", **entry)
                 history.append({**entry, "action": "converged"})
                 break
             if it == int(max_iterations):
-                yield from _record(rec, "contrast_brightness", action="stopped", **entry)
+                yield from record(rec, "contrast_brightness", action="stopped", **entry)
                 history.append({**entry, "action": "stopped"})
                 break
             # refine the contrast response from two unclipped frames at different contrast
@@ -377,7 +349,7 @@ def auto_contrast_brightness(
             else:  # all clipped at one end: a bounded step towards the target
                 new_b = b + max(-0.3, min(0.3, target_mean - level))
             new_b = min(max(new_b, 0.0), 1.0)
-            yield from _record(rec, "contrast_brightness", action="adjust", **entry)
+            yield from record(rec, "contrast_brightness", action="adjust", **entry)
             history.append({**entry, "action": "adjust"})
             yield from bps.mv(detector.brightness, new_b, detector.contrast, new_c)
         return {"converged": converged, "iterations": len(history), "brightness": b,
@@ -386,7 +358,8 @@ def auto_contrast_brightness(
 
     @bpp.stage_decorator([detector])
     def inner():
-        return (yield from _in_run(body(), _md("auto_contrast_brightness", [detector], args, md)))
+        return (yield from in_run(body(), run_md("auto_contrast_brightness", args, md,
+                                                  detectors=[detector])))
 
     uid, result = yield from inner()
     return {"uid": uid, **result}

@@ -11,24 +11,13 @@ from bluesky.utils import FailedStatus, MsgGenerator
 
 from ..alignment import RegistrationError
 from ..backend import check_deposition_time
-from ..devices import make_recorder
 from ._alignment import AlignmentError, acquire_reference, correct_drift
+from ._common import in_run, positive, read_frame, run_md
 from ._deposition import cryo_deposition, sputter_coat
 from ._milling import ALIGN_TOLERANCE, lamella_protocol, mill_stages, milled_boxes
 from ._movement import go_to_position, move_to_milling_angle
 
 __all__ = ["mill_lamellae", "measure_lamella"]
-
-#: one "site" event per lamella in the batch's summary run
-_SITE_FIELDS = {
-    "site": ("string", None),
-    "status": ("string", None),
-    "sections_done": ("string", None),
-    "skipped_section": ("string", None),
-    "reason": ("string", None),
-    "thickness": ("number", "m"),
-    "thickness_reason": ("string", None),
-}
 
 #: the match score a site's drift correction needs at a revisit. Lower than the alignment
 #: default (0.5): since the reference, the site was milled (sections, debris, the walls of
@@ -298,7 +287,7 @@ def mill_lamellae(
                 yield from _skip(batch, site, name, reason, base)
     yield from bps.mv(microscope.ion_beam.blanked, True)
 
-    rec = make_recorder("site", _SITE_FIELDS)
+    rec = microscope.recorders.site
     summary_md = {**base, "plan_name": "mill_lamellae", "sites": list(sites),
                   "sections": order, "resumed": bool(resume), "coating": coat, "hints": {}}
 
@@ -339,15 +328,6 @@ def _site_summary(st: dict, order: list[str]) -> dict:
             "thickness_reason": st["thickness_reason"]}
 
 
-_LAMELLA_FIELDS = {
-    "thickness": ("number", "m"),
-    "top": ("number", "m"),
-    "bottom": ("number", "m"),
-    "contrast": ("number", None),
-    "expected": ("number", "m"),
-    "reason": ("string", None),
-}
-
 
 def measure_lamella(microscope: Readable, spacing: float, width: float | None = None,
                     md: dict[str, Any] | None = None) -> MsgGenerator[dict]:
@@ -379,13 +359,12 @@ def measure_lamella(microscope: Readable, spacing: float, width: float | None = 
         lamella); empty outside a live RunEngine.
     """
     from ..milling import measure_lamella_thickness
-    from ._alignment import _frame, _in_run, _md, _positive
 
-    spacing = _positive("spacing", spacing)
+    spacing = positive("spacing", spacing)
     if width is not None:
-        width = _positive("width", width)
+        width = positive("width", width)
     fib = microscope.fib
-    rec = make_recorder("lamella", _LAMELLA_FIELDS)
+    rec = microscope.recorders.lamella
 
     def body():
         hfw0 = float((yield from bps.rd(fib.hfw)))
@@ -395,7 +374,7 @@ def measure_lamella(microscope: Readable, spacing: float, width: float | None = 
             hfw = min(hfw, max(1.2 * width, 3.2 * spacing * res[0] / res[1]))
         try:
             yield from bps.mv(fib.hfw, hfw, microscope.ion_beam.blanked, False)
-            frame, pixel = yield from _frame(fib, microscope.stage)
+            frame, pixel = yield from read_frame(fib, microscope.stage)
         finally:
             yield from bps.mv(fib.hfw, hfw0)
         if frame is None:
@@ -409,8 +388,9 @@ def measure_lamella(microscope: Readable, spacing: float, width: float | None = 
 
     @bpp.stage_decorator([fib])
     def inner():
-        return (yield from _in_run(body(), _md("measure_lamella", [fib],
-                                               {"spacing": spacing, "width": width}, md)))
+        return (yield from in_run(body(), run_md(
+            "measure_lamella", {"microscope": microscope, "spacing": spacing, "width": width},
+            md, detectors=[fib])))
 
     _, result = yield from inner()
     return result or {}

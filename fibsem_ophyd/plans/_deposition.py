@@ -13,7 +13,6 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from ..backend import check_deposition_time
-from ..devices import make_recorder
 from ._movement import safe_absolute_move
 from ._util import mv_raising_cause
 
@@ -33,7 +32,7 @@ def _images(microscope, step: str, rec) -> MsgGenerator[None]:
 
 
 def _run(microscope, md: dict, images: bool, act) -> MsgGenerator[str]:
-    rec = make_recorder("deposition_record", {"deposition_step": ("string", None)})
+    rec = microscope.recorders.deposition_record
     dets = [microscope.sem, microscope.fib] if images else []
 
     @bpp.stage_decorator(dets)

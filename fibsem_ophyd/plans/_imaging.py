@@ -7,6 +7,8 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from ._common import microscope_of, run_md
+
 __all__ = ["acquire_image", "acquire_series", "take_reference_images",
            "apply_image_settings"]
 
@@ -39,16 +41,10 @@ def apply_image_settings(detector: Readable, settings: dict) -> MsgGenerator[Non
         yield from bps.abs_set(getattr(detector, key), value, wait=True)
 
 
-def _image_md(plan_name: str, detectors, plan_args: dict, md: dict | None) -> dict:
-    _md = {
-        "plan_name": plan_name,
-        "plan_args": {k: repr(v) for k, v in plan_args.items()},
-        "detectors": [d.name for d in detectors],
-        "beams": [d.beam for d in detectors],
-        "hints": {},
-    }
-    _md.update(md or {})
-    return _md
+def _image_md(plan_name: str, detectors, plan_args: dict, md: dict | None,
+              **kwargs) -> dict:
+    return run_md(plan_name, plan_args, md, detectors=detectors,
+                  beams=[d.beam for d in detectors], **kwargs)
 
 
 def acquire_image(
@@ -92,9 +88,9 @@ def acquire_image(
     settings = _settings_dict(resolution=resolution, dwell_time=dwell_time, hfw=hfw,
                               reduced_area=reduced_area, line_integration=line_integration,
                               frame_integration=frame_integration, autocontrast=autocontrast)
-    microscope = detector.root
-    _md = _image_md("acquire_image", [detector], {"detector": detector.name, **settings}, md)
-    _md["hints"] = {"dimensions": [(["time"], "primary")]}
+    microscope = microscope_of(detector)
+    _md = _image_md("acquire_image", [detector], {"detector": detector, **settings}, md,
+                    hints={"dimensions": [(["time"], "primary")]})
 
     @bpp.stage_decorator([detector])
     @bpp.run_decorator(md=_md)
@@ -151,11 +147,10 @@ def acquire_series(
         raise ValueError(f"delay = {delay} s: must be >= 0")
     settings = _settings_dict(resolution=resolution, dwell_time=dwell_time, hfw=hfw,
                               reduced_area=reduced_area)
-    microscope = detector.root
+    microscope = microscope_of(detector)
     _md = _image_md("acquire_series", [detector],
-                    {"detector": detector.name, "num": num, "delay": delay, **settings}, md)
-    _md["num_points"] = num
-    _md["hints"] = {"dimensions": [(["time"], "primary")]}
+                    {"detector": detector, "num": num, "delay": delay, **settings}, md,
+                    hints={"dimensions": [(["time"], "primary")]}, num_points=num)
 
     @bpp.stage_decorator([detector])
     @bpp.run_decorator(md=_md)
@@ -203,7 +198,7 @@ def take_reference_images(
     settings = _settings_dict(hfw=hfw, resolution=resolution, dwell_time=dwell_time,
                               autocontrast=autocontrast)
     dets = [microscope.sem, microscope.fib]
-    _md = _image_md("take_reference_images", dets, settings, md)
+    _md = _image_md("take_reference_images", dets, {"microscope": microscope, **settings}, md)
 
     @bpp.stage_decorator(dets)
     @bpp.run_decorator(md=_md)

@@ -10,7 +10,8 @@ from bluesky.utils import MsgGenerator
 
 from .. import geometry
 from ..beams import as_beam
-from ._movement import _finite, read_axes, read_geometry
+from ._common import beam_device, finite
+from ._movement import read_axes, read_geometry
 from ._util import mv_raising_cause
 
 __all__ = ["insert_manipulator", "retract_manipulator", "move_manipulator_corrected",
@@ -83,9 +84,9 @@ def move_manipulator_corrected(microscope: Readable, dx: float = 0.0, dy: float 
         The tip target (RAW, m).
     """
     beam = as_beam(beam)
-    dx, dy = _finite("dx", dx), _finite("dy", dy)
+    dx, dy = finite("dx", dx), finite("dy", dy)
     geom = yield from read_geometry(microscope)
-    rot = yield from bps.rd(microscope.beam(beam).scan_rotation)
+    rot = yield from bps.rd(beam_device(microscope, beam).scan_rotation)
     d = geometry.manipulator_corrected_delta(dx, dy, beam, geom,
                                              scan_rotation=math.radians(rot))
     pos = yield from read_manipulator_position(microscope)

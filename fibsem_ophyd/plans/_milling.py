@@ -7,7 +7,9 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from ..alignment.masks import check_boxes
 from ..milling import as_stages, estimate_stage_time
+from ._common import run_md
 
 __all__ = ["mill_stages", "mill_fiducial", "mill_lamella", "LAMELLA_ORDER"]
 
@@ -86,23 +88,18 @@ def mill_stages(
         microscope-reported milling times. The ion beam ends at its imaging current,
         blanked, also when milling fails.
     """
-    from ._alignment import _align_loop, _check_boxes, _recorder, resolve_reference
+    from ._alignment import align_loop, resolve_reference
 
     objs = as_stages(stages)
     microscope.milling.check([s for s in objs if s.enabled])  # refuse before any run/beam
-    boxes = _check_boxes(exclude)
+    boxes = check_boxes(exclude)
     ref = (yield from resolve_reference(microscope.fib, reference)) if align else None
     imaging_current = yield from bps.rd(microscope.ion_beam.current)
     estimates = [estimate_stage_time(s, imaging_current) for s in objs]
-    _md = {
-        "plan_name": "mill_stages",
-        "plan_args": {"stages": repr([s.name for s in objs]), "imaging_hfw": repr(imaging_hfw),
-                      "align": repr(bool(align))},
-        "milling_stages": [s.to_dict() for s in objs],
-        "estimated_time": {s.name: e for s, e in zip(objs, estimates, strict=True)},
-        "hints": {},
-    }
-    _md.update(md or {})
+    _md = run_md("mill_stages", {"microscope": microscope, "stages": [s.name for s in objs],
+                                 "imaging_hfw": imaging_hfw, "align": bool(align)}, md,
+                 milling_stages=[s.to_dict() for s in objs],
+                 estimated_time={s.name: e for s, e in zip(objs, estimates, strict=True)})
     fib, stage, milling = microscope.fib, microscope.stage, microscope.milling
 
     def image(hfw: float):
@@ -111,15 +108,15 @@ def mill_stages(
         yield from bps.mv(microscope.ion_beam.blanked, False, fib.hfw, hfw)
         yield from bps.trigger_and_read([fib, stage, milling], name="ion")
 
-    rec = _recorder()
+    rec = microscope.recorders.alignment
 
     def aligned(st):
         # at the milling current (the current change takes time, the sample drifts)
         yield from bps.mv(microscope.ion_beam.current, st.milling_current,
                           microscope.ion_beam.blanked, False, fib.hfw, st.hfw)
-        yield from _align_loop(fib, ref, rec, tolerance=ALIGN_TOLERANCE, max_iterations=3,
-                               min_score=0.5, max_step=20e-6, use_stage=True,
-                               extra=(milling,), exclude=boxes)
+        yield from align_loop(fib, ref, rec, tolerance=ALIGN_TOLERANCE, max_iterations=3,
+                              min_score=0.5, max_step=20e-6, use_stage=True,
+                              extra=(milling,), exclude=boxes)
 
     def blank():
         # the ion beam ends at its imaging current, blanked, even on failure

@@ -7,7 +7,6 @@ before anything moves; each returns the target it moved to (m, deg).
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
 import bluesky.plan_stubs as bps
 from bluesky.protocols import Readable
@@ -15,6 +14,7 @@ from bluesky.utils import MsgGenerator
 
 from .. import geometry
 from ..beams import as_beam
+from ._common import beam_device, finite
 
 __all__ = [
     "read_stage_position",
@@ -71,12 +71,6 @@ def read_geometry(microscope: Readable) -> MsgGenerator[geometry.SystemGeometry]
     )
 
 
-def _finite(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number in metres, got {value!r}")
-    return float(value)
-
-
 def _move(microscope, target: Mapping[str, float]) -> MsgGenerator[dict]:
     target = microscope.stage.check_position(target)
     yield from bps.mv(microscope.stage, target)
@@ -103,10 +97,10 @@ def stable_move(microscope: Readable, dx: float, dy: float,
         The stage target moved to (x, y, z in m).
     """
     beam = as_beam(beam)
-    dx, dy = _finite("dx", dx), _finite("dy", dy)
+    dx, dy = finite("dx", dx), finite("dy", dy)
     geom = yield from read_geometry(microscope)
     pos = yield from read_stage_position(microscope)
-    rot = yield from bps.rd(microscope.beam(beam).scan_rotation)
+    rot = yield from bps.rd(beam_device(microscope, beam).scan_rotation)
     ddx, ddy, ddz = geometry.stable_move_delta(
         dx, dy, beam, math.radians(pos["r"]), math.radians(pos["t"]), geom,
         scan_rotation=math.radians(rot),
@@ -130,7 +124,7 @@ def vertical_move(microscope: Readable, dy: float, dx: float = 0.0) -> MsgGenera
     dx : float
         Stage x move, metres (+x right in both views).
     """
-    dx, dy = _finite("dx", dx), _finite("dy", dy)
+    dx, dy = finite("dx", dx), finite("dy", dy)
     geom = yield from read_geometry(microscope)
     pos = yield from read_stage_position(microscope)
     rot = yield from bps.rd(microscope.ion_beam.scan_rotation)
@@ -202,7 +196,7 @@ def move_to_milling_angle(microscope: Readable, milling_angle: float = 15.0) -> 
     milling_angle : float
         Ion-beam-to-surface angle, degrees (AutoLamella's default: 15).
     """
-    angle = _finite("milling_angle", milling_angle)
+    angle = finite("milling_angle", milling_angle)
     if not 0.0 <= angle <= 90.0:
         raise ValueError(f"milling_angle must be within [0, 90] deg, got {angle}")
     geom = yield from read_geometry(microscope)

@@ -22,46 +22,11 @@ from bluesky.utils import MsgGenerator
 from .. import geometry
 from ..alignment.stitch import stitch_tiles
 from ..beams import as_beam
-from ..devices import make_recorder, make_stored_image
-from ._alignment import _in_run, _md, _positive
+from ._common import beam_device, count, in_run, positive, run_md
 from ._imaging import apply_image_settings
 from ._movement import read_geometry, read_stage_position
 
 __all__ = ["acquire_overview", "mosaic_pixel_to_stage"]
-
-_TILE_FIELDS = {
-    "index": ("integer", None),
-    "row": ("integer", None),
-    "col": ("integer", None),
-    "offset_x": ("number", "m"),
-    "offset_y": ("number", "m"),
-}
-
-#: The "overview_mosaic" event: geometry of the mosaic and its pixel -> stage mapping.
-_MOSAIC_FIELDS = {
-    "width": ("integer", "px"),
-    "height": ("integer", "px"),
-    "pixel_size": ("number", "m"),
-    "centre_col": ("number", "px"),
-    "centre_row": ("number", "px"),
-    "origin_x": ("number", "m"),
-    "origin_y": ("number", "m"),
-    "stage_x": ("number", "m"),
-    "stage_y": ("number", "m"),
-    "stage_z": ("number", "m"),
-    "stage_r": ("number", "deg"),
-    "stage_t": ("number", "deg"),
-    "dx_dcol": ("number", "m"),
-    "dy_dcol": ("number", "m"),
-    "dz_dcol": ("number", "m"),
-    "dx_drow": ("number", "m"),
-    "dy_drow": ("number", "m"),
-    "dz_drow": ("number", "m"),
-    "pairs_used": ("integer", None),
-    "pairs_total": ("integer", None),
-    "max_correction": ("number", "px"),
-}
-
 
 def mosaic_pixel_to_stage(mapping: dict, col: float, row: float) -> dict[str, float]:
     """Stage position (x, y, z m; r, t deg) that centres mosaic pixel (``col``, ``row``) in
@@ -82,12 +47,6 @@ def mosaic_pixel_to_stage(mapping: dict, col: float, row: float) -> dict[str, fl
     out["r"] = float(mapping["stage_r"])
     out["t"] = float(mapping["stage_t"])
     return out
-
-
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def acquire_overview(
@@ -137,8 +96,8 @@ def acquire_overview(
         ``tile_positions`` ((n, 2) top-left col, row of each tile in the mosaic, row-major),
         ``pairs`` (neighbour registrations) and ``tiles`` (the frames, row-major).
     """
-    rows, cols = _count("rows", rows), _count("cols", cols)
-    hfw = _positive("hfw", hfw)
+    rows, cols = count("rows", rows), count("cols", cols)
+    hfw = positive("hfw", hfw)
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or \
             not math.isfinite(overlap) or not 0.02 <= overlap <= 0.5:
         raise ValueError(f"overlap must be a fraction in [0.02, 0.5], got {overlap!r}")
@@ -146,10 +105,11 @@ def acquire_overview(
     detector = microscope.sem if beam == "electron" else microscope.fib
     detector.hfw.check_value(hfw)
     stage = microscope.stage
-    tile_rec = make_recorder("overview_tile", _TILE_FIELDS)
-    mosaic_rec = make_recorder("overview_mosaic", _MOSAIC_FIELDS)
-    mosaic_img = make_stored_image("overview_mosaic", detector)
-    args = {"rows": rows, "cols": cols, "hfw": hfw, "overlap": overlap, "beam": beam}
+    tile_rec = microscope.recorders.overview_tile
+    mosaic_rec = microscope.recorders.overview_mosaic
+    mosaic_img = microscope.recorders.mosaic_images[beam]
+    args = {"microscope": microscope, "rows": rows, "cols": cols, "hfw": hfw,
+            "overlap": overlap, "beam": beam}
     state: dict = {}
 
     def body():
@@ -159,7 +119,7 @@ def acquire_overview(
         w, h = (int(v) for v in (yield from bps.rd(detector.resolution)))
         geom = yield from read_geometry(microscope)
         pos0 = yield from read_stage_position(microscope)
-        rot = math.radians(float((yield from bps.rd(microscope.beam(beam).scan_rotation))))
+        rot = math.radians(float((yield from bps.rd(beam_device(microscope, beam).scan_rotation))))
         r, t = math.radians(pos0["r"]), math.radians(pos0["t"])
         pixel = hfw / w
 
@@ -232,7 +192,7 @@ def acquire_overview(
     @bpp.stage_decorator([detector, mosaic_img])
     def inner():
         plan = bpp.finalize_wrapper(body(), restore())
-        return (yield from _in_run(plan, _md("acquire_overview", [detector], args, md)))
+        return (yield from in_run(plan, run_md("acquire_overview", args, md, detectors=[detector])))
 
     uid, result = yield from inner()
     return {"uid": uid, **(result or {})}

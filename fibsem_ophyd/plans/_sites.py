@@ -7,27 +7,12 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from ..alignment.sites import find_squares
-from ..devices import make_recorder
-from ._alignment import _in_run, _md, find_coincidence
+from ._coincidence import find_coincidence
+from ._common import count, in_run, run_md
 from ._movement import safe_absolute_move, save_position, stable_move
-from ._overview import _count, acquire_overview, mosaic_pixel_to_stage
+from ._overview import acquire_overview, mosaic_pixel_to_stage
 
 __all__ = ["select_sites"]
-
-#: one "square" event per grid square found on the overview
-_SQUARE_FIELDS = {
-    "col": ("number", "px"),
-    "row": ("number", "px"),
-    "size": ("number", "m"),
-    "grey": ("number", None),
-    "roughness": ("number", None),
-    "whole": ("integer", None),
-    "bare": ("integer", None),
-    "site": ("string", None),
-    "stage_x": ("number", "m"),
-    "stage_y": ("number", "m"),
-    "stage_z": ("number", "m"),
-}
 
 
 def select_sites(
@@ -85,7 +70,7 @@ def select_sites(
     dict
         ``sites`` ({name: saved stage position}), ``overview`` and ``decisions`` (run uids).
     """
-    n_sites = _count("n_sites", n_sites)
+    n_sites = count("n_sites", n_sites)
     if not isinstance(prefix, str) or not prefix.strip():
         raise ValueError(f"prefix must be a non-empty string, got {prefix!r}")
     if not 0 < bare_fraction <= 1:
@@ -98,7 +83,7 @@ def select_sites(
     usable = sorted((s for s in squares if s.complete and not s.bare),
                     key=lambda s: s.roughness)
     chosen = {id(s): f"{prefix}{i + 1}" for i, s in enumerate(usable[:n_sites])}
-    rec = make_recorder("square", _SQUARE_FIELDS)
+    rec = microscope.recorders.square
     targets = {}
 
     def decisions():
@@ -114,11 +99,12 @@ def select_sites(
                               rec.stage_z, pos["z"])
             yield from bps.trigger_and_read([rec], name="square")
 
-    run_md = _md("select_sites", [], {"n_sites": n_sites, "prefix": prefix, "rows": rows,
-                                       "cols": cols, "hfw": hfw, "min_size": min_size,
-                                       "bare_fraction": bare_fraction}, base)
-    run_md.update(overview=overview["uid"], sites=list(chosen.values()))
-    uid, _ = yield from _in_run(decisions(), run_md)
+    _md = run_md("select_sites", {"microscope": microscope, "n_sites": n_sites,
+                                  "prefix": prefix, "rows": rows, "cols": cols, "hfw": hfw,
+                                  "min_size": min_size, "bare_fraction": bare_fraction}, base,
+                 detectors=[])
+    _md.update(overview=overview["uid"], sites=list(chosen.values()))
+    uid, _ = yield from in_run(decisions(), _md)
     saved = {}
     for name in sorted(targets, key=lambda n: int(n[len(prefix):])):
         yield from safe_absolute_move(microscope, targets[name])

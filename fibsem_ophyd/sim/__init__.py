@@ -4,7 +4,8 @@
 :class:`fibsem_ophyd.backend.MicroscopeBackend`: a procedural cryo-EM grid (:class:`Scene`)
 rendered per beam from the true stage pose, with shot noise, detector transfer, defocus, a
 simulated clock (:class:`SimClock`), ground truth (``sim.truth``, :class:`Truth`) and fault
-injection (:data:`FAULTS`).
+injection (:data:`FAULTS`). The state the models and the truth share is :class:`SimState`
+(``sim.state``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 from .clock import SimClock
 from .materials import MATERIAL_IDS, MATERIALS, Material
 from .microscope import FAULTS, SimulatedMicroscope
-from .render import BeamView
 from .scene import HeightPatch, Scene, SceneParameters
+from .state import SimState
 from .truth import Feature, Truth
+from .view import BeamView
 
 __all__ = [
     "SimulatedMicroscope",
@@ -23,6 +25,7 @@ __all__ = [
     "SceneParameters",
     "HeightPatch",
     "SimClock",
+    "SimState",
     "Truth",
     "Feature",
     "BeamView",

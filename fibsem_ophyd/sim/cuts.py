@@ -75,7 +75,7 @@ class BeamCut:
         return d, below
 
 
-def make_cut(sim, view, depth_at, bounds, current: float, voltage: float,
+def make_cut(state, view, depth_at, bounds, current: float, voltage: float,
              application_rate: float, spot_size: float) -> BeamCut:
     """Record the cut of one milling (call it before the scene is changed).
 
@@ -103,11 +103,11 @@ def make_cut(sim, view, depth_at, bounds, current: float, voltage: float,
         TAIL_WEIGHT * ndimage.gaussian_filter(target, TAIL_WIDTH * s, mode="constant")
     # the surface plane and the material at the pattern centre
     a1, a2 = view.image_to_qperp(0.5 * (x0 + x1), 0.5 * (y0 + y1))
-    centre = sim._surface_point("ion", view, float(a1), float(a2))
+    centre = state.surface_point(view, float(a1), float(a2))
     if centre is None:
         raise ValueError("the milling pattern does not land on the sample")
     _, _, beam = view.sample_axes()
-    depth = _column_length(sim.scene, centre, blurred / application_rate, abs(float(beam[2])))
+    depth = _column_length(state.scene, centre, blurred / application_rate, abs(float(beam[2])))
     return BeamCut(view=view, u0=u0, v0=v0, spacing=spacing, depth=depth,
                    z_ref=float(centre[2]), beam=np.asarray(beam, dtype=float))
 

@@ -28,7 +28,6 @@ a gas cycle of :data:`SPUTTER_OVERHEAD` seconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from ..backend import SPUTTER_CURRENT_LIMITS, BackendError, check_deposition_tim
 from .manipulator import draw_cone
 from .materials import MATERIAL_IDS
 from .scene import HeightPatch
+from .state import SimState, check_number, sim_number
 
 __all__ = [
     "GisModel", "GIS_GASES", "GIS_POSITIONS", "GIS_RATE", "SPUTTER_RATE",
@@ -67,15 +67,15 @@ NOZZLE_LENGTH = 5e-3
 _SPACING = 20e-6
 
 
-def deposition_patch(sim, thickness_fn, material: str) -> HeightPatch:
+def deposition_patch(state: SimState, thickness_fn, material: str) -> HeightPatch:
     """A layer of ``material`` over the whole grid; ``thickness_fn(x, y, chamber_xyz,
     normal)`` gives its thickness (m) at sample points (arrays), where ``chamber_xyz`` are
     the points of the sample's mean plane in the chamber frame and ``normal`` its normal."""
-    r = sim.scene.params.grid_radius + 2 * _SPACING
+    r = state.scene.params.grid_radius + 2 * _SPACING
     n = int(math.ceil(2 * r / _SPACING)) + 1
     xs = -r + np.arange(n) * _SPACING
     gx, gy = np.meshgrid(xs, xs)
-    view = sim._view("electron")
+    view = state.view("electron")
     plane = np.stack([gx, gy, np.full_like(gx, view.offset)], axis=-1)
     q = view.sample_to_chamber(plane)
     normal = view.rotation @ np.array([0.0, 0.0, 1.0])
@@ -92,12 +92,12 @@ class GisModel:
     ``sim`` section keys (optional): ``gis_rate`` (m/s), ``sputter_rate`` (m/(A s)).
     """
 
-    def __init__(self, sim, options: Mapping):
-        self._sim = sim
-        self.rate = sim._sim_number(options, "gis_rate", GIS_RATE, lo=0.0, hi=1e-5)
-        self.sputter_rate = sim._sim_number(options, "sputter_rate", SPUTTER_RATE, lo=0.0,
-                                            hi=1e-4)
-        gis = sim.config.data.get("gis") or {}
+    def __init__(self, state: SimState):
+        self._state = state
+        options = state.options
+        self.rate = sim_number(options, "gis_rate", GIS_RATE, lo=0.0, hi=1e-5)
+        self.sputter_rate = sim_number(options, "sputter_rate", SPUTTER_RATE, lo=0.0, hi=1e-4)
+        gis = state.config.data.get("gis") or {}
         self.enabled = bool(gis.get("enabled", True))
         self.coater = bool(gis.get("sputter_coater", False))
         self.state = {"gis_position": "retracted", "gis_gas": next(iter(GIS_GASES)),
@@ -127,11 +127,11 @@ class GisModel:
             if key == "gis_position":
                 self._require("gis")
                 if value != self.state[key]:
-                    self._sim.clock.advance(GIS_INSERT_TIME)
+                    self._state.clock.advance(GIS_INSERT_TIME)
         else:
             self._require("sputter coater")
             lo, hi = SPUTTER_CURRENT_LIMITS
-            value = self._sim._number("sputter_current", value, (lo, hi))
+            value = check_number("sputter_current", value, (lo, hi))
         self.state[key] = value
 
     def _require(self, what: str) -> None:
@@ -141,8 +141,8 @@ class GisModel:
             raise BackendError("this microscope has no sputter coater (gis.sputter_coater)")
 
     def _pumped(self, what: str) -> None:
-        if self._sim._vacuum != "pumped":
-            raise BackendError(f"cannot {what}: the chamber is {self._sim._vacuum}")
+        if self._state.vacuum != "pumped":
+            raise BackendError(f"cannot {what}: the chamber is {self._state.vacuum}")
 
     def composite(self, img: np.ndarray, view, shading, optics) -> np.ndarray:
         """``img`` with the inserted GIS needle drawn over it (visible at low magnification:
@@ -178,7 +178,7 @@ class GisModel:
         self.nozzle()
         material = GIS_GASES[self.state["gis_gas"]]
         patch = deposition_patch(
-            self._sim, lambda x, y, q, n: self.cryo_thickness(q, n, seconds), material)
+            self._state, lambda x, y, q, n: self.cryo_thickness(q, n, seconds), material)
         self._add(patch, "gis", seconds)
         return seconds
 
@@ -188,12 +188,11 @@ class GisModel:
         self._require("sputter coater")
         self._pumped("sputter coat")
         th = self.sputter_rate * self.state["sputter_current"] * seconds
-        patch = deposition_patch(self._sim, lambda x, y, q, n: np.full(x.shape, th), "Pt")
+        patch = deposition_patch(self._state, lambda x, y, q, n: np.full(x.shape, th), "Pt")
         self._add(patch, "sputter", seconds + SPUTTER_OVERHEAD)
         return seconds + SPUTTER_OVERHEAD
 
     def _add(self, patch: HeightPatch, kind: str, seconds: float) -> None:
-        sim = self._sim
-        sim.scene.add_patch(patch)
-        sim.clock.advance(seconds)
+        self._state.scene.add_patch(patch)
+        self._state.clock.advance(seconds)
         self.history.append((kind, seconds))

@@ -47,7 +47,7 @@ class ImagingErosion:
         #: key -> {"quad", "bbox", "applied", "pending", "patch"}
         self.fields: dict[tuple, dict] = {}
 
-    def add_frame(self, sim, view, current: float, duration: float, area: float,
+    def add_frame(self, state, view, current: float, duration: float, area: float,
                   reduced_area=None) -> float:
         """Record one ion frame; returns the vertical erosion (m) it caused in its field."""
         if current <= 0 or duration <= 0 or area <= 0:
@@ -60,7 +60,7 @@ class ImagingErosion:
             u0, u1 = -w2 + 2 * w2 * left, -w2 + 2 * w2 * (left + width)
             v1, v0 = h2 - 2 * h2 * top, h2 - 2 * h2 * (top + height)
         a1, a2 = view.image_to_qperp(0.5 * (u0 + u1), 0.5 * (v0 + v1))
-        centre = sim._surface_point("ion", view, float(a1), float(a2))
+        centre = state.surface_point(view, float(a1), float(a2))
         if centre is None:
             return 0.0
         # the field's corners on the level plane through the centre's surface point (one ray
@@ -73,7 +73,7 @@ class ImagingErosion:
         cv = np.array([v0, v0, v1, v1])
         q1, q2 = view.image_to_qperp(cu, cv)
         quad = (g @ np.stack([q1, q2])).T + g0
-        rate = local_sputter_rate(sim.scene, float(centre[0]), float(centre[1]))
+        rate = local_sputter_rate(state.scene, float(centre[0]), float(centre[1]))
         cos_t = max(view.incidence_cos(), 1e-3)
         depth = current * duration / area * float(yamamura(np.array(cos_t))) * rate
         key = tuple(np.round(quad.ravel() / 100e-9).astype(int))
@@ -82,7 +82,7 @@ class ImagingErosion:
             f = self.fields[key] = {"quad": quad, "applied": 0.0, "pending": 0.0, "patch": None}
         f["pending"] += depth
         if f["pending"] >= FLUSH_DEPTH:
-            self._flush(sim.scene, f)
+            self._flush(state.scene, f)
         return depth
 
     @staticmethod

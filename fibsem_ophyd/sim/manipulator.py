@@ -31,7 +31,8 @@ import numpy as np
 from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS, BackendError
 from ..geometry import image_to_pixel, pixel_to_image
 from .materials import MATERIAL_IDS
-from .render import gaussian_blur
+from .optics import gaussian_blur
+from .state import SimState, check_number
 
 __all__ = ["NeedleModel", "draw_cone", "AXIS", "HALF_ANGLE", "TIP_RADIUS", "MAX_PENETRATION",
            "SAVED_POSITIONS", "INSERT_TIME", "SPEED"]
@@ -56,8 +57,8 @@ _CONTACT = 1e-9
 class NeedleModel:
     """Manipulator state of a :class:`~fibsem_ophyd.sim.SimulatedMicroscope`."""
 
-    def __init__(self, sim, enabled: bool = True):
-        self._sim = sim
+    def __init__(self, state: SimState, enabled: bool = True):
+        self._state = state
         self.enabled = enabled
         self.inserted = False
         self.position = dict(SAVED_POSITIONS["PARK"])
@@ -84,7 +85,7 @@ class NeedleModel:
                              f"{sorted(SAVED_POSITIONS)}")
         target = self._checked(SAVED_POSITIONS[name])
         if not self.inserted:
-            self._sim.clock.advance(INSERT_TIME)
+            self._state.clock.advance(INSERT_TIME)
             self.inserted = True
             self.position = dict(SAVED_POSITIONS["PARK"])
         self._go(target)
@@ -92,7 +93,7 @@ class NeedleModel:
     def retract(self) -> None:
         self._require(inserted=False)
         if self.inserted:
-            self._sim.clock.advance(INSERT_TIME)
+            self._state.clock.advance(INSERT_TIME)
         self.inserted = False
         self.contact = False
         self.position = dict(SAVED_POSITIONS["PARK"])
@@ -108,7 +109,7 @@ class NeedleModel:
                              f"axes: {list(MANIPULATOR_AXES)}")
         out = {}
         for ax in MANIPULATOR_AXES:
-            out[ax] = self._sim._number(f"manipulator.{ax}", position[ax], MANIPULATOR_LIMITS)
+            out[ax] = check_number(f"manipulator.{ax}", position[ax], MANIPULATOR_LIMITS)
         gap = self.gap(np.array([out[a] for a in MANIPULATOR_AXES]))
         if gap < -MAX_PENETRATION:
             raise BackendError(
@@ -118,7 +119,7 @@ class NeedleModel:
 
     def _go(self, target: dict[str, float]) -> None:
         d = float(np.linalg.norm([target[a] - self.position[a] for a in MANIPULATOR_AXES]))
-        self._sim.clock.advance(d / SPEED)
+        self._state.clock.advance(d / SPEED)
         self.position = target
         self.update_contact()
 
@@ -129,10 +130,10 @@ class NeedleModel:
     def gap(self, tip: np.ndarray) -> float:
         """Distance (m) from the tip's surface to the sample surface under it, along the
         sample normal (negative: inside the sample)."""
-        sim = self._sim
-        view = sim._view("electron")
+        state = self._state
+        view = state.view("electron")
         s = view.chamber_to_sample(tip)
-        h = float(sim.scene.height(np.array([s[0]]), np.array([s[1]]))[0]) + view.offset
+        h = float(state.scene.height(np.array([s[0]]), np.array([s[1]]))[0]) + view.offset
         return float(s[2] - h) - TIP_RADIUS
 
     # ------------------------------------------------------------------ image

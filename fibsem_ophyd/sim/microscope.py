@@ -1,9 +1,11 @@
 """The simulated dual-beam microscope: a :class:`fibsem_ophyd.backend.MicroscopeBackend`.
 
-State (beams, detectors, stage, chamber) is validated on every write; images are rendered from
-the true stage pose by :mod:`fibsem_ophyd.sim.render`, with noise and detector transfer from
-:mod:`fibsem_ophyd.sim.detector`. The noise-free image of a pose is cached, so a repeated frame
-costs a normal draw and a few array passes.
+The backend facade: every request is validated here, then written to the simulator's state
+(:class:`~fibsem_ophyd.sim.state.SimState`) or handed to the model that carries it out:
+frames to :mod:`~fibsem_ophyd.sim.imaging`, milling to :mod:`~fibsem_ophyd.sim.milling` and
+:mod:`~fibsem_ophyd.sim.cuts`, the GIS and sputter coater to
+:mod:`~fibsem_ophyd.sim.deposition`, the needle to :mod:`~fibsem_ophyd.sim.manipulator`.
+Ground truth (:class:`~fibsem_ophyd.sim.truth.Truth`, ``sim.truth``) reads the same state.
 
 Faults (:meth:`SimulatedMicroscope.inject_fault`):
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,39 +41,37 @@ from ..backend import (
     BackendError,
 )
 from ..config import load_config
-from ..geometry import ELECTRON, ION, rx
+from ..geometry import ELECTRON, ION
 from ..milling import sputter_rate
 from .clock import CURRENT_CHANGE, PUMP_TIME, VENT_TIME, VOLTAGE_CHANGE, SimClock
 from .cuts import BeamCut, make_cut
 from .deposition import GisModel
-from .detector import (
-    ELEMENTARY_CHARGE,
-    NoiseSource,
-    autocontrast_settings,
-    draw_frame,
-    expose,
-)
 from .erosion import ImagingErosion
+from .imaging import ImagingModel
 from .manipulator import MAX_PENETRATION, SAVED_POSITIONS, NeedleModel
 from .milling import mill_shapes
-from .render import BeamView, Optics, RenderStats, Shading, intersect_surface, render_clean
-from .scene import Scene
+from .optics import spot_size
+from .render import RenderStats
+from .state import (
+    ATMOSPHERE,
+    BEAMS,
+    DETECTOR_MODES,
+    DETECTOR_TYPES,
+    HIGH_VACUUM,
+    Drift,
+    SimState,
+    check_number,
+    is_number,
+)
 from .truth import Truth
 
 __all__ = ["SimulatedMicroscope", "FAULTS"]
 
-BEAMS = (ELECTRON, ION)
 _NEEDLE_KEYS = ("manipulator_inserted", "manipulator_contact")
 FAULTS = ("stage_stall", "beam_trip", "vacuum_loss", "detector_failure")
 
-_HIGH_VACUUM = 1e-4          # Pa
-_ATMOSPHERE = 1.0e5          # Pa
 _MAX_RESOLUTION = 8192
-_ACB_TIME = 1.5              # s: a vendor ACB runs a few small probe frames
 
-_DETECTOR_TYPES = {ELECTRON: ["ETD", "TLD", "ICE"], ION: ["ETD", "ICE", "CDEM"]}
-_DETECTOR_MODES = {ELECTRON: ["SecondaryElectrons", "BackscatterElectrons"],
-                   ION: ["SecondaryElectrons"]}
 _CURRENTS = {
     ELECTRON: [1e-12, 3e-12, 1e-11, 2.5e-11, 5e-11, 1e-10, 2e-10, 4e-10, 8e-10, 1.6e-9, 3.2e-9,
                6.4e-9, 1.3e-8, 2.6e-8, 5e-8, 1e-7],
@@ -84,56 +83,7 @@ _VOLTAGES = {ELECTRON: [500, 1000, 2000, 3000, 5000, 10000, 15000, 20000, 30000]
              ION: [500, 2000, 5000, 8000, 16000, 30000]}
 _RESOLUTIONS = [[384, 256], [768, 512], [1536, 1024], [3072, 2048], [6144, 4096]]
 
-# probe optics: semi-angle (rad) and spot-size laws
-_ALPHA = {ELECTRON: 5e-3, ION: 1e-3}
-_STIGMATION_DEFOCUS = 10e-6    # m of astigmatic focal difference per unit of stigmator
-
-
-def _spot_size(beam: str, current: float, voltage: float) -> float:
-    """Probe diameter (m): SEM a few nm; Ga ~ I^0.45 (3 nm @ 1 pA, 60 nm @ 1 nA)."""
-    if beam == ELECTRON:
-        return 2e-9 * (current / 5e-11) ** 0.4 * math.sqrt(2000.0 / voltage)
-    return 8e-9 * (current / 1e-11) ** 0.45 * math.sqrt(30000.0 / voltage)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
-class _Drift:
-    """Sample drift in the chamber frame: constant velocity plus settling after stage moves."""
-
-    def __init__(self, spec: Any):
-        self.enabled = bool(spec)
-        d = spec if isinstance(spec, Mapping) else {}
-        self.velocity = np.array(d.get("velocity", [0.4e-9, -0.25e-9, 0.0]), dtype=float)
-        self.amplitude = float(d.get("settle_amplitude", 50e-9))
-        self.tau = float(d.get("settle_tau", 30.0))
-        if self.velocity.shape != (3,) or not np.all(np.isfinite(self.velocity)):
-            raise ValueError(
-                f"sim.drift.velocity must be 3 finite numbers (m/s), got {self.velocity}")
-        if not (math.isfinite(self.amplitude) and math.isfinite(self.tau) and self.tau > 0):
-            raise ValueError("sim.drift.settle_amplitude must be finite and settle_tau > 0")
-        self._base = np.zeros(3)
-        self._dir = np.zeros(3)
-        self._t_move = 0.0
-
-    def _settle(self, t: float) -> np.ndarray:
-        return self.amplitude * self._dir * (1.0 - math.exp(-max(t - self._t_move, 0.0) / self.tau))
-
-    def offset(self, t: float) -> np.ndarray:
-        if not self.enabled:
-            return np.zeros(3)
-        return self.velocity * t + self._base + self._settle(t)
-
-    def moved(self, t: float, direction: np.ndarray) -> None:
-        """A stage move ended at ``t``: freeze the old creep, start a new one along the move."""
-        if not self.enabled:
-            return
-        self._base = self._base + self._settle(t)
-        n = float(np.linalg.norm(direction))
-        self._dir = direction / n if n > 0 else np.zeros(3)
-        self._t_move = t
+_is_number = is_number
 
 
 class SimulatedMicroscope:
@@ -152,80 +102,35 @@ class SimulatedMicroscope:
     """
 
     def __init__(self, config: Any = None, seed: int = 0):
-        self.config = load_config(config)
-        self.geometry = self.config.geometry()
-        self.seed = int(seed)
-        sim = self.config.data.get("sim") or {}
-        if not isinstance(sim, Mapping):
-            raise ValueError(f"sim section must be a mapping, got {sim!r}")
-        self._offset = self._sim_number(sim, "sample_height_offset", 0.0)
-        self._collection = self._sim_number(sim, "collection_efficiency", 0.3, lo=1e-6, hi=1.0)
-        self._excess = self._sim_number(sim, "excess_noise", 1.3, lo=1.0, hi=10.0)
-        rtf = self._sim_number(sim, "real_time_factor", 0.0, lo=0.0, hi=1e6)
-        self._drift = _Drift(sim.get("drift", False))
-        self.clock = SimClock(rtf)
-        self.scene = Scene(seed)
-        self._rng = np.random.default_rng(np.random.SeedSequence([self.seed & 0xFFFFFFFF, 0x1A6E]))
-        self._noise = NoiseSource(np.random.SeedSequence([self.seed & 0xFFFFFFFF, 0x4E01]))
-        d = self.config.data
-        self._z0 = float(d["stage"]["eucentric_z"])
-        self._stage = {ax: float(d["stage"]["initial_position"][ax]) for ax in STAGE_AXES}
-        self._stage_limits = self.config.stage_limits()
-        self._beams: dict[str, dict[str, Any]] = {}
-        self._limits: dict[str, dict[str, tuple[float, float]]] = {}
-        for beam in BEAMS:
-            c = d[beam]
-            self._limits[beam] = self.config.beam_limits(beam)
-            self._beams[beam] = {
-                "on": True,
-                "blanked": False,
-                "voltage": float(c["voltage"]),
-                "current": float(c["current"]),
-                "hfw": float(c["hfw"]),
-                "working_distance": float(c["eucentric_height"]),
-                "dwell_time": float(c["dwell_time"]),
-                "resolution": [int(c["resolution"][0]), int(c["resolution"][1])],
-                "scan_rotation": 0.0,
-                "shift": [0.0, 0.0],
-                "stigmation": [0.0, 0.0],
-                "detector_type": str(c.get("detector_type", "ETD")),
-                "detector_mode": str(c.get("detector_mode", "SecondaryElectrons")),
-                "brightness": 0.5,
-                "contrast": 0.5,
-            }
-            if self._beams[beam]["detector_type"] not in _DETECTOR_TYPES[beam]:
-                self._beams[beam]["detector_type"] = _DETECTOR_TYPES[beam][0]
-            if self._beams[beam]["detector_mode"] not in _DETECTOR_MODES[beam]:
-                self._beams[beam]["detector_mode"] = _DETECTOR_MODES[beam][0]
-        self._vacuum = "pumped"
-        self._pressure = _HIGH_VACUUM
-        self._pending: set[str] = set()
-        self._tripped: set[str] = set()
-        self._vacuum_lost = False
-        self._clean_cache: OrderedDict = OrderedDict()
-        self._exposure_cache: OrderedDict = OrderedDict()
-        #: diagnostics of the last render (raster size, parallax, blur)
-        self.last_render = RenderStats()
+        cfg = load_config(config)
+        #: pose, beams, chamber, faults, clock and scene (:mod:`fibsem_ophyd.sim.state`)
+        self.state = SimState(cfg, seed)
+        self.config = cfg
+        self.geometry = self.state.geometry
+        self.seed = self.state.seed
+        self.clock = self.state.clock
+        self.scene = self.state.scene
         #: every milling's beam-parallel cut (:mod:`fibsem_ophyd.sim.cuts`), in order
         self.cuts: list[BeamCut] = []
         #: erosion of the fields the ion beam imaged (:mod:`fibsem_ophyd.sim.erosion`)
         self.erosion = ImagingErosion()
         #: gas injection system and sputter coater (:mod:`fibsem_ophyd.sim.deposition`)
-        self.gis = GisModel(self, sim)
+        self.gis = GisModel(self.state)
         #: the manipulator needle (:mod:`fibsem_ophyd.sim.manipulator`)
         self.needle = NeedleModel(
-            self, bool((self.config.data.get("manipulator") or {}).get("enabled", True)))
-        self.truth = Truth(self)
+            self.state, bool((cfg.data.get("manipulator") or {}).get("enabled", True)))
+        #: frames of both beams (:mod:`fibsem_ophyd.sim.imaging`)
+        self.imaging = ImagingModel(self.state, self.gis, self.needle, self.erosion)
+        self.truth = Truth(self.state, self.cuts, self.erosion, self._checked_frame)
 
-    @staticmethod
-    def _sim_number(sim: Mapping, key: str, default: float, lo: float = -math.inf,
-                    hi: float = math.inf) -> float:
-        v = sim.get(key, default)
-        if v is None:
-            v = default
-        if not _is_number(v) or not math.isfinite(float(v)) or not lo <= float(v) <= hi:
-            raise ValueError(f"sim.{key} = {v!r} must be a finite number in [{lo}, {hi}]")
-        return float(v)
+    @property
+    def last_render(self) -> RenderStats:
+        """Diagnostics of the last render (raster size, parallax, blur)."""
+        return self.imaging.last_render
+
+    @property
+    def _drift(self) -> Drift:
+        return self.state.drift
 
     # ================================================================== validation helpers
     @staticmethod
@@ -234,16 +139,7 @@ class SimulatedMicroscope:
             raise ValueError(f"unknown beam {beam!r}; expected one of {list(BEAMS)}")
         return beam
 
-    @staticmethod
-    def _number(name: str, value: Any, limits: tuple[float, float] | None = None) -> float:
-        if not _is_number(value):
-            raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-        v = float(value)
-        if not math.isfinite(v):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        if limits is not None and not limits[0] <= v <= limits[1]:
-            raise ValueError(f"{name} = {v!r} is outside the limit [{limits[0]}, {limits[1]}]")
-        return v
+    _number = staticmethod(check_number)
 
     def _pair(self, name: str, value: Any, limits: tuple[float, float] | None) -> list[float]:
         if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
@@ -273,9 +169,9 @@ class SimulatedMicroscope:
         """Read one setting (units as in :mod:`fibsem_ophyd.backend`)."""
         if beam is None:
             if key == "vacuum_state":
-                return self._vacuum
+                return self.state.vacuum
             if key == "pressure":
-                return self._pressure
+                return self.state.pressure
             if key in GIS_KEYS:
                 return self.gis.get(key)
             if key == "manipulator_inserted":
@@ -291,10 +187,10 @@ class SimulatedMicroscope:
             return float(self.config.data[beam]["column_tilt"])
         if key in CHAMBER_KEYS:
             raise ValueError(f"{key!r} is a chamber key: call get({key!r}) without a beam")
-        if key not in self._beams[beam]:
+        if key not in self.state.beams[beam]:
             raise ValueError(f"unknown {beam} key {key!r}; expected one of "
                              f"{list(BEAM_KEYS) + list(DETECTOR_KEYS)}")
-        v = self._beams[beam][key]
+        v = self.state.beams[beam][key]
         return list(v) if isinstance(v, list) else v
 
     def set(self, key: str, value: Any, beam: str | None = None) -> None:
@@ -321,14 +217,14 @@ class SimulatedMicroscope:
                              f"{list(CHAMBER_KEYS + GIS_KEYS + _NEEDLE_KEYS)}")
         beam = self._check_beam(beam)
         name = f"{beam}.{key}"
-        st = self._beams[beam]
-        lim = self._limits[beam]
+        st = self.state.beams[beam]
+        lim = self.state.limits[beam]
         if key in ("on", "blanked"):
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name} must be a bool, got {value!r}")
             new: Any = bool(value)
             if key == "on" and new:
-                self._tripped.discard(beam)
+                self.state.tripped.discard(beam)
         elif key in ("voltage", "current", "hfw", "working_distance", "dwell_time"):
             new = self._number(name, value, lim.get(key))
         elif key == "scan_rotation":
@@ -366,16 +262,16 @@ class SimulatedMicroscope:
             return self.gis.available_values(key)
         beam = self._check_beam(beam)
         if key == "detector_type":
-            return list(_DETECTOR_TYPES[beam])
+            return list(DETECTOR_TYPES[beam])
         if key == "detector_mode":
-            return list(_DETECTOR_MODES[beam])
+            return list(DETECTOR_MODES[beam])
         if key == "current":
             cfg = self.config.data[beam].get("available_currents")
             vals = cfg if cfg else _CURRENTS[beam]
-            lo, hi = self._limits[beam]["current"]
+            lo, hi = self.state.limits[beam]["current"]
             return [float(v) for v in vals if lo <= v <= hi]
         if key == "voltage":
-            lo, hi = self._limits[beam]["voltage"]
+            lo, hi = self.state.limits[beam]["voltage"]
             return [float(v) for v in _VOLTAGES[beam] if lo <= v <= hi]
         if key == "resolution":
             return [list(r) for r in _RESOLUTIONS]
@@ -384,19 +280,19 @@ class SimulatedMicroscope:
     # ================================================================== stage
     def get_stage_position(self) -> dict[str, float]:
         """Stage position: x, y, z (m); r, t (deg)."""
-        return dict(self._stage)
+        return dict(self.state.stage)
 
     def move_stage_absolute(self, position: Mapping[str, float]) -> None:
         """Move the given axes; all are validated (axis names, finiteness, limits) first."""
         if not isinstance(position, Mapping):
             raise ValueError(f"stage position must be a mapping of axes, got {position!r}")
-        target = dict(self._stage)
+        target = dict(self.state.stage)
         for ax, v in position.items():
             if ax not in STAGE_AXES:
                 raise ValueError(
                     f"unknown stage axis {ax!r}; expected a subset of {list(STAGE_AXES)}")
             unit = "deg" if ax in ("r", "t") else "m"
-            lo, hi = self._stage_limits[ax]
+            lo, hi = self.state.stage_limits[ax]
             if not _is_number(v):
                 raise ValueError(f"stage.{ax} must be a number ({unit}), got {v!r}")
             fv = float(v)
@@ -405,51 +301,49 @@ class SimulatedMicroscope:
             if not lo <= fv <= hi:
                 raise ValueError(f"stage.{ax} = {fv!r} {unit} is outside the limit [{lo}, {hi}]")
             target[ax] = fv
-        start = dict(self._stage)
+        start = dict(self.state.stage)
         if self.needle.inserted:
             # the sample must not be driven into the inserted needle (end pose checked)
-            self._stage = target
+            self.state.stage = target
             try:
                 gap = self.needle.gap(self.needle.tip())
             finally:
-                self._stage = start
+                self.state.stage = start
             if gap < -MAX_PENETRATION:
                 raise BackendError(
                     f"stage move to {dict(position)} refused: the inserted manipulator's tip "
                     f"would be {-gap * 1e6:.2f} um inside the sample; retract it or move it "
                     "up first")
-        if "stage_stall" in self._pending:
-            self._pending.discard("stage_stall")
+        if "stage_stall" in self.state.pending:
+            self.state.pending.discard("stage_stall")
             mid = {ax: 0.5 * (start[ax] + target[ax]) for ax in STAGE_AXES}
             self.clock.advance(SimClock.stage_move_time(start, mid))
-            self._stage = mid
+            self.state.stage = mid
             self._after_move(start)
             raise BackendError(f"stage stalled half way to {dict(position)} (now at {mid})")
         self.clock.advance(SimClock.stage_move_time(start, target))
-        self._stage = target
+        self.state.stage = target
         self._after_move(start)
 
     def _after_move(self, start: dict) -> None:
         self.needle.update_contact()
-        d = np.array([self._stage[a] - start[a] for a in ("x", "y", "z")])
-        if np.any(d):
-            self._drift.moved(self.clock.now(), rx(math.radians(self._stage["t"])) @ d)
+        self.state.stage_moved(start)
 
     # ================================================================== chamber
     def pump(self) -> None:
         """Pump to high vacuum (takes simulated time if vented)."""
-        if self._vacuum != "pumped":
+        if self.state.vacuum != "pumped":
             self.clock.advance(PUMP_TIME)
-        self._vacuum = "pumped"
-        self._pressure = _HIGH_VACUUM
-        self._vacuum_lost = False
+        self.state.vacuum = "pumped"
+        self.state.pressure = HIGH_VACUUM
+        self.state.vacuum_lost = False
 
     def vent(self) -> None:
         """Vent the chamber (imaging then raises)."""
-        if self._vacuum != "vented":
+        if self.state.vacuum != "vented":
             self.clock.advance(VENT_TIME)
-        self._vacuum = "vented"
-        self._pressure = _ATMOSPHERE
+        self.state.vacuum = "vented"
+        self.state.pressure = ATMOSPHERE
 
     def time(self) -> float:
         """Simulated clock (s)."""
@@ -472,11 +366,11 @@ class SimulatedMicroscope:
         if not shapes:
             raise ValueError("nothing to mill: no shapes")
         rate = sputter_rate(application_file)
-        if self._vacuum != "pumped":
-            raise BackendError(f"cannot mill: the chamber is {self._vacuum}")
-        if not self._beams["ion"]["on"]:
+        if self.state.vacuum != "pumped":
+            raise BackendError(f"cannot mill: the chamber is {self.state.vacuum}")
+        if not self.state.beams["ion"]["on"]:
             raise BackendError("cannot mill: the ion beam is off")
-        hfw = float(self._beams["ion"]["hfw"] if hfw is None else hfw)
+        hfw = float(self.state.beams["ion"]["hfw"] if hfw is None else hfw)
         bounds = np.array([s.bounds for s in shapes])
         box = (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max())
 
@@ -486,10 +380,11 @@ class SimulatedMicroscope:
                 np.maximum(out, shape.depth_at(u, v), out=out)
             return out
 
-        view = self.truth.view("ion", {"hfw": hfw})
-        cut = make_cut(self, view, depth_at, box, float(current), float(voltage), rate,
-                       _spot_size("ion", float(current), float(voltage)))
-        result = mill_shapes(self, depth_at, box, float(current), rate, hfw, progress=progress)
+        view = self.state.view("ion", self._checked_frame("ion", {"hfw": hfw}))
+        cut = make_cut(self.state, view, depth_at, box, float(current), float(voltage), rate,
+                       spot_size("ion", float(current), float(voltage)))
+        result = mill_shapes(self.state, view, depth_at, box, float(current), rate,
+                             progress=progress)
         self.cuts.append(cut)
         self.clock.advance(result["time"])
         return result["time"]
@@ -534,39 +429,39 @@ class SimulatedMicroscope:
         if kind == "beam_trip":
             beams = BEAMS if beam is None else (self._check_beam(beam),)
             for b in beams:
-                self._beams[b]["on"] = False
-                self._tripped.add(b)
+                self.state.beams[b]["on"] = False
+                self.state.tripped.add(b)
         elif kind == "vacuum_loss":
-            self._vacuum = "vented"
-            self._pressure = _ATMOSPHERE
-            self._vacuum_lost = True
+            self.state.vacuum = "vented"
+            self.state.pressure = ATMOSPHERE
+            self.state.vacuum_lost = True
         else:
-            self._pending.add(kind)
+            self.state.pending.add(kind)
 
     def clear_faults(self) -> None:
         """Drop pending faults and undo the state changes of beam trips and vacuum loss."""
-        self._pending.clear()
-        for b in self._tripped:
-            self._beams[b]["on"] = True
-        self._tripped.clear()
-        if self._vacuum_lost:
-            self._vacuum = "pumped"
-            self._pressure = _HIGH_VACUUM
-            self._vacuum_lost = False
+        self.state.pending.clear()
+        for b in self.state.tripped:
+            self.state.beams[b]["on"] = True
+        self.state.tripped.clear()
+        if self.state.vacuum_lost:
+            self.state.vacuum = "pumped"
+            self.state.pressure = HIGH_VACUUM
+            self.state.vacuum_lost = False
 
     @property
     def active_faults(self) -> tuple[str, ...]:
         """Pending one-shot faults and standing ones (``beam_trip:<beam>``, ``vacuum_loss``)."""
-        out = sorted(self._pending) + [f"beam_trip:{b}" for b in sorted(self._tripped)]
-        if self._vacuum_lost:
+        out = sorted(self.state.pending) + [f"beam_trip:{b}" for b in sorted(self.state.tripped)]
+        if self.state.vacuum_lost:
             out.append("vacuum_loss")
         return tuple(out)
 
     # ================================================================== imaging
     def _frame_settings(self, beam: str, settings: Mapping | None) -> dict:
         """Validated per-frame settings merged over the beam state."""
-        st = self._beams[beam]
-        lim = self._limits[beam]
+        st = self.state.beams[beam]
+        lim = self.state.limits[beam]
         s = dict(settings or {})
         for k in s:
             if k not in IMAGE_SETTING_KEYS:
@@ -628,71 +523,15 @@ class SimulatedMicroscope:
                 f"reduced_area {vals!r} must have width, height > 0 and lie in the frame")
         return left, top, width, height
 
-    def _view(self, beam: str, frame: Mapping | None = None, t: float | None = None) -> BeamView:
-        st = self._beams[beam]
-        w, h = (frame or {}).get("resolution") or st["resolution"]
-        hfw = (frame or {}).get("hfw") or st["hfw"]
-        drift = self._drift.offset(self.clock.now() if t is None else t)
-        return BeamView.build(beam, self._stage, self._z0, self.geometry, w, h, hfw,
-                              st["scan_rotation"], tuple(st["shift"]), self._offset, tuple(drift))
-
-    def _optics(self, beam: str, view: BeamView) -> Optics:
-        st = self._beams[beam]
-        wd_focus = self.truth._focus_wd(beam, view)
-        defocus = st["working_distance"] - wd_focus
-        alpha = _ALPHA[beam]
-        d0 = _spot_size(beam, st["current"], st["voltage"])
-        d = math.hypot(d0, 2 * alpha * defocus)
-        sigma = d / (2.355 * view.pixel)
-        sx, sy = st["stigmation"]
-        mag = math.hypot(sx, sy)
-        astig = 2 * alpha * _STIGMATION_DEFOCUS * mag / (2.355 * view.pixel)
-        return Optics(sigma, astig, 0.5 * math.atan2(sy, sx) if mag else 0.0)
-
-    def _clean(self, beam: str, frame: Mapping, t: float) -> tuple[np.ndarray, Shading]:
-        st = self._beams[beam]
-        view = self._view(beam, frame, t)
-        key = (
-            beam, tuple(self._stage[a] for a in STAGE_AXES), tuple(np.round(view.translation, 15)),
-            view.width, view.height, view.pixel, st["scan_rotation"], tuple(st["shift"]),
-            st["working_distance"], tuple(st["stigmation"]), st["voltage"], st["current"],
-            st["detector_type"], st["detector_mode"], self.scene.version, self._offset,
-            self.needle.key(), self.gis.state["gis_position"],
-        )
-        hit = self._clean_cache.get(key)
-        if hit is not None:
-            self._clean_cache.move_to_end(key)
-            return hit
-        shading = Shading.build(beam, st["detector_type"], st["detector_mode"], st["voltage"])
-        optics = self._optics(beam, view)
-        stats = RenderStats()
-        img = render_clean(self.scene, view, shading, optics, stats)
-        img = self.gis.composite(img, view, shading, optics)
-        img = self.needle.composite(img, view, shading, optics)
-        self.last_render = stats
-        self._clean_cache[key] = (img, shading)
-        while len(self._clean_cache) > 4:
-            self._clean_cache.popitem(last=False)
-        return img, shading
+    def _checked_frame(self, beam: Any, settings: Mapping | None = None) -> dict:
+        """Validated beam and per-frame settings (what :class:`Truth` views are built from)."""
+        return self._frame_settings(self._check_beam(beam), settings)
 
     def render_clean(self, beam: str, settings: Mapping | None = None) -> np.ndarray:
         """Noise-free yield image (float32, SE per primary) of the current pose and settings
         (``reduced_area`` crops); no clock time, no faults checked."""
         beam = self._check_beam(beam)
-        frame = self._frame_settings(beam, settings)
-        img, _ = self._clean(beam, frame, self.clock.now())
-        return self._crop(img, frame["reduced_area"])
-
-    @staticmethod
-    def _crop(img: np.ndarray, ra) -> np.ndarray:
-        if ra is None:
-            return img
-        h, w = img.shape
-        c0 = min(int(round(ra[0] * w)), w - 1)
-        r0 = min(int(round(ra[1] * h)), h - 1)
-        c1 = min(w, c0 + max(1, int(round(ra[2] * w))))
-        r1 = min(h, r0 + max(1, int(round(ra[3] * h))))
-        return img[r0:r1, c0:c1]
+        return self.imaging.render_clean(beam, self._frame_settings(beam, settings))
 
     def acquire_image(self, beam: str, settings: Mapping | None = None) -> np.ndarray:
         """Acquire one frame: uint8 (height, width), or the reduced-area crop of it.
@@ -705,61 +544,4 @@ class SimulatedMicroscope:
             Chamber vented, beam off (or tripped), or an injected detector failure.
         """
         beam = self._check_beam(beam)
-        frame = self._frame_settings(beam, settings)
-        st = self._beams[beam]
-        if self._vacuum != "pumped":
-            raise BackendError(f"cannot image with the {beam} beam: the chamber is {self._vacuum}")
-        if not st["on"]:
-            why = " (beam trip)" if beam in self._tripped else ""
-            raise BackendError(f"cannot image: the {beam} beam is off{why}")
-        if "detector_failure" in self._pending:
-            self._pending.discard("detector_failure")
-            raise BackendError(f"{beam} detector failed to return a frame")
-        integrations = frame["line_integration"] * frame["frame_integration"]
-        tau = frame["dwell_time"] * integrations
-        primaries = st["current"] * tau / ELEMENTARY_CHARGE
-        if frame["autocontrast"]:
-            img, shading = self._clean(beam, frame, self.clock.now())
-            b, c = autocontrast_settings(self._crop(img, frame["reduced_area"]), primaries,
-                                         self._collection, shading.reference, self._excess)
-            st["brightness"], st["contrast"] = b, c
-            self.clock.advance(_ACB_TIME)
-        w, h = frame["resolution"]
-        n_pix = w * h
-        if frame["reduced_area"] is not None:
-            ra = frame["reduced_area"]
-            n_pix = max(1, round(ra[2] * w)) * max(1, round(ra[3] * h))
-        duration = SimClock.frame_time(frame["dwell_time"], n_pix, integrations)
-        t_mid = self.clock.now() + 0.5 * duration
-        img, shading = self._clean(beam, frame, t_mid)
-        ekey = (id(img), frame["reduced_area"], primaries, st["brightness"], st["contrast"],
-                st["blanked"])
-        exp = self._exposure_cache.get(ekey)
-        if exp is None or exp[0] is not img:
-            clean = self._crop(img, frame["reduced_area"])
-            if st["blanked"]:
-                clean = np.zeros_like(clean)
-            exp = (img, expose(clean, primaries, self._collection, st["brightness"],
-                               st["contrast"], shading.reference, self._excess))
-            self._exposure_cache[ekey] = exp
-            while len(self._exposure_cache) > 4:
-                self._exposure_cache.popitem(last=False)
-        else:
-            self._exposure_cache.move_to_end(ekey)
-        out = draw_frame(exp[1], self._rng, self._noise.take(exp[1].offset.shape))
-        if beam == ION and not st["blanked"]:
-            # the frame's ions sputter the field it scanned (see sim.erosion)
-            view = self._view(beam, frame, t_mid)
-            fw, fh = frame["resolution"]
-            area = view.pixel * fw * view.pixel * fh
-            if frame["reduced_area"] is not None:
-                area *= frame["reduced_area"][2] * frame["reduced_area"][3]
-            beam_time = frame["dwell_time"] * n_pix * integrations  # beam on the sample
-            self.erosion.add_frame(self, view, st["current"], beam_time, area,
-                                   frame["reduced_area"])
-        self.clock.advance(duration)
-        return out
-
-    # ================================================================== helpers for truth
-    def _surface_point(self, beam: str, view: BeamView, a1: float, a2: float):
-        return intersect_surface(self.scene, view, a1, a2, spacing=view.pixel)
+        return self.imaging.acquire(beam, self._frame_settings(beam, settings))

@@ -57,12 +57,12 @@ def yamamura(cos_theta: np.ndarray) -> np.ndarray:
 
 
 def mill_shapes(
-    sim,
+    state,
+    view,
     depth_at: Callable[[np.ndarray, np.ndarray], np.ndarray],
     bounds: Sequence[float],
     current: float,
     application_rate: float,
-    hfw: float,
     passes: int = 8,
     spacing: float | None = None,
     progress: Callable[[float], None] | None = None,
@@ -71,7 +71,10 @@ def mill_shapes(
 
     Parameters
     ----------
-    sim : SimulatedMicroscope
+    state : SimState
+        The simulator's state (:mod:`fibsem_ophyd.sim.state`); its scene is milled.
+    view : BeamView
+        The ion beam's view the pattern is placed in.
     depth_at : callable
         Target depth (m) at ion-image points (m, +x right, +y up, image centre origin).
     bounds : (x0, y0, x1, y1)
@@ -80,16 +83,13 @@ def mill_shapes(
         Milling current, A.
     application_rate : float
         Volume per charge of the application-file material, m^3/C.
-    hfw : float
-        Field width the pattern is placed in, m.
     """
-    view = sim.truth.view("ion", {"hfw": hfw})
     x0, y0, x1, y1 = (float(v) for v in bounds)
     # sample-frame footprint of the pattern: the surface points seen at its image corners
     corners = []
     for u, v in ((x0, y0), (x0, y1), (x1, y0), (x1, y1), (0.5 * (x0 + x1), 0.5 * (y0 + y1))):
         a1, a2 = view.image_to_qperp(u, v)
-        p = sim._surface_point("ion", view, float(a1), float(a2))
+        p = state.surface_point(view, float(a1), float(a2))
         if p is None:
             raise ValueError("the milling pattern does not land on the sample")
         corners.append(p[:2])
@@ -108,7 +108,7 @@ def mill_shapes(
     gx, gy = np.meshgrid(xs, ys)
     rate_table = material_table("sputter_rate").astype(float) * UM3_PER_NC
     _, _, source = view.sample_axes()
-    scene = sim.scene
+    scene = state.scene
     dh_total = np.zeros((ny, nx))
     offset = view.offset
     # the scene does not change between passes; deposited layers are milled first, top down

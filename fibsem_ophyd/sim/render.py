@@ -1,5 +1,9 @@
 """Image formation from the true 3-D pose (``shared/reference/physics.md`` sections 1-2).
 
+This module is the pipeline; its parts are :mod:`~fibsem_ophyd.sim.view` (pose and ray
+casting), :mod:`~fibsem_ophyd.sim.parallax`, :mod:`~fibsem_ophyd.sim.shading` and
+:mod:`~fibsem_ophyd.sim.optics`.
+
 For one beam the pipeline is:
 
 1. :class:`BeamView` holds the pose: the sample -> chamber map of the stage
@@ -13,7 +17,7 @@ For one beam the pipeline is:
    along the image direction in which a raised point moves (the projection of the sample
    normal): each raster column is a 1-D height profile whose visible envelope gives occlusion,
    and each output pixel integrates the signal over its extent of that envelope (see
-   :func:`_warp`). No stable/vertical-move shortcut is used anywhere;
+   :func:`~fibsem_ophyd.sim.parallax.warp`). No stable/vertical-move shortcut is used anywhere;
 3. the yield at each surface point: SE ``sec^n`` law of the local incidence angle, detector
    directionality, edge brightening ``tanh((h - G*h)/sigma)``, material (BSE) contrast; for the
    ion beam the ion-induced SE yield (insulators dark);
@@ -38,30 +42,18 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft as sfft
 from threadpoolctl import ThreadpoolController
 
-from ..geometry import (
-    ELECTRON,
-    SystemGeometry,
-    beam_axes,
-    pixel_to_image,
-    rx,
-    sample_to_chamber_matrix,
-)
+from ..geometry import pixel_to_image
 from ._workers import pool
-from .materials import (
-    MATERIAL_IDS,
-    MATERIALS,
-    kanaya_okayama_range,
-    material_table,
-    universal_yield,
-)
+from .optics import Optics, gaussian_blur
+from .parallax import warp as _warp
 from .scene import RasterGrid, RasterPlan, Scene
+from .shading import Shading, halo, shade
+from .view import BeamView
 
-__all__ = ["BeamView", "Optics", "Shading", "render_clean", "intersect_surface", "gaussian_blur"]
+__all__ = ["RenderStats", "render_clean"]
 
-_WORKERS = 2
 #: nodes per block of the raster (a block's temporaries stay in a core's cache)
 _BLOCK_NODES = 1 << 17
 
@@ -79,245 +71,6 @@ def _rot2(a: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-@dataclass(frozen=True)
-class BeamView:
-    """Pose and scan of one beam: everything needed to map pixels to sample points.
-
-    Attributes
-    ----------
-    beam : str
-        "electron" or "ion".
-    width, height : int
-        Full-frame size (px).
-    pixel : float
-        Pixel size (m) = hfw / width.
-    scan_rotation : float
-        rad.
-    shift : tuple of float
-        Beam shift (m), image frame.
-    rotation : ndarray
-        3x3 sample -> chamber rotation ``A``.
-    translation : ndarray
-        Chamber position (m) of the sample-frame origin (includes drift).
-    offset : float
-        Sample height offset (m): the surface is ``s_z = offset + h(s_x, s_y)``.
-    """
-
-    beam: str
-    width: int
-    height: int
-    pixel: float
-    scan_rotation: float
-    shift: tuple[float, float]
-    right: np.ndarray
-    up: np.ndarray
-    source: np.ndarray
-    rotation: np.ndarray
-    translation: np.ndarray
-    offset: float
-
-    @classmethod
-    def build(
-        cls, beam: str, stage: dict, eucentric_z: float, geom: SystemGeometry, width: int,
-        height: int, hfw: float, scan_rotation_deg: float = 0.0,
-        shift: tuple[float, float] = (0.0, 0.0), offset: float = 0.0,
-        drift: tuple[float, float, float] = (0.0, 0.0, 0.0),
-    ) -> BeamView:
-        """View for a stage position (x, y, z in m; r, t in degrees)."""
-        r = math.radians(stage["r"])
-        t = math.radians(stage["t"])
-        a = sample_to_chamber_matrix(r, t, geom.shuttle_pre_tilt)
-        tvec = np.array([stage["x"], stage["y"], stage["z"] - eucentric_z])
-        c0 = rx(t) @ tvec + np.asarray(drift, dtype=float)
-        right, up, source = beam_axes(beam, geom)
-        return cls(beam, int(width), int(height), hfw / width, math.radians(scan_rotation_deg),
-                   (float(shift[0]), float(shift[1])), right, up, source, a, c0, float(offset))
-
-    # ------------------------------------------------------------------ frames
-    def sample_to_chamber(self, s) -> np.ndarray:
-        """Sample-frame point(s) (..., 3) -> chamber (..., 3), metres."""
-        return np.asarray(s, dtype=float) @ self.rotation.T + self.translation
-
-    def chamber_to_sample(self, q) -> np.ndarray:
-        return (np.asarray(q, dtype=float) - self.translation) @ self.rotation
-
-    def qperp_to_image(self, a1, a2):
-        """Chamber (right, up) components -> image metres (u, v): ``R(-rho) q - b``."""
-        c, s = math.cos(self.scan_rotation), math.sin(self.scan_rotation)
-        u = c * a1 + s * a2 - self.shift[0]
-        v = -s * a1 + c * a2 - self.shift[1]
-        return u, v
-
-    def image_to_qperp(self, u, v):
-        """Image metres (u, v) -> chamber (right, up) components: ``R(rho) ((u, v) + b)``."""
-        c, s = math.cos(self.scan_rotation), math.sin(self.scan_rotation)
-        uu = np.asarray(u) + self.shift[0]
-        vv = np.asarray(v) + self.shift[1]
-        return c * uu - s * vv, s * uu + c * vv
-
-    def project(self, s):
-        """Sample point(s) (..., 3) -> image metres (u, v) (orthographic)."""
-        q = self.sample_to_chamber(s)
-        return self.qperp_to_image(q @ self.right, q @ self.up)
-
-    def sample_axes(self):
-        """Beam axes in the sample frame: (right, up, towards the source), each (3,)."""
-        a = self.rotation
-        return a.T @ self.right, a.T @ self.up, a.T @ self.source
-
-    def parallax(self) -> np.ndarray:
-        """Image displacement (u, v) per metre of height above the plane (dimensionless)."""
-        r_s, u_s, _ = self.sample_axes()
-        a1, a2 = r_s[2], u_s[2]
-        c, s = math.cos(self.scan_rotation), math.sin(self.scan_rotation)
-        return np.array([c * a1 + s * a2, -s * a1 + c * a2])
-
-    def plane_map(self, h_ref: float = 0.0):
-        """Affine map q_perp -> sample (x, y) on the plane ``s_z = offset + h_ref``.
-
-        Returns ``(G, g0, k)`` with ``s_xy = G @ (a1, a2) + g0`` and the point of the ray at
-        height ``h`` (above ``offset``) at ``s_xy + k (h - h_ref)``; ``None`` if the beam grazes
-        or hits the back side.
-        """
-        r_s, u_s, d_s = self.sample_axes()
-        if d_s[2] < 1e-3:
-            return None
-        o_s = -self.rotation.T @ self.translation
-        dz = d_s[2]
-        g = np.column_stack([r_s[:2] - d_s[:2] * r_s[2] / dz, u_s[:2] - d_s[:2] * u_s[2] / dz])
-        g0 = o_s[:2] + d_s[:2] * (self.offset + h_ref - o_s[2]) / dz
-        return g, g0, d_s[:2] / dz
-
-    def incidence_cos(self) -> float:
-        """cos of the angle between the beam and the nominal sample normal."""
-        return float(self.sample_axes()[2][2])
-
-
-@dataclass(frozen=True)
-class Optics:
-    """Image-space blur of one frame: Gaussian sigma (px) plus an astigmatic extra sigma (px)
-    along ``astig_angle`` (rad, image frame)."""
-
-    sigma: float = 0.0
-    astig_sigma: float = 0.0
-    astig_angle: float = 0.0
-
-    def covariance(self) -> np.ndarray:
-        """2x2 covariance (px^2) in image (col, row) axes."""
-        c, s = math.cos(self.astig_angle), -math.sin(self.astig_angle)   # row axis points down
-        n = np.array([c, s])
-        return self.sigma**2 * np.eye(2) + self.astig_sigma**2 * np.outer(n, n)
-
-    @property
-    def max_sigma(self) -> float:
-        return math.hypot(self.sigma, self.astig_sigma)
-
-
-# detector directionality (coefficient of n.d) and chamber direction towards the detector
-_DETECTORS = {
-    "ETD": (0.35, (-0.6, 0.3, 0.74)),
-    "TLD": (0.08, (0.0, 0.0, 1.0)),
-    "ICE": (0.15, (0.5, -0.3, 0.81)),
-    "CDEM": (0.2, (0.6, 0.3, 0.74)),
-}
-_BETA_SE = 2.5          # SE2 from backscattered electrons: delta (1 + beta eta)
-_ICE = MATERIAL_IDS["ice"]
-_AU = MATERIAL_IDS["Au"]
-
-
-@dataclass(frozen=True)
-class Shading:
-    """Contrast model of one beam/detector setting (per-material lookup tables)."""
-
-    beam: str
-    mode: str               # "SE", "BSE" (electron) or "ISE" (ion-induced SE)
-    base: np.ndarray        # yield at normal incidence, per material
-    exponent: np.ndarray    # angular exponent per material
-    k_det: float
-    det_dir: tuple[float, float, float]
-    k_edge: float
-    edge_sigma: float       # m
-    reference: float        # yield that maps to mid-grey at brightness = contrast = 0.5
-
-    @classmethod
-    def build(cls, beam: str, detector_type: str, detector_mode: str, voltage: float) -> Shading:
-        k_det, det = _DETECTORS.get(detector_type, _DETECTORS["ETD"])
-        v = np.array(det) / np.linalg.norm(det)
-        z = material_table("z")
-        if beam == ELECTRON and detector_mode == "BackscatterElectrons":
-            base = np.array([m.eta if m.name != "vacuum" else 0.0 for m in MATERIALS],
-                            dtype=np.float32)
-            # Arnal: eta(theta) = (1 + cos)^(-9/sqrt Z), written relative to normal incidence
-            expo = (9.0 / np.sqrt(np.maximum(z, 1.0))).astype(np.float32)
-            return cls(beam, "BSE", base, expo, 0.0, tuple(v), 0.12, 20e-9,
-                       reference=5.0 * float(base[_ICE]))
-        if beam == ELECTRON:
-            eta = np.array([max(m.eta, 0.0) for m in MATERIALS], dtype=np.float32)
-            fv = universal_yield(voltage) / universal_yield(2000.0)
-            base = material_table("se_yield") * np.float32(fv) * (1 + _BETA_SE * eta)
-            expo = material_table("sec_exponent")
-            sigma = max(0.3 * kanaya_okayama_range(MATERIALS[_ICE], voltage), 2e-9)
-            return cls(beam, "SE", base.astype(np.float32), expo, k_det, tuple(v), 0.6, sigma,
-                       reference=2.85 * float(base[_ICE]))
-        fv = math.sqrt(max(voltage, 500.0) / 30000.0)
-        base = material_table("ion_se_yield") * np.float32(fv)
-        expo = material_table("sec_exponent") + np.float32(0.3)
-        return cls(beam, "ISE", base.astype(np.float32), expo.astype(np.float32), k_det,
-                   tuple(v), 0.8, 10e-9, reference=2.2 * float(base[_AU]))
-
-
-# ---------------------------------------------------------------------------- blur helpers
-def _kernel(sigma: float) -> np.ndarray:
-    r = max(1, int(math.ceil(3.0 * sigma)))
-    x = np.arange(-r, r + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum()).astype(np.float32)
-
-
-def _blur_axis(a: np.ndarray, sigma: float, axis: int) -> np.ndarray:
-    """Direct separable Gaussian along one axis with edge replication (small sigma)."""
-    k = _kernel(sigma)
-    r = len(k) // 2
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (r, r)
-    p = np.pad(a, pad, mode="edge")
-    n = a.shape[axis]
-    out = np.empty_like(a)
-    sl = [slice(None), slice(None)]
-    sl[axis] = slice(0, n)
-    np.multiply(p[tuple(sl)], k[0], out=out)
-    for t in range(1, len(k)):
-        sl[axis] = slice(t, t + n)
-        out += k[t] * p[tuple(sl)]
-    return out
-
-
-def gaussian_blur(a: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """Gaussian blur of a float32 image with covariance ``cov`` (px^2, (col, row) axes).
-
-    Separable direct convolution for small axis-aligned kernels; otherwise a periodic FFT
-    (callers keep a margin of >= 3 sigma so the wrap-around stays outside the frame).
-    """
-    sc = math.sqrt(max(cov[0, 0], 0.0))
-    sr = math.sqrt(max(cov[1, 1], 0.0))
-    if abs(cov[0, 1]) < 1e-6 * (cov[0, 0] + cov[1, 1] + 1e-12) and max(sc, sr) <= 2.0:
-        out = a
-        if sc >= 0.3:
-            out = _blur_axis(out, sc, 1)
-        if sr >= 0.3:
-            out = _blur_axis(out, sr, 0)
-        return out if out is not a else a.copy()
-    ny, nx = a.shape
-    fy = sfft.fftfreq(ny).astype(np.float32)[:, None]
-    fx = sfft.rfftfreq(nx).astype(np.float32)[None, :]
-    c = np.float32(-2 * math.pi**2)
-    tf = np.exp(c * (np.float32(cov[1, 1]) * fy * fy + np.float32(cov[0, 0]) * fx * fx
-                     + np.float32(2 * cov[0, 1]) * fx * fy))
-    spec = sfft.rfft2(a, workers=_WORKERS)
-    spec *= tf
-    return sfft.irfft2(spec, s=a.shape, workers=_WORKERS).astype(np.float32, copy=False)
-
-
 def _bilinear(a: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Bilinear sample of ``a`` at fractional (col i, row j), clamped to the array."""
     nj, ni = a.shape
@@ -332,43 +85,6 @@ def _bilinear(a: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     top = af[flat] * (1 - fi) + af[flat + 1] * fi
     bot = af[flat + ni] * (1 - fi) + af[flat + ni + 1] * fi
     return top * (1 - fj) + bot * fj
-
-
-# ---------------------------------------------------------------------------- ray casting
-def intersect_surface(scene: Scene, view: BeamView, a1: float, a2: float,
-                      spacing: float | None = None) -> np.ndarray | None:
-    """First surface point (sample frame, m) hit by the ray at chamber (right, up) = (a1, a2).
-
-    Marches the height along the ray downwards from above the highest possible surface and
-    refines the first crossing three times (129 samples each, ~10 pm final bracket), so
-    occlusion is exact up to the coarse step. ``None`` if the beam cannot reach the sample side.
-    """
-    pm = view.plane_map()
-    if pm is None:
-        return None
-    g, g0, k = pm
-    s0 = g @ np.array([a1, a2]) + g0
-    # the ray at relative height h (above the plane s_z = offset) is at s0 + k h
-    reach = float(np.hypot(*k)) * 40e-6 + 1e-6
-    hi, lo = scene.height_bounds((s0[0] - reach, s0[0] + reach, s0[1] - reach, s0[1] + reach))[::-1]
-    h = lo
-    for _ in range(3):
-        hs = np.linspace(hi, lo, 129)
-        surf = scene.height(s0[0] + k[0] * hs, s0[1] + k[1] * hs, spacing)
-        gap = hs - surf                      # > 0 while the ray is above the surface
-        below = np.nonzero(gap <= 0)[0]
-        if below.size == 0:
-            h = lo
-            break
-        b = int(below[0])
-        if b == 0:
-            h = hi
-            break
-        hi, lo = float(hs[b - 1]), float(hs[b])
-        # linear estimate of the crossing inside the final bracket
-        g1, g2 = float(gap[b - 1]), float(gap[b])
-        h = hi + (lo - hi) * g1 / (g1 - g2) if g1 != g2 else lo
-    return np.array([s0[0] + k[0] * h, s0[1] + k[1] * h, view.offset + h])
 
 
 # ---------------------------------------------------------------------------- the renderer
@@ -499,145 +215,24 @@ def _render(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
         stats.blur_sigma_px = optics.max_sigma
     return np.ascontiguousarray(img, dtype=np.float32)
 
-
-def _scan(a: np.ndarray, op, reverse: bool = False, span: int | None = None) -> np.ndarray:
-    """Inclusive running ``op`` (``np.maximum``, ``np.minimum``) along axis 1, from the end when
-    ``reverse``: log2 steps of whole-array operations (Hillis-Steele) instead of a scalar
-    loop. With ``span`` each result only covers the ``span`` elements from it (enough for an
-    extremum whose influence is bounded). ``a`` is consumed.
-    """
-    n = a.shape[1]
-    lim = n if span is None else min(n, span)
-    src, dst = a, np.empty_like(a)
-    s = 1
-    while s < lim:
-        if reverse:
-            op(src[:, :-s], src[:, s:], out=dst[:, :-s])
-            dst[:, -s:] = src[:, -s:]
-        else:
-            op(src[:, s:], src[:, :-s], out=dst[:, s:])
-            dst[:, :s] = src[:, :s]
-        src, dst = dst, src
-        s *= 2
-    return src
-
-
-def _warp(hgt: np.ndarray, sig: np.ndarray, kappa: float, top: int, n_out: int,
-          h_ref: float = 0.0, out_rows: np.ndarray | None = None,
-          rows: tuple[int, int] | None = None) -> np.ndarray:
-    """Parallax with exact occlusion and pixel integration along each raster line.
-
-    ``hgt`` and ``sig`` are ``(lines, n)``: line ``l`` holds the nodes ``j = 0 .. n-1`` of one
-    raster column. Node ``j`` (a point of the plane at ``h_ref``) with height ``h`` appears
-    at image row ``V_j = j + kappa (h_j - h_ref)``. Along a ray the point nearest the source
-    has the largest height, so a node is hidden when a node on its far side projects past it:
-    the running minimum (``kappa < 0``, from the far end) or maximum (``kappa > 0``) of ``V``
-    is the visible envelope ``E``, non-decreasing in ``j`` and flat over hidden nodes.
-
-    Along ``E`` the signal is a density, ``rho_j = (S_j + S_j+1) / 2`` on segment
-    ``[E_j, E_j+1]`` (a hidden segment has zero length), and output row ``k`` integrates it
-    over its extent ``[B_k, B_k + 1]``, ``B_k = top - 1/2 + k``: a foreshortened stretch of
-    surface is averaged, a magnified one interpolated, a hidden one contributes nothing, and a
-    thin bright strip (a silhouette at grazing incidence) adds in proportion to its projected
-    width instead of flickering with the sampling phase. Written with the density's jumps
-    ``d_j = rho_j - rho_j-1`` at the knots ``E_j`` (``rho`` is zero outside the line), the
-    integral is ``rho(B_k + 1) - sum over knots in [B_k, B_k + 1) of d_j (E_j - B_k)``, and
-    ``rho(B_k + 1)`` is the sum of the jumps before ``B_k + 1``: two histograms of the knots
-    over the rows and one running sum, no search. Returns ``(lines, n_out)``, or the output
-    rows ``rows = (k0, k1)`` of it; with ``out_rows`` (``(k1 - k0, lines)``, image
-    orientation) the result is written there transposed.
-    """
-    nl, n = hgt.shape
-    f32 = np.float32
-    # the envelope relative to the first boundary: E_j - B_0 = j + kappa (h_j - h_ref) - B_0
-    env = np.multiply(hgt, f32(kappa))
-    env += np.arange(n, dtype=np.float64).astype(f32) - f32(kappa * h_ref + top - 0.5)
-    # a node can only be hidden by one less than |kappa| (h_max - h_min) nodes beyond it
-    reach = int(math.ceil(abs(kappa) * float(hgt.max() - hgt.min()))) + 2
-    if kappa < 0:
-        env = _scan(env, np.minimum, reverse=True, span=reach)
-    else:
-        env = _scan(env, np.maximum, span=reach)
-    # twice the density's jump at each knot: rho_j - rho_j-1 = (S_j+1 - S_j-1) / 2 inside,
-    # rho_0 at the first knot and -rho_n-2 at the last (no signal beyond the line)
-    jump = np.empty_like(sig)
-    np.subtract(sig[:, 2:], sig[:, :-2], out=jump[:, 1:-1])
-    np.add(sig[:, 0], sig[:, 1], out=jump[:, 0])
-    np.add(sig[:, -2], sig[:, -1], out=jump[:, -1])
-    np.negative(jump[:, -1], out=jump[:, -1])
-    # knot j lies in row bin floor(E_j - B_0) (clipped: -1 before the frame, n_out after)
-    row = np.floor(env)
-    frac = np.subtract(env, row, out=env)
-    frac *= jump
-    np.clip(row, -1, n_out, out=row)
-    row += (np.arange(nl, dtype=f32) * f32(n_out + 2) + f32(1.0))[:, None]
-    key = row.astype(np.intp).ravel()
-    del row
-    dens = np.zeros((nl, n_out + 2), dtype=f32)
-    np.add.at(dens.reshape(-1), key, jump.reshape(-1))
-    np.cumsum(dens, axis=1, out=dens)                # 2 rho at the bins' right edges
-    corr = np.zeros((nl, n_out + 2), dtype=f32)
-    np.add.at(corr.reshape(-1), key, frac.reshape(-1))
-    dens -= corr
-    k0, k1 = (0, n_out) if rows is None else rows
-    if out_rows is None:
-        return np.multiply(dens[:, k0 + 1:k1 + 1], f32(0.5))
-    res = np.ascontiguousarray(dens[:, k0 + 1:k1 + 1].T)    # a cache-friendly transpose
-    res *= f32(0.5)
-    out_rows[...] = res
-    return out_rows
-
-
-def _facing(vec, hx: np.ndarray, hy: np.ndarray, inv_norm: np.ndarray,
-            scratch: np.ndarray | None = None) -> np.ndarray:
-    """``|vec|`` times the cos of the angle between the local normal ``(-Hx, -Hy, 1)/|.|``
-    and ``vec`` (sample frame); ``scratch`` (the shape of ``hx``) may be overwritten."""
-    v = np.asarray(vec, dtype=np.float32)
-    out = None
-    for comp, grad in ((v[0], hx), (v[1], hy)):
-        if abs(comp) > 1e-7:
-            if out is None:
-                out = np.multiply(grad, -comp)
-            else:
-                out -= np.multiply(grad, comp, out=scratch)
-    if out is None:
-        return np.multiply(inv_norm, v[2])
-    out += v[2]
-    out *= inv_norm
-    return out
-
-
-def _halo(grid: RasterGrid, shading: Shading) -> int:
-    """Nodes of neighbourhood the shading of a node reads: the gradient's and the edge
-    high-pass's (one node, or ~4 sigma of their Gaussians) and the material smoothing's."""
-    sp_i = math.hypot(*grid.di)
-    sp_j = math.hypot(*grid.dj)
-    sig_m = max(shading.edge_sigma, min(sp_i, sp_j))
-    s_edge = max(sig_m / sp_i, sig_m / sp_j, 0.7)
-    r = 1 if s_edge <= 1.5 else int(math.ceil(4.0 * s_edge)) + 1
-    s_mat = max(shading.edge_sigma / sp_i, shading.edge_sigma / sp_j)
-    if s_mat > 1.0:
-        r = max(r, int(math.ceil(4.0 * s_mat)) + 1)
-    return r
-
-
 def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: Shading,
                       warp: tuple | None = None,
                       crop: tuple[int, int, int] | None = None) -> np.ndarray:
     """Yield on ``grid`` (``(nj, ni)``), or with ``warp = (kappa, top, n_out, h_ref)`` the
     yield seen through the parallax along the grid's rows (``(n_out, ni)``, see
-    :func:`_warp`), computed a block at a time; with ``crop = (m, H, W)`` only the
-    ``[m:m+H, m:m+W]`` part of that result is returned.
+    :func:`~fibsem_ophyd.sim.parallax.warp`), computed a block at a time; with
+    ``crop = (m, H, W)`` only the ``[m:m+H, m:m+W]`` part of that result is returned.
 
-    The grid is extended by a halo of ``_halo`` nodes on every side so each block's shading
-    sees its neighbours; every node is computed exactly as in a whole-grid pass, so the block
-    layout (fixed by the grid size) and the number of worker threads do not change the image.
+    The grid is extended by a halo of :func:`~fibsem_ophyd.sim.shading.halo` nodes on every
+    side so each block's shading sees its neighbours; every node is computed exactly as in a
+    whole-grid pass, so the block layout (fixed by the grid size) and the number of worker
+    threads do not change the image.
     With parallax the grid is rasterised transposed: a block is then a range of the grid's
     columns with all its rows, the raster lines along which the parallax acts, so the warp
     runs inside the block too.
     """
     ni, nj = grid.ni, grid.nj
-    hal = _halo(grid, shading)
+    hal = halo(grid, shading)
     if warp is None:
         work_grid = grid
     else:
@@ -658,7 +253,7 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
     def work(a: int) -> None:
         b = min(a + rows, wj)
         h, _, _, (neg_expo, y0) = plan.block(a, b + 2 * hal, tables)
-        sig = _shade(h, neg_expo, y0, hal, ext, view, shading)
+        sig = shade(h, neg_expo, y0, hal, ext, view, shading)
         if warp is None:                      # block rows a..b of the result
             lo, hi = max(a, m), min(b, m + fh)
             if lo < hi:
@@ -675,126 +270,3 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
         for f in [pool().submit(work, a) for a in starts]:
             f.result()
     return out
-
-
-def _shade(hgt: np.ndarray, neg_expo: np.ndarray, y0: np.ndarray, hal: int, grid: RasterGrid,
-           view: BeamView, shading: Shading) -> np.ndarray:
-    """Yield of the interior of a block from the local normal, material and edges.
-
-    ``hgt`` and the material maps (``neg_expo``: minus the angular exponent, ``y0``: the
-    yield at normal incidence; anti-aliased blends of the materials, from
-    :meth:`RasterPlan.block`) cover the block with a halo of ``hal`` nodes on every side (the
-    interior is ``hgt[hal:-hal, hal:-hal]``).
-    """
-    f32 = np.float32
-    nb, ni = hgt.shape[0] - 2 * hal, hgt.shape[1] - 2 * hal
-    rows, cols = slice(hal, hal + nb), slice(hal, hal + ni)
-    # central differences per node; the 1/2 is folded into the metric below
-    hi = np.subtract(hgt[rows, hal + 1:hal + ni + 1], hgt[rows, hal - 1:hal + ni - 1])
-    hj = np.subtract(hgt[hal + 1:hal + nb + 1, cols], hgt[hal - 1:hal + nb - 1, cols])
-    # sample-frame gradient (Hx, Hy) = J^-T (Hi, Hj)
-    m = 0.5 * np.linalg.inv(grid.jacobian()).T
-    tiny = 1e-12 * float(np.abs(m).max())
-    if abs(m[0, 1]) <= tiny and abs(m[1, 0]) <= tiny:
-        hx, hy = hi, hj
-        hx *= f32(m[0, 0])
-        hy *= f32(m[1, 1])
-    elif abs(m[0, 0]) <= tiny and abs(m[1, 1]) <= tiny:
-        hx, hy = hj, hi
-        hx *= f32(m[0, 1])
-        hy *= f32(m[1, 0])
-    else:
-        hx = f32(m[0, 0]) * hi + f32(m[0, 1]) * hj
-        hy = f32(m[1, 0]) * hi + f32(m[1, 1]) * hj
-        del hi, hj
-    tmp = np.multiply(hy, hy)
-    inv_norm = np.multiply(hx, hx)
-    inv_norm += tmp
-    inv_norm += 1.0
-    np.sqrt(inv_norm, out=inv_norm)
-    np.divide(1.0, inv_norm, out=inv_norm)          # 1 / |(-Hx, -Hy, 1)|
-
-    _, _, d_s = view.sample_axes()
-    cos_b = _facing(d_s, hx, hy, inv_norm, tmp)
-    np.clip(cos_b, 0.1, 1.0, out=cos_b)
-    if shading.mode == "BSE":
-        # (1+cos)/2 raised to -9/sqrt(Z): 1 at normal incidence, rising towards grazing
-        cos_b += 1.0
-        cos_b *= 0.5
-    y = np.log(cos_b, out=cos_b)
-    y *= neg_expo[rows, cols]
-    np.exp(y, out=y)                               # sec^n (or the Arnal BSE factor)
-    y *= _material_map(y0, grid, shading)[rows, cols]
-    if shading.k_det:
-        det = view.rotation.T @ np.array(shading.det_dir) * shading.k_det
-        cos_d = _facing(det, hx, hy, inv_norm, tmp)  # k_det cos(normal, detector)
-        cos_d += 1.0
-        y *= cos_d
-    del hx, hy, inv_norm, tmp
-    y *= _edge_factor(hgt, hal, grid, shading)
-    return y
-
-
-def _material_map(y0: np.ndarray, grid: RasterGrid, shading: Shading) -> np.ndarray:
-    """Smooth the material yield map over the interaction range when it spans > 1 node.
-
-    Material contrast is generated over the electron (ion) interaction range, so at high
-    magnification a boundary is a ramp of that width. Below one node the boundaries are
-    already anti-aliased by the scene's coverage layers and nothing is done.
-    """
-    sp_i = math.hypot(*grid.di)
-    sp_j = math.hypot(*grid.dj)
-    si = shading.edge_sigma / sp_i
-    sj = shading.edge_sigma / sp_j
-    if max(si, sj) <= 1.0:
-        return y0
-    return gaussian_blur(y0, np.diag([max(si, 0.3) ** 2, max(sj, 0.3) ** 2]))
-
-
-def _edge_factor(hgt: np.ndarray, hal: int, grid: RasterGrid, shading: Shading) -> np.ndarray:
-    """``1 + k tanh((h - G*h) / sigma)`` on the interior of a haloed block: bright rims and
-    peaks, dark valleys.
-
-    The Gaussian is isotropic in the sample frame (sigma in nodes per axis, at least 0.7 node).
-    Up to ~1.5 nodes the high-pass ``h - G*h`` is its second-order expansion
-    ``-(sigma_i^2 h_ii + sigma_j^2 h_jj) / 2`` (two slice passes instead of a blur).
-    """
-    f32 = np.float32
-    nb, ni = hgt.shape[0] - 2 * hal, hgt.shape[1] - 2 * hal
-    rows, cols = slice(hal, hal + nb), slice(hal, hal + ni)
-    sp_i = math.hypot(*grid.di)
-    sp_j = math.hypot(*grid.dj)
-    sig_m = max(shading.edge_sigma, min(sp_i, sp_j))
-    si = max(sig_m / sp_i, 0.7)
-    sj = max(sig_m / sp_j, 0.7)
-    scale = 1.0 / max(shading.edge_sigma, math.sqrt(sp_i * sp_j))
-    c = hgt[rows, cols]
-    if max(si, sj) <= 1.5:
-        # second-order high-pass a (h_E + h_W - 2 h) + b (h_N + h_S - 2 h)
-        a = f32(-0.5 * si * si * scale)
-        b = f32(-0.5 * sj * sj * scale)
-        hp = np.add(hgt[rows, hal + 1:hal + ni + 1], hgt[rows, hal - 1:hal + ni - 1])
-        if a == b:
-            hp += hgt[hal + 1:hal + nb + 1, cols]
-            hp += hgt[hal - 1:hal + nb - 1, cols]
-            hp -= np.multiply(c, f32(4.0))
-            hp *= a
-        else:
-            t = np.add(hgt[hal + 1:hal + nb + 1, cols], hgt[hal - 1:hal + nb - 1, cols])
-            t -= np.multiply(c, f32(2.0))
-            t *= b / a
-            hp -= np.multiply(c, f32(2.0))
-            hp += t
-            hp *= a
-            del t
-    else:
-        # about a reference level: the high-pass of metres of relief keeps its nanometres
-        ref = f32(hgt[hal, hal])
-        hp = gaussian_blur(hgt - ref, np.diag([si * si, sj * sj]))[rows, cols]
-        hp -= c
-        hp += ref
-        hp *= f32(-scale)
-    np.tanh(hp, out=hp)
-    hp *= f32(shading.k_edge)
-    hp += 1.0
-    return hp

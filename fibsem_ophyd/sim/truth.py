@@ -1,24 +1,24 @@
 """Ground truth of the simulated microscope, for tests and benchmarks.
 
-Everything here is computed from the true pose and the scene, never from the images, so an
-alignment, coincidence or detection routine can be scored honestly.
+Everything here is computed from the true pose and the scene
+(:class:`~fibsem_ophyd.sim.state.SimState`), never from the images, so an alignment,
+coincidence or detection routine can be scored honestly. Nothing here changes the state.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..geometry import ELECTRON, image_to_pixel, pixel_to_image, rx, rz
-from .cuts import lamella_profile
+from ..geometry import ELECTRON, pixel_to_image, rx, rz
+from .cuts import BeamCut, lamella_profile
+from .erosion import ImagingErosion
 from .materials import MATERIALS
-
-if TYPE_CHECKING:
-    from .microscope import SimulatedMicroscope
-    from .render import BeamView
+from .state import SimState
+from .view import BeamView, sample_to_pixel
 
 __all__ = ["Feature", "Truth"]
 
@@ -47,22 +47,38 @@ class Feature:
 
 
 class Truth:
-    """Ground-truth queries on a :class:`~fibsem_ophyd.sim.SimulatedMicroscope` (``sim.truth``)."""
+    """Ground-truth queries on a simulator's state (``sim.truth`` of a
+    :class:`~fibsem_ophyd.sim.SimulatedMicroscope`).
 
-    def __init__(self, microscope: SimulatedMicroscope):
-        self._m = microscope
+    Parameters
+    ----------
+    state : SimState
+        The state the answers are computed from (read, never written).
+    cuts : list of BeamCut
+        The millings' cuts so far (the list the microscope appends to).
+    erosion : ImagingErosion
+        The ion-imaging erosion record.
+    frame_settings : callable
+        ``frame_settings(beam, settings) -> frame``: checks a beam name and per-frame
+        settings (``ValueError`` naming the bad value) and merges them over the beam's.
+    """
+
+    def __init__(self, state: SimState, cuts: Sequence[BeamCut], erosion: ImagingErosion,
+                 frame_settings: Callable[[str, Mapping | None], Mapping]):
+        self._state = state
+        self._cuts = cuts
+        self._erosion = erosion
+        self._frame_settings = frame_settings
 
     # ------------------------------------------------------------------ views
     def view(self, beam: str, settings: dict | None = None) -> BeamView:
-        """The current :class:`~fibsem_ophyd.sim.render.BeamView` of ``beam``."""
-        m = self._m
-        beam = m._check_beam(beam)
-        return m._view(beam, m._frame_settings(beam, settings))
+        """The current :class:`~fibsem_ophyd.sim.view.BeamView` of ``beam``."""
+        return self._state.view(beam, self._frame_settings(beam, settings))
 
     @property
     def sample_height_offset(self) -> float:
         """True height (m) of the sample surface above its nominal position."""
-        return self._m._offset
+        return self._state.offset
 
     def pixel_size(self, beam: str, settings: dict | None = None) -> float:
         """Pixel size (m) of ``beam``'s full frame."""
@@ -72,9 +88,7 @@ class Truth:
     def project(self, sample_xyz, beam: str, settings: dict | None = None):
         """Pixel (col, row) where sample point(s) ``(..., 3)`` (m) appear in ``beam``'s image
         with its current settings (full frame, pixel centres at integers)."""
-        v = self.view(beam, settings)
-        u, w = v.project(np.asarray(sample_xyz, dtype=float))
-        col, row = image_to_pixel(u, w, (v.height, v.width), v.pixel)
+        col, row = sample_to_pixel(self.view(beam, settings), sample_xyz)
         if np.ndim(col) == 0:
             return float(col), float(row)
         return col, row
@@ -88,23 +102,11 @@ class Truth:
         else:
             u, w = pixel_to_image(col, row, (v.height, v.width), v.pixel)
         a1, a2 = v.image_to_qperp(float(u), float(w))
-        return self._m._surface_point(beam, v, float(a1), float(a2))
-
-    def _focus_wd(self, beam: str, view: BeamView) -> float:
-        """In-focus working distance (m) for the surface at the image centre of ``view``."""
-        a1, a2 = view.image_to_qperp(0.0, 0.0)
-        s = self._m._surface_point(beam, view, float(a1), float(a2))
-        if s is None:
-            s = np.zeros(3)
-        q = view.sample_to_chamber(s)
-        wd0 = float(self._m.config.data[beam]["eucentric_height"])
-        if beam == ELECTRON:
-            return wd0 - float(q[2])
-        return wd0 - float(q @ view.source)
+        return self._state.surface_point(v, float(a1), float(a2))
 
     def focus_working_distance(self, beam: str) -> float:
         """Working distance (m) that focuses ``beam`` on the surface at its image centre."""
-        return self._focus_wd(beam, self.view(beam))
+        return self._state.focus_working_distance(self.view(beam))
 
     # ------------------------------------------------------------------ features
     def _footprint(self, beam: str = ELECTRON) -> tuple[float, float, float, float]:
@@ -136,8 +138,8 @@ class Truth:
         if kind not in (None, "cell", "particle", "square"):
             raise ValueError(f"unknown feature kind {kind!r}")
         region = tuple(region) if region is not None else self._footprint()
-        sc = self._m.scene
-        off = self._m._offset
+        sc = self._state.scene
+        off = self._state.offset
         out: list[Feature] = []
 
         def inside(x, y):
@@ -177,7 +179,7 @@ class Truth:
                 mm, nn, x, y = mm[ok], nn[ok], x[ok], y[ok]
                 if x.size:
                     hgt, mat = sc.evaluate(x, y)
-                    iced, thick = sc._hole_props(mm, nn)
+                    iced, thick = sc.tem_grid.hole_props(mm, nn)
                     for k in range(x.size):
                         out.append(Feature("square", (int(mm[k]), int(nn[k])), float(x[k]),
                                            float(y[k]), off + float(hgt[k]), off,
@@ -191,7 +193,7 @@ class Truth:
         s = self.surface_point(beam)
         if s is None:
             return None
-        sc = self._m.scene
+        sc = self._state.scene
         r = 30e-6
         region = (s[0] - r, s[0] + r, s[1] - r, s[1] + r)
         feats = self.features(None, region)
@@ -221,36 +223,30 @@ class Truth:
         return None
 
     # ------------------------------------------------------------------ stage truths
-    def _drift_stage(self) -> np.ndarray:
-        """Current drift expressed in the (tilted) stage axes."""
-        m = self._m
-        t = math.radians(m._stage["t"])
-        return rx(t).T @ m._drift.offset(m.clock.now())
-
     def eucentric_z(self) -> float:
         """Stage z (m) that puts the surface point on the electron-beam axis at the eucentric
         height (on the tilt axis after the matching y correction): tilting then leaves it fixed.
         """
-        m = self._m
-        v = m._view(ELECTRON)
-        s = m._surface_point(ELECTRON, v, 0.0, 0.0)
+        st = self._state
+        v = st.view(ELECTRON)
+        s = st.surface_point(v, 0.0, 0.0)
         if s is None:
             raise ValueError("the electron beam does not reach the sample at this pose")
         q = v.sample_to_chamber(s)
-        stage_frame = rx(math.radians(m._stage["t"])).T @ q
-        return m._stage["z"] - float(stage_frame[2])
+        stage_frame = rx(math.radians(st.stage["t"])).T @ q
+        return st.stage["z"] - float(stage_frame[2])
 
     def stage_position_for(self, sample_xy) -> dict[str, float]:
         """Stage position (x, y, z m; r, t deg, current r and t) that puts the surface point at
         ``sample_xy`` (m) on the coincidence point: centred in the SEM and in the FIB."""
-        m = self._m
+        st = self._state
         sx, sy = float(sample_xy[0]), float(sample_xy[1])
-        s = np.array([sx, sy, m._offset + float(m.scene.height(sx, sy))])
-        r = math.radians(m._stage["r"])
-        ms = rz(r) @ rx(-m.geometry.shuttle_pre_tilt) @ s
-        tv = -ms - self._drift_stage()
-        return {"x": float(tv[0]), "y": float(tv[1]), "z": float(tv[2] + m._z0),
-                "r": m._stage["r"], "t": m._stage["t"]}
+        s = np.array([sx, sy, st.offset + float(st.scene.height(sx, sy))])
+        r = math.radians(st.stage["r"])
+        ms = rz(r) @ rx(-st.geometry.shuttle_pre_tilt) @ s
+        tv = -ms - st.drift_in_stage()
+        return {"x": float(tv[0]), "y": float(tv[1]), "z": float(tv[2] + st.eucentric_z),
+                "r": st.stage["r"], "t": st.stage["t"]}
 
     # ------------------------------------------------------------------ lamellae
     def lamella(self, point=None, depth: float = 0.5e-6, half_range: float = 5e-6) -> dict:
@@ -278,10 +274,10 @@ class Truth:
             point = self.surface_point("ion")
             if point is None:
                 raise ValueError("the ion beam does not hit the sample at the image centre")
-        out = lamella_profile(self._m.cuts, np.asarray(point, dtype=float), float(depth),
+        out = lamella_profile(list(self._cuts), np.asarray(point, dtype=float), float(depth),
                               float(half_range))
         return {k: out[k] for k in ("thickness", "centre_offset", "inside", "bounded")}
 
     def imaging_erosion(self, point) -> float:
         """How far (m) ion imaging has lowered the surface at sample point (x, y[, z])."""
-        return self._m.erosion.depth_at(float(point[0]), float(point[1]))
+        return self._erosion.depth_at(float(point[0]), float(point[1]))

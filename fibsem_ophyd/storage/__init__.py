@@ -2,7 +2,8 @@
 
 - :mod:`.metadata` -- the one metadata vocabulary (OpenFIBSEM ``FibsemImageMetadata``
   layout; our units in, radians only inside the dict).
-- :mod:`.tiff` -- :func:`write_tiff`, :func:`read_tiff`, :class:`FibImage`.
+- :mod:`.tiff` -- :func:`write_tiff`, :func:`read_tiff`, :class:`FibImage`,
+  :class:`TiffSeries` (a device's frames and their StreamResource/StreamDatum).
 - :mod:`.catalog` -- :func:`open_catalog` (embedded SQLite + DuckDB under a data
   directory, in-process), :func:`serve_catalog` (the same, served from a child process),
   :func:`open_remote_catalog`.
@@ -15,8 +16,6 @@
 - :mod:`.validate` -- :func:`validate_document`.
 """
 
-from .batch import batch_coating, batch_state
-from .batch_summary import BatchSummary, replay_batch
 from .catalog import (
     BACKUP_DIR,
     IMAGES_DIR,
@@ -56,7 +55,15 @@ from .reader import (
     search_runs,
 )
 from .recovery import RECOVERED_REASON, recover_run, unfinished_backups
-from .tiff import FibImage, read_metadata, read_tiff, write_tiff
+from .tiff import (
+    TIFF_MIMETYPE,
+    TIFF_TEMPLATE,
+    FibImage,
+    TiffSeries,
+    read_metadata,
+    read_tiff,
+    write_tiff,
+)
 from .validate import validate_document, validate_documents
 
 # The writer imports bluesky_tiled_plugins/tiled (several seconds): load it on first use so
@@ -95,6 +102,9 @@ __all__ = [
     "write_tiff",
     "read_tiff",
     "read_metadata",
+    "TiffSeries",
+    "TIFF_TEMPLATE",
+    "TIFF_MIMETYPE",
     # catalog
     "open_catalog",
     "open_remote_catalog",
@@ -110,10 +120,6 @@ __all__ = [
     "CatalogWriter",
     "WriteError",
     # reader
-    "batch_state",
-    "batch_coating",
-    "BatchSummary",
-    "replay_batch",
     "load_images",
     "image_files",
     "image_keys",

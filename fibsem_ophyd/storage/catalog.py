@@ -15,12 +15,10 @@ sees every earlier run.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import os
 import sqlite3
-import threading
 from pathlib import Path
 
 __all__ = [
@@ -90,53 +88,11 @@ def _stamped_revision(db_path: Path) -> str | None:
     return row[0] if row else None
 
 
-def _init_sqlite_catalog(uri: str) -> None:
-    """Create and stamp a new SQLite catalog in-process (what ``tiled catalog init`` does).
-
-    Tiled's own ``init_if_not_exists=True`` runs ``python -m tiled catalog init`` in a
-    subprocess, which re-imports Tiled (~7 s on a small machine). This does the same two
-    steps (create tables, stamp alembic head) in a short-lived thread with its own event
-    loop and engine, so it works from inside a running loop too. Uses Tiled internals:
-    the caller falls back to the subprocess if anything here fails.
-    """
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from tiled.alembic_utils import UninitializedDatabase, check_database, stamp_head
-    from tiled.catalog.alembic_constants import ALEMBIC_DIR, ALEMBIC_INI_TEMPLATE_PATH
-    from tiled.catalog.core import ALL_REVISIONS, REQUIRED_REVISION, initialize_database
-    from tiled.utils import ensure_specified_sql_driver
-
-    uri = ensure_specified_sql_driver(uri)
-    errors: list[BaseException] = []
-
-    async def setup() -> None:
-        engine = create_async_engine(uri)
-        try:
-            try:
-                await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
-            except UninitializedDatabase:
-                await initialize_database(engine)
-        finally:
-            await engine.dispose()
-
-    def work() -> None:
-        try:
-            asyncio.run(setup())
-            stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
-        except BaseException as exc:  # reported to the caller below
-            errors.append(exc)
-
-    thread = threading.Thread(target=work, name="tiled-catalog-init")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-
-
 def _needs_init(db_path: Path) -> bool:
     """Whether the catalog must be (created and) stamped before opening it."""
-    from tiled.catalog.core import REQUIRED_REVISION
+    from ._tiled_private import required_catalog_revision
 
-    return _stamped_revision(db_path) != REQUIRED_REVISION
+    return _stamped_revision(db_path) != required_catalog_revision()
 
 
 def build_catalog_app(
@@ -173,7 +129,9 @@ def build_catalog_app(
     init = _needs_init(root / CATALOG_FILE)
     if init:
         try:
-            _init_sqlite_catalog(db_uri)
+            from ._tiled_private import init_sqlite_catalog
+
+            init_sqlite_catalog(db_uri)
             init = _needs_init(root / CATALOG_FILE)
         except Exception:
             logger.warning("in-process catalog init failed; using `tiled catalog init`",

@@ -1,5 +1,8 @@
 """One image per TIFF file, with its metadata JSON in the ImageDescription tag.
 
+:class:`TiffSeries` is a run's series of such files (one directory, one file per frame) and
+the StreamResource/StreamDatum documents that announce them to the catalog.
+
 The layout is OpenFIBSEM's (see :mod:`fibsem_ophyd.storage.metadata`): a file written by
 :func:`write_tiff` opens with ``fibsem.structures.FibsemImage.load``, and
 :func:`read_tiff` opens files written by ``FibsemImage.save`` (its tifffile "shaped"
@@ -14,17 +17,26 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
+from event_model import compose_stream_resource
 
 from . import metadata as _md
 from ._json import dumps
 
-__all__ = ["FibImage", "write_tiff", "read_tiff", "read_metadata"]
+__all__ = ["FibImage", "write_tiff", "read_tiff", "read_metadata", "TiffSeries",
+           "TIFF_TEMPLATE", "TIFF_MIMETYPE"]
+
+#: file name of frame n of a series
+TIFF_TEMPLATE = "img_{:06d}.tif"
+#: the StreamResource mimetype of a TIFF series (Tiled's TIFF-sequence consolidator)
+TIFF_MIMETYPE = "multipart/related;type=image/tiff"
 
 _DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
@@ -182,3 +194,124 @@ class FibImage:
         )
 
     __hash__ = None  # mutable, array-valued
+
+
+class TiffSeries:
+    """A series of one-frame TIFFs in one directory, and the documents that announce it.
+
+    Frame ``n`` is ``<directory>/`` :data:`TIFF_TEMPLATE` ``.format(n)``. A device opens a
+    series when it is staged, numbers each frame with :meth:`add` (which also keeps the
+    frame shape fixed within the series), writes it with :meth:`write` (on any thread) and
+    yields :meth:`asset_docs` from ``collect_asset_docs``: the StreamResource once, then a
+    StreamDatum per call covering the frames not yet announced.
+
+    Parameters
+    ----------
+    name : str
+        The owning device's name: directories are ``<name>_<12 hex digits>`` and errors
+        name it.
+    data_key : str
+        The data key of the image in the device's ``describe()``.
+    """
+
+    def __init__(self, name: str, data_key: str):
+        self.name = name
+        self.data_key = data_key
+        self.directory: Path | None = None
+        #: (height, width) of the frames in pixels; ``None`` before the first
+        self.shape: tuple[int, int] | None = None
+        self._count = 0
+        self._emitted = 0
+        self._bundle = None
+
+    def open(self, parent: str | os.PathLike) -> Path:
+        """Start a new series in a new directory under ``parent``; return the directory."""
+        self.directory = Path(parent) / f"{self.name}_{uuid.uuid4().hex[:12]}"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.shape = None
+        self._count = self._emitted = 0
+        self._bundle = None
+        return self.directory
+
+    def close(self) -> None:
+        """End the series (the files stay); :meth:`open` starts the next one."""
+        self.directory = None
+        self._bundle = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.directory is not None
+
+    @property
+    def count(self) -> int:
+        """Frames numbered so far (by :meth:`add`)."""
+        return self._count
+
+    @property
+    def announced(self) -> int:
+        """Frames announced so far (by :meth:`asset_docs`)."""
+        return self._emitted
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise unless a frame of ``shape`` (height, width) pixels may join the series.
+
+        Raises
+        ------
+        RuntimeError
+            The series is not open, or ``shape`` differs from the series' first frame.
+        """
+        if self.directory is None:
+            raise RuntimeError(f"{self.name}: no TIFF series is open (stage the device)")
+        if self.shape is not None and tuple(shape) != self.shape:
+            raise RuntimeError(
+                f"{self.name}: frame shape changed from {self.shape} to {tuple(shape)} "
+                "within one staging; change resolution or reduced area between runs (or "
+                "re-stage)"
+            )
+
+    def add(self, shape: tuple[int, ...]) -> int:
+        """Number the next frame, of ``shape`` (height, width) pixels; return its index.
+
+        Raises
+        ------
+        RuntimeError
+            As :meth:`check_shape`.
+        """
+        self.check_shape(shape)
+        if self.shape is None:
+            self.shape = tuple(int(n) for n in shape)
+        index = self._count
+        self._count += 1
+        return index
+
+    def path(self, index: int) -> Path:
+        """The file of frame ``index``."""
+        if self.directory is None:
+            raise RuntimeError(f"{self.name}: no TIFF series is open (stage the device)")
+        return self.directory / TIFF_TEMPLATE.format(index)
+
+    def write(self, index: int, data: np.ndarray, metadata: dict | None) -> Path:
+        """Write frame ``index`` (see :func:`write_tiff`); return its path."""
+        return write_tiff(self.path(index), data, metadata)
+
+    def asset_docs(self, stop: int | None = None) -> Iterator[tuple[str, dict]]:
+        """StreamResource (first call only) and one StreamDatum for the frames not yet
+        announced, up to ``stop`` (exclusive; default: every frame numbered). Announce
+        only frames whose files are written."""
+        stop = self._count if stop is None else min(int(stop), self._count)
+        if stop <= self._emitted:
+            return
+        if self._bundle is None:
+            h, w = self.shape
+            self._bundle = compose_stream_resource(
+                mimetype=TIFF_MIMETYPE,
+                uri=f"file://localhost{self.directory.resolve().as_posix()}/",
+                data_key=self.data_key,
+                parameters={"template": TIFF_TEMPLATE, "chunk_shape": [1, h, w]},
+                validate=False,
+            )
+            yield "stream_resource", self._bundle.stream_resource_doc
+        yield "stream_datum", self._bundle.compose_stream_datum(
+            indices={"start": self._emitted, "stop": stop}, validate=False
+        )
+        self._emitted = stop

@@ -40,27 +40,32 @@ time on their way to the catalog (the RunEngine validated them when it composed 
 the in-process catalog (:func:`~fibsem_ophyd.storage.open_catalog`) the Tiled server code
 runs in this process and competes with the RunEngine for the GIL; with
 :func:`~fibsem_ophyd.storage.serve_catalog` that work runs in a child process.
+
+What this needs of bluesky-tiled-plugins' private API (flushing a run's caches before its
+stop, creating an image node with its first frames, deferring ``close_stream``) is in
+:mod:`fibsem_ophyd.storage._tiled_private`, which checks the installed version.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 import os
 import threading
 import time
 import traceback
-from collections import defaultdict, deque
-from concurrent.futures import Executor, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bluesky_tiled_plugins import TiledWriter
-
 from ._json import dumps
+from ._tiled_private import (
+    HookedTiledWriter,
+    flush_run_writer,
+    normalizer_class,
+    stop_deferring_stream_close,
+)
 
 __all__ = ["CatalogWriter", "WriteError", "BufferedTiledWriter", "flush_run_writer"]
 
@@ -102,156 +107,6 @@ class WriteError:
         return f"run {self.run_uid}: {self.name}: {self.exception!r}"
 
 
-# --------------------------------------------------------------------------------------
-# The only place that touches bluesky_tiled_plugins private API (_RunWriter internals).
-# Pinned by tests/storage/test_writer.py::test_frames_visible_before_stop.
-# --------------------------------------------------------------------------------------
-def flush_run_writer(run_writer: Any, sent_assets: dict[str, int] | None = None,
-                     executor: Executor | None = None) -> int:
-    """Write a ``_RunWriter``'s cached events and stream_datums to the catalog now.
-
-    Does what ``_RunWriter.stop`` does with its caches, without writing the stop
-    document: appends the cached rows of each stream's internal table and registers the
-    cached (concatenated) stream_datums with one data-source update per node.
-
-    Parameters
-    ----------
-    run_writer : bluesky_tiled_plugins.writing.tiled_writer._RunWriter
-        The per-run writer.
-    sent_assets : dict, optional
-        Node URI -> number of that node's assets already registered; updated here. When
-        given, a data-source update carries only the new assets (the server adds assets
-        and keeps the ones already associated), so each flush costs O(new frames)
-        instead of O(all frames so far). ``None`` sends every asset, like ``stop``.
-    executor : concurrent.futures.Executor, optional
-        If given, the table rows are appended on it while this thread registers the
-        assets: the two requests go to the catalog concurrently (they touch different
-        nodes), so a flush costs about one round trip instead of two. Both are complete
-        when this returns; the first error of either is raised.
-
-    Returns
-    -------
-    int
-        The number of cached items (table rows + stream_datum documents) written.
-    """
-    from bluesky_tiled_plugins.writing.consolidators import Patch
-
-    tables = [(desc_name, list(cache))
-              for desc_name, cache in run_writer._internal_data_cache.items() if cache]
-    for desc_name, _ in tables:
-        run_writer._internal_data_cache[desc_name].clear()
-
-    def write_tables() -> int:
-        n = 0
-        for desc_name, rows in tables:
-            run_writer._write_internal_data(rows, desc_node=run_writer._desc_nodes[desc_name])
-            n += len(rows)
-        return n
-
-    table_future = executor.submit(write_tables) if executor is not None and tables else None
-    written = 0 if table_future is not None else write_tables()
-    try:
-        pending = list(run_writer._external_data_cache.values())
-        run_writer._external_data_cache.clear()
-        pending, created = _create_nodes_with_frames(run_writer, pending, sent_assets)
-        written += created
-        grouped: dict[tuple[Any, Any], list] = defaultdict(list)
-        for doc in pending:
-            node, consolidator, patch = run_writer._update_consolidator(doc)
-            grouped[(node, consolidator)].append(patch)
-            written += 1
-        for (node, consolidator), patches in grouped.items():
-            data_source = consolidator.get_data_source()
-            n_assets = len(data_source.assets)
-            if sent_assets is not None:
-                sent = sent_assets.get(node.uri, 0)
-                if 0 < sent <= n_assets:
-                    data_source = dataclasses.replace(
-                        data_source, assets=list(data_source.assets[sent:])
-                    )
-            run_writer._update_data_source_for_node(
-                node, data_source, patch=Patch.combine_patches(patches)
-            )
-            if sent_assets is not None:
-                sent_assets[node.uri] = n_assets
-    except BaseException:
-        if table_future is not None:
-            futures_wait([table_future])  # never leave a request running behind an error
-        raise
-    if table_future is not None:
-        written += table_future.result()  # raises the table write's error, if any
-    return written
-
-
-def _create_nodes_with_frames(run_writer: Any, pending: list[dict],
-                              sent_assets: dict[str, int] | None) -> tuple[list[dict], int]:
-    """Create the node of each stream resource seen for the first time with its frames.
-
-    ``_RunWriter`` creates a stream resource's node empty on its first stream_datum and
-    then adds the frames with a second request; here the node is created with the frames
-    already in its data source: one catalog request instead of two. Stream_datums of
-    nodes that exist (or of a further stream resource for a known data key) are returned
-    for the usual path.
-
-    Returns
-    -------
-    (list of dict, int)
-        The stream_datums left, and how many were written here.
-    """
-    from bluesky_tiled_plugins.writing.consolidators import consolidator_factory
-
-    rest: list[dict] = []
-    created = 0
-    for doc in pending:
-        sres_uid = doc["stream_resource"]
-        sres_doc = run_writer._stream_resource_cache.get(sres_uid)
-        if sres_uid in run_writer._sres_nodes or sres_doc is None:
-            rest.append(doc)
-            continue
-        desc_node = run_writer._desc_nodes[doc["descriptor"]]
-        full_key = f"{desc_node.item['id']}_{sres_doc['data_key']}"
-        if full_key in run_writer._sres_nodes:
-            rest.append(doc)
-            continue
-        consolidator = consolidator_factory(sres_doc, desc_node.metadata)
-        consolidator.consume_stream_datum(doc)
-        data_source = consolidator.get_data_source()
-        node = desc_node.new(
-            key=consolidator.data_key,
-            structure_family=data_source.structure_family,
-            data_sources=[data_source],
-            metadata={},
-            specs=[],
-            access_tags=run_writer.access_tags,
-        )
-        run_writer._consolidators[sres_uid] = run_writer._consolidators[full_key] = consolidator
-        run_writer._sres_nodes[sres_uid] = run_writer._sres_nodes[full_key] = node
-        if sent_assets is not None:
-            sent_assets[node.uri] = len(data_source.assets)
-        created += 1
-    return rest, created
-
-
-def _make_run_writer(tiled_writer: TiledWriter) -> tuple[Any, Any]:
-    """Build (callback chain, _RunWriter) for one run, as ``TiledWriter._factory`` does."""
-    from bluesky_tiled_plugins.writing.tiled_writer import _RunWriter
-
-    run_writer = _RunWriter(
-        tiled_writer.client,
-        batch_size=tiled_writer._batch_size,
-        max_array_size=tiled_writer._max_array_size,
-        validate=tiled_writer._validate,
-        ignore_errors=tiled_writer.ignore_errors,
-    )
-    cb = run_writer
-    if tiled_writer._normalizer:
-        cb = tiled_writer._normalizer(
-            patches=tiled_writer.patches, spec_to_mimetype=tiled_writer.spec_to_mimetype
-        )
-        cb.subscribe(run_writer)
-    return cb, run_writer
-
-
 class _RunGuard:
     """Per-run callback: forwards to the writer chain until the first error, then drops."""
 
@@ -286,13 +141,7 @@ class _RunGuard:
         counts as written (``close_streams=True``), or not sent at all to a catalog
         without live streaming (``close_streams=False``).
         """
-        rw = self.run_writer
-        closer = rw._close_stream_tree  # the bound method
-        rw._close_stream_tree = _no_op  # shadows it on the instance during stop
-        try:
-            self.cb("stop", doc)
-        finally:
-            del rw._close_stream_tree
+        closer = stop_deferring_stream_close(self.cb, self.run_writer, doc)
         if self.owner.close_streams:
             self.owner._deferred.append((self.uid, closer))
 
@@ -310,37 +159,10 @@ class _RunGuard:
             return 0
 
 
-def _no_op() -> None:
-    return None
-
-
-@functools.cache
-def _normalizer_class():
-    """``RunNormalizer`` that does not validate the events it passes on a second time.
-
-    The RunEngine validates every event against the event-model schema when it composes it
-    (``event_model.ComposeEvent``); the normalizer then only copies it and drops keys
-    (``filled``, external data keys), and ``RunNormalizer.emit`` would validate the copy
-    again: ~0.5 ms per frame of the catalog thread (holding the GIL). Every other
-    document, stream_datums included, is still validated here.
-    """
-    from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer
-    from event_model import DocumentNames
-
-    class _Normalizer(RunNormalizer):
-        def emit(self, name, doc):
-            if name == DocumentNames.event:
-                self.dispatcher.process(name, doc)
-            else:
-                super().emit(name, doc)
-
-    return _Normalizer
-
-
-class BufferedTiledWriter(TiledWriter):
+class BufferedTiledWriter(HookedTiledWriter):
     """A ``TiledWriter`` whose cached events/stream_datums can be flushed on demand.
 
-    It keeps a reference to each open run's ``_RunWriter`` (via ``_factory``) so that
+    It keeps a reference to each open run's ``_RunWriter`` (via ``open_run``) so that
     :meth:`flush` can write their caches before the run's ``stop``; the count-based
     ``batch_size`` flushing of ``TiledWriter`` still applies. A flush appends the table
     rows and registers the new files concurrently (two requests in flight). A failing
@@ -353,7 +175,7 @@ class BufferedTiledWriter(TiledWriter):
 
     def __init__(self, client, *, on_error=None, close_streams: bool = True, **kwargs):
         kwargs.pop("backup_directory", None)  # CatalogWriter keeps its own, complete backup
-        kwargs.setdefault("normalizer", _normalizer_class())
+        kwargs.setdefault("normalizer", normalizer_class())
         super().__init__(client, **kwargs)
         self._runs: dict[str, _RunGuard] = {}
         self._on_error = on_error
@@ -362,11 +184,10 @@ class BufferedTiledWriter(TiledWriter):
         self._executor = ThreadPoolExecutor(max_workers=1,
                                             thread_name_prefix="fibsem-catalog-table")
 
-    def _factory(self, name, doc):
-        cb, run_writer = _make_run_writer(self)
-        guard = _RunGuard(self, doc["uid"], cb, run_writer)
-        self._runs[doc["uid"]] = guard
-        return [guard], []
+    def open_run(self, uid: str, cb: Any, run_writer: Any) -> _RunGuard:
+        guard = _RunGuard(self, uid, cb, run_writer)
+        self._runs[uid] = guard
+        return guard
 
     def _report(self, uid: str | None, name: str, exc: BaseException) -> None:
         logger.error("catalog write failed for run %s (%s document); the run is abandoned "
@@ -408,7 +229,27 @@ class BufferedTiledWriter(TiledWriter):
 
 
 class _Backup:
-    """JSON-lines backup, one file per run, written on the caller's thread."""
+    """JSON-lines backup, one file per run, written on the caller's thread.
+
+    One ``{"name", "doc"}`` object per line (the format of bluesky's ``JSONLinesWriter``),
+    flushed per document; documents of no known run go to ``orphans.jsonl``.
+
+    Not ``event_model.RunRouter`` + ``bluesky.callbacks.json_writer.JSONLinesWriter``
+    (one writer per run), because that pair does not keep "every document is written":
+
+    - ``JSONLinesWriter`` encodes with plain ``json.dump``: a numpy scalar or array in a
+      document (``np.int64`` readings, metadata from numpy code) raises ``TypeError``
+      half-way through the line, leaving a truncated line and losing the document; here
+      :func:`~fibsem_ophyd.storage._json.dumps` encodes numpy, paths, enums and sets.
+    - ``RunRouter`` raises ``KeyError`` for a document whose descriptor or stream
+      resource it has not seen, instead of writing it somewhere (here: ``orphans.jsonl``).
+    - ``RunRouter`` passes every event through a ``Filler`` and on as an ``event_page``:
+      the backup would no longer hold the RunEngine's documents as emitted (which
+      :func:`~fibsem_ophyd.storage.replay_backup` and
+      :func:`~fibsem_ophyd.storage.recover_run` read back), and it cost ~400 us per event
+      on the RunEngine's thread against ~33 us here (2000 events, 2-core machine under
+      load).
+    """
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)

@@ -190,3 +190,20 @@ def test_a_recorder_takes_nan_without_waiting(session):
     assert status.done and status.success
     session.RE(bps.mv(rec.thickness, float("nan"), rec.status, "no lamella"))
     assert math.isnan(rec.thickness.get()) and rec.status.get() == "no lamella"
+
+
+def test_close_writes_the_frame_in_flight_then_refuses_triggers(microscope):
+    """``close()`` ends the acquisition thread only after the frame it holds is on disk."""
+    det = microscope.sem
+    det.stage()
+    try:
+        status = det.trigger()
+        det.close()
+        assert status.done and status.success
+        files = list(microscope.images_dir.glob(f"{det.name}_*/img_000000.tif"))
+        assert len(files) == 1 and files[0].stat().st_size > det.resolution.get()[0]
+        with pytest.raises(RuntimeError, match="closed"):
+            det.trigger()
+        det.close()  # idempotent
+    finally:
+        det.unstage()

@@ -10,7 +10,8 @@ import math
 import pytest
 from bluesky_queueserver_api import BPlan
 
-from fibsem_ophyd.storage import batch_coating, batch_state, open_catalog
+from fibsem_ophyd.plans.stored_runs import batch_coating, batch_state
+from fibsem_ophyd.storage import open_catalog
 
 from ..plans.test_batch import PROTOCOL as ICE_PROTOCOL
 
@@ -72,9 +73,9 @@ def test_overnight_batch_through_the_queue(queue_server):
     plans = [s["plan_name"] for s in starts]
     assert plans[:2] == ["sputter_coat", "cryo_deposition"]
     assert plans.count("mill_stages") == 4 and plans[-1] == "mill_lamellae"
-    # correct_drift (an align_beam_shift run) at each site's second visit
+    # correct_drift at each site's second visit
     drift_runs = [catalog[u] for u, s in zip(batch_uids, starts, strict=True)
-                  if s["plan_name"] == "align_beam_shift"]
+                  if s["plan_name"] == "correct_drift"]
     assert [r.start["lamella"] for r in drift_runs] == ["L1", "L2"]
     for run in drift_runs:
         shifts = run["alignment"].read()

@@ -66,7 +66,7 @@ OFF = 0.013 * UM
 T60 = math.tan(math.radians(60))
 CASES = {
     "rectangle, regular cross-section (a ramp: half the box)": (
-        RectanglePattern(8 * UM, 3 * UM, 1 * UM, 2 * UM, -1 * UM, rotation=30,
+        RectanglePattern(8 * UM, 3 * UM, 1 * UM, centre_x=2 * UM, centre_y=-1 * UM, rotation=30,
                          cross_section="RegularCrossSection"), 24e-12, 12e-18),
     "line": (LinePattern(-5 * UM, 5 * UM, -4.2 * UM, 4.6 * UM, 1 * UM, width=0.2 * UM,
                          centre_x=1 * UM),

@@ -236,8 +236,8 @@ def test_excluded_regions_follow_the_content_and_cover_a_cut_floor():
     region where it now is; a milled box is extended in y by the cut's depth (its floor shows
     beyond the outline at glancing incidence); the registration band-pass widens with the
     frame so it spans the same fraction of the field."""
+    from fibsem_ophyd.alignment.masks import alignment_bandpass, shifted_mask
     from fibsem_ophyd.milling import load_protocol
-    from fibsem_ophyd.plans._alignment import alignment_bandpass, shifted_mask
     from fibsem_ophyd.plans._milling import EXCLUSION_MARGIN, milled_boxes
 
     mask = np.ones((60, 80), np.float32)

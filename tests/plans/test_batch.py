@@ -6,7 +6,7 @@ import copy
 import pytest
 
 from fibsem_ophyd.plans import mill_lamellae, move_to_milling_angle, save_position, stable_move
-from fibsem_ophyd.storage import batch_state
+from fibsem_ophyd.plans.stored_runs import batch_state
 
 ICE = {"milling_current": 2e-10, "hfw": 80e-6, "material": "ice"}
 PROTOCOL = {"milling": {
@@ -115,7 +115,7 @@ def test_batch_coats_the_grid_once_before_the_references(session, microscope):
     reads the coats back and does not coat again."""
     import json
 
-    from fibsem_ophyd.storage import batch_coating
+    from fibsem_ophyd.plans.stored_runs import batch_coating
 
     RE, sim, scope = session.RE, session.backend, microscope
     protocol = json.loads(json.dumps(PROTOCOL).replace('"ice"', '"Si"'))  # dose for the coat

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from fibsem_ophyd.plans import mill_lamellae, move_to_milling_angle, save_position, stable_move
-from fibsem_ophyd.storage import BatchSummary, replay_batch
+from fibsem_ophyd.plans.stored_runs import BatchSummary, replay_batch
 
 from .test_batch import PROTOCOL
 

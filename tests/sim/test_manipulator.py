@@ -10,7 +10,8 @@ from fibsem_ophyd import geometry as G
 from fibsem_ophyd.alignment import register
 from fibsem_ophyd.backend import BackendError
 from fibsem_ophyd.sim.manipulator import INSERT_TIME, MAX_PENETRATION
-from fibsem_ophyd.sim.render import Optics, Shading
+from fibsem_ophyd.sim.optics import Optics
+from fibsem_ophyd.sim.shading import Shading
 
 from ._helpers import small_sim
 

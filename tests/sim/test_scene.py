@@ -12,6 +12,7 @@ from fibsem_ophyd import geometry as G
 from fibsem_ophyd.alignment import register
 from fibsem_ophyd.sim import MATERIAL_IDS, HeightPatch, Scene
 from fibsem_ophyd.sim.scene import RasterGrid
+from fibsem_ophyd.sim.scene.patches import apply_patch_grid, apply_patch_points
 
 from ._helpers import small_sim
 
@@ -27,7 +28,7 @@ def test_grid_layout_and_materials():
     assert h[1] == pytest.approx(p.bar_height, abs=2e-6) and h[2] == pytest.approx(
         p.bar_height, abs=2e-6)
     assert m[3] == MATERIAL_IDS["Cu"] and h[3] < -p.holder_depth / 2
-    iced, thick = sc._hole_props(np.arange(-20, 20), np.zeros(40, dtype=int))
+    iced, thick = sc.tem_grid.hole_props(np.arange(-20, 20), np.zeros(40, dtype=int))
     assert 0.7 < iced.mean() <= 1.0
     assert np.all((thick[iced] >= p.ice_thickness[0]) & (thick[iced] <= p.ice_thickness[1]))
 
@@ -146,13 +147,13 @@ def test_patch_on_an_axis_aligned_grid_matches_the_per_node_interpolation(grid, 
 
     h_fast, m_fast = h0.copy(), m0.copy()
     assert (patch.uniform_material is not None) == uniform
-    Scene._apply_patch_grid(patch, grid, h_fast, m_fast)
+    apply_patch_grid(patch, grid, h_fast, m_fast)
     # the per-node reference at every node of the grid
     jj, ii = np.mgrid[0:grid.nj, 0:grid.ni]
     x = grid.origin[0] + ii * grid.di[0] + jj * grid.dj[0]
     y = grid.origin[1] + ii * grid.di[1] + jj * grid.dj[1]
-    h_ref, m_ref = Scene._apply_patch_points(patch, x.ravel(), y.ravel(),
-                                             h0.astype(np.float64).ravel(), m0.ravel())
+    h_ref, m_ref = apply_patch_points(patch, x.ravel(), y.ravel(),
+                                      h0.astype(np.float64).ravel(), m0.ravel())
     touched = h_ref.reshape(h0.shape) != h0
     assert touched.sum() > 1000  # the patch covers part of the grid ...
     assert (~touched).sum() > 1000  # ... and not all of it

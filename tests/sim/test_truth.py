@@ -122,4 +122,4 @@ def test_focus_truth_matches_the_sharpest_image():
     focus = sim.truth.focus_working_distance("electron")
     assert focus == pytest.approx(sim.config["electron"]["eucentric_height"], abs=20e-6)
     sim.set("working_distance", focus, "electron")
-    assert sim._optics("electron", sim.truth.view("electron")).sigma < 0.5
+    assert sim.imaging.optics("electron", sim.truth.view("electron")).sigma < 0.5

@@ -1,0 +1,121 @@
+"""What the plan modules share: run metadata in bluesky's shape, one-run wrapping, frames and
+records.
+
+Nothing here builds a device or calls one: a detector's microscope is its ``parent`` (as in
+ophyd-async), recorders are the microscope's (``microscope.recorders``), and values are read
+with ``bps.rd`` / ``bps.trigger_and_read``.
+"""
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import numpy as np
+from bluesky.protocols import HasName
+from bluesky.utils import MsgGenerator
+
+__all__ = ["beam_device", "count", "finite", "in_run", "microscope_of", "plan_arg", "positive",
+           "read_frame", "record", "run_md"]
+
+
+def plan_arg(value: Any) -> Any:
+    """A plan argument as the start document keeps it: devices as their ``repr`` (as
+    bluesky's plans do), numpy values as plain numbers/lists, everything else unchanged."""
+    if isinstance(value, HasName) and not isinstance(value, (str, bytes)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return [plan_arg(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: plan_arg(v) for k, v in value.items()}
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return value
+
+
+def run_md(plan_name: str, plan_args: dict, md: dict | None, *, detectors=None,
+           hints: dict | None = None, **extra) -> dict:
+    """Start-document metadata in bluesky's shape.
+
+    ``plan_name``, ``plan_args`` (through :func:`plan_arg`), ``detectors`` (names, if given)
+    and ``extra`` keys, then the caller's ``md`` on top (``_md.update(md or {})``), then each
+    of the plan's ``hints`` only where the caller gave none (``setdefault``).
+    """
+    _md: dict = {"plan_name": plan_name,
+                 "plan_args": {k: plan_arg(v) for k, v in plan_args.items()}}
+    if detectors is not None:
+        _md["detectors"] = [d.name for d in detectors]
+    _md.update(extra)
+    _md["hints"] = {}
+    _md.update(md or {})
+    _md["hints"] = dict(_md.get("hints") or {})  # never write into the caller's dict
+    for key, value in (hints or {}).items():
+        _md["hints"].setdefault(key, value)
+    return _md
+
+
+def in_run(plan, md: dict) -> MsgGenerator[tuple[str, Any]]:
+    """Run ``plan`` inside one run; return (run uid, what ``plan`` returned)."""
+    out: dict = {}
+
+    def capture():
+        out["value"] = yield from plan
+
+    uid = yield from bpp.run_wrapper(capture(), md=md)
+    return uid, out.get("value")
+
+
+def beam_device(microscope, beam: str):
+    """The microscope's beam device for ``beam`` ("electron" or "ion")."""
+    return getattr(microscope, f"{beam}_beam")
+
+
+def microscope_of(detector):
+    """The microscope a detector belongs to (its parent device)."""
+    return detector.parent
+
+
+def read_frame(detector, stage, extra=()) -> MsgGenerator[tuple[np.ndarray, float]]:
+    """Trigger and read ``detector`` (stream named after its beam; with ``extra`` readables,
+    for runs whose stream of that name holds more); return (frame, pixel m)."""
+    reading = yield from bps.trigger_and_read([detector, stage, *extra], name=detector.beam)
+    image = yield from bps.rd(detector.last_frame, default_value=None)
+    key = f"{detector.name}_pixel_size"
+    if reading and key in reading:
+        pixel = float(reading[key]["value"])
+    else:  # not a live RunEngine (e.g. plan inspection)
+        res = yield from bps.rd(detector.resolution)
+        pixel = float((yield from bps.rd(detector.hfw))) / float(res[0])
+    return image, pixel
+
+
+def record(recorder, stream: str, **values) -> MsgGenerator[dict]:
+    """Set ``recorder``'s fields to ``values`` and read it as one event of ``stream``."""
+    args = []
+    for key, value in values.items():
+        args += [getattr(recorder, key), value]
+    yield from bps.mv(*args)
+    return (yield from bps.trigger_and_read([recorder], name=stream))
+
+
+def count(name: str, value: Any) -> int:
+    """``value`` as an int; ``ValueError`` naming ``name`` unless an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def finite(name: str, value: Any) -> float:
+    """``value`` as a float; ``ValueError`` naming ``name`` unless a finite number (m)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number in metres, got {value!r}")
+    return float(value)
+
+
+def positive(name: str, value: Any) -> float:
+    """``value`` as a float; ``ValueError`` naming ``name`` unless positive and finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
