@@ -44,11 +44,17 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_milling import PROTOCOL  # noqa: E402
 from bluesky_queueserver_api import BFunc, BPlan  # noqa: E402
 
+import tests.facility.conftest as facility  # noqa: E402
 from tests.facility.conftest import (  # noqa: E402
     SMALL_CONFIG,
     QueueServer,
     TiledPostgresServer,
 )
+
+# on a shared machine the servers take minutes to start, not the tests' 90 s
+_wait_for = facility.wait_for
+facility.wait_for = lambda predicate, timeout, *a, **k: _wait_for(predicate, max(timeout, 900),
+                                                                  *a, **k)
 
 #: a 5 s cryo GIS layer (~0.14 um of PtC) takes the charge of ~1.4 um of ice
 COAT = {"sputter_time": 10.0, "gis_time": 5.0}
