@@ -213,7 +213,7 @@ def mill_lamellae(
 
     state = {s: {"done": [], "skipped": None, "reference": None, "thickness": None,
                  "thickness_reason": "not measured", "alignments": [], "milling_time": {},
-                 "measurements": []}
+                 "measurements": [], "shift": [0.0, 0.0]}
              for s in sites}
     if resume:
         yield from bps.mv(microscope.batch_state, batch)
@@ -249,9 +249,11 @@ def mill_lamellae(
                 yield from go_to_position(microscope, site)
                 if milling_angle is not None:
                     yield from move_to_milling_angle(microscope, milling_angle)
-                # the last site's beam shift means nothing here (and would pile up)
+                # start from this site's own last alignment (the last site's beam shift means
+                # nothing here): the drift correction then has only the drift since this
+                # site's last visit to find, not all since its reference
                 yield from bps.mv(microscope.ion_beam.blanked, False,
-                                  microscope.ion_beam.shift, [0.0, 0.0])
+                                  microscope.ion_beam.shift, st["shift"])
                 fresh = st["reference"] is None
                 if fresh:
                     # first visit: this view is where the lamella goes
@@ -271,6 +273,7 @@ def mill_lamellae(
                     supervised=supervised, exclude=changed, md={**site_md, "section_index": i}),
                     _site_log(st, name, "milling", microscope.milling))
                 st["done"].append(name)
+                st["shift"] = [float(v) for v in (yield from bps.rd(microscope.ion_beam.shift))]
                 trench = next((s.pattern for s in sections[name]
                                if s.enabled and hasattr(s.pattern, "spacing")), None)
                 if trench is not None:
