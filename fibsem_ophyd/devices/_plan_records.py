@@ -50,6 +50,7 @@ PLAN_RECORDS: dict[str, dict[str, tuple[str, str | None]]] = {
         "skipped_section": ("string", None),
         "reason": ("string", None),
         "thickness": ("number", "m"),
+        "thickness_reason": ("string", None),
     },
     "lamella": {
         "thickness": ("number", "m"),
@@ -57,6 +58,7 @@ PLAN_RECORDS: dict[str, dict[str, tuple[str, str | None]]] = {
         "bottom": ("number", "m"),
         "contrast": ("number", None),
         "expected": ("number", "m"),
+        "reason": ("string", None),
     },
     "deposition_record": {"deposition_step": ("string", None)},
     "overview_tile": {

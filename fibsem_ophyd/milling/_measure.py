@@ -5,84 +5,143 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import ndimage
 
-__all__ = ["measure_lamella_thickness", "LEVEL"]
+__all__ = ["measure_lamella_thickness", "LEVEL", "MIN_WIDTH", "MAX_WIDTH"]
 
-#: where between the trench (0) and lamella (1) grey levels an edge is placed: low, because
-#: the lamella's top is shaded unevenly (its grey level slopes across it, down to ~half the
-#: contrast near an edge) while its edges are bright and the trench floors flat
-LEVEL = 0.25
+#: where an edge is placed between the grey level just inside it (the lamella's bright
+#: edge) and the trench floor just outside it: half way, the middle of the blurred step
+LEVEL = 0.5
+#: the thinnest and thickest lamella looked for, as fractions of the expected thickness
+MIN_WIDTH, MAX_WIDTH = 0.25, 4.0
+
+
+def _nan(reason: str, contrast: float = math.nan) -> dict:
+    return {"thickness": math.nan, "top": math.nan, "bottom": math.nan,
+            "contrast": contrast, "reason": reason}
+
+
+def _crossing(p: np.ndarray, r: int, level: float, step: int, stop: int) -> float:
+    """Row (fractional) where ``p`` crosses ``level`` walking from row ``r`` by ``step``."""
+    above = p[r] > level
+    i = r
+    while i != stop and (p[i + step] > level) == above:
+        i += step
+    if i == stop:
+        return float(r)
+    a, b = p[i] - level, p[i + step] - level
+    return i + step * (a / (a - b) if a != b else 0.5)
 
 
 def measure_lamella_thickness(image: np.ndarray, pixel_size: float, spacing: float,
-                              band: float = 0.5) -> dict:
-    """Thickness of the lamella at the centre of an ion image viewed along the milling
-    direction (the lamella a horizontal strip, trenches above and below).
+                              band: float = 0.5, width: float | None = None,
+                              search: float | None = None) -> dict:
+    """Thickness of the lamella in an ion image viewed along the milling direction (the
+    lamella a horizontal strip, trenches above and below).
 
-    The image rows are averaged over the central ``band`` of the columns; the lamella is
-    looked for within half a ``spacing`` (the expected thickness, m) of the centre (it may
-    have drifted since the last alignment): the run of ``spacing / 3`` rows that differs most
-    from the trench level. Its grey level is the median over its middle third, the
-    trenches' the median over 0.5-1.5 ``spacing`` beyond its expected edges; each edge is
-    where the profile, walking out from the centre, first falls to :data:`LEVEL` of the way
-    from the trench to the lamella level (linear between rows): bright edges stay inside the
-    lamella, noise in the trenches outside it.
+    The lamella's top surface is a bright strip: at the milling angle it is seen at glancing
+    incidence (more secondaries than the trench floors and walls, which face the beam) and its
+    edges are brighter still (edge effect); at each edge the signal falls into a trench. So:
+
+    1. the row profile is the median over the central columns (``band`` of the frame, or
+       60 % of the trench ``width`` if smaller: beyond the trenches is unmilled surface;
+       the median ignores bright debris and vertical streaks);
+    2. edge candidates are the steepest rises and falls of the profile (smoothed over
+       1/40 of ``spacing``); the lamella is the pair of edges, a fall above (walking up, out
+       of the lamella) and a fall below, ``MIN_WIDTH``-``MAX_WIDTH`` x ``spacing`` apart,
+       centred within ``search`` of the image centre (it may have drifted since the last
+       alignment), whose whole middle is brighter than the grey level beyond both edges;
+       of those, the one with the strongest weaker edge;
+    3. each edge is where the profile crosses :data:`LEVEL` of the way from the trench
+       floor just outside it to the brightest grey level just inside it (linear between
+       rows): the middle of the step, whatever the brightness inside the lamella.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D ion image, rows top to bottom.
+    pixel_size : float
+        m per pixel.
+    spacing : float
+        The expected thickness (the trench gap), m.
+    band : float
+        Fraction of the frame's columns at most that the profile uses (centred).
+    width : float, optional
+        Width of the trenches, m (limits the columns used).
+    search : float, optional
+        How far from the image centre the lamella's middle may be, m (default 2.5 x
+        ``spacing``, within the frame).
 
     Returns
     -------
     dict
-        ``thickness`` (m, nan if no contrast), ``top``/``bottom`` (m, +y up, from the image
-        centre), ``contrast`` (lamella - trench grey level).
+        ``thickness`` (m), ``top``/``bottom`` (m, +y up, from the image centre),
+        ``contrast`` (grey level of the lamella's middle minus that beyond its edges) and
+        ``reason``: "" when measured, else why not (the lengths then nan).
     """
     img = np.asarray(image, dtype=float)
     if img.ndim != 2 or not (math.isfinite(pixel_size) and pixel_size > 0) or \
             not (math.isfinite(spacing) and spacing > 0):
         raise ValueError("a 2-D image, a positive pixel size and a positive spacing are needed")
     h, w = img.shape
-    c0, c1 = int(w * (0.5 - band / 2)), int(w * (0.5 + band / 2))
-    prof = img[:, c0:max(c1, c0 + 1)].mean(axis=1)
-    y = (h / 2 - (np.arange(h) + 0.5)) * pixel_size  # row centres, +y up
-    mid = np.abs(y) <= spacing / 6
-    out = (np.abs(y) >= spacing) & (np.abs(y) <= 2 * spacing)
-    if mid.sum() < 1 or out.sum() < 2:
+    if h * pixel_size < 2.5 * spacing:
         raise ValueError(f"the image ({h} rows of {pixel_size * 1e9:.0f} nm) does not show "
-                         f"the lamella and its trenches: use a field of at least "
-                         f"{4 * spacing * 1e6:.1f} um")
-    # the lamella may sit off the centre (drift since the last alignment): centre on the
-    # run of ``spacing / 3`` rows within +-``spacing / 2`` that differs most from the trenches
-    trench = float(np.median(prof[out]))
-    k = max(1, int(round(spacing / 3 / pixel_size)))
-    smooth = np.convolve(prof - trench, np.ones(k) / k, mode="same")
-    near = np.flatnonzero(np.abs(y) <= spacing / 2)
-    y_lam = float(y[near[int(np.argmax(np.abs(smooth[near])))]])
-    y = y - y_lam
-    mid = np.abs(y) <= spacing / 6
-    out = (np.abs(y) >= spacing) & (np.abs(y) <= 2 * spacing)
-    if mid.sum() < 1 or out.sum() < 2:
-        return {"thickness": math.nan, "top": math.nan, "bottom": math.nan,
-                "contrast": math.nan}
-    lam, trench = float(np.median(prof[mid])), float(np.median(prof[out]))
-    contrast = lam - trench
-    nan = {"thickness": math.nan, "top": math.nan, "bottom": math.nan, "contrast": contrast}
-    if abs(contrast) < 1e-9:
-        return nan
-    half = trench + LEVEL * contrast
-    above = (prof - half) * np.sign(contrast) > 0  # lamella-like rows
-    centre = int(np.argmin(np.abs(y)))
-    if not above[centre]:
-        return nan
+                         f"the lamella and its trenches: use a field at least "
+                         f"{2.5 * spacing * 1e6:.2f} um high")
+    if width is not None and not (math.isfinite(width) and width > 0):
+        raise ValueError(f"width must be a positive length (m), got {width!r}")
+    cols = band * w if width is None else min(band * w, 0.6 * width / pixel_size)
+    c0 = int(round(w / 2 - max(cols, 1) / 2))
+    prof = np.median(img[:, c0:max(int(round(w / 2 + cols / 2)), c0 + 1)], axis=1)
+    sigma = max(1.0, spacing / 40 / pixel_size)
+    smooth = ndimage.gaussian_filter1d(prof, sigma, mode="nearest")
+    fine = ndimage.gaussian_filter1d(prof, 1.0, mode="nearest")
+    g = np.gradient(smooth)  # per row; rows go down (-y): a top edge rises, a bottom falls
+    y = (h / 2 - (np.arange(h) + 0.5)) * pixel_size  # row centres, +y up
+    search = 2.5 * spacing if search is None else float(search)
 
-    def edge(step: int) -> float:
-        r = centre
-        while 0 <= r + step < h and above[r + step]:
-            r += step
-        n = r + step  # the first row out of the lamella
-        if not 0 <= n < h:
-            return math.nan
-        a, b = prof[r] - half, prof[n] - half
-        f = a / (a - b) if a != b else 0.5
-        return float(y[r] + f * (y[n] - y[r]))
+    noise = 1.4826 * float(np.median(np.abs(g - np.median(g)))) + 1e-12
+    ext = (g[1:-1] >= g[:-2]) & (g[1:-1] >= g[2:])
+    tops = np.flatnonzero(ext & (g[1:-1] > 3 * noise)) + 1
+    ext = (g[1:-1] <= g[:-2]) & (g[1:-1] <= g[2:])
+    bottoms = np.flatnonzero(ext & (g[1:-1] < -3 * noise)) + 1
+    lo, hi = MIN_WIDTH * spacing / pixel_size, MAX_WIDTH * spacing / pixel_size
+    margin = int(math.ceil(3 * sigma))
+    best, best_score, best_contrast = None, 0.0, math.nan
+    for r0 in tops:
+        for r1 in bottoms[(bottoms - r0 >= lo) & (bottoms - r0 <= hi)]:
+            if abs(0.5 * (y[r0] + y[r1])) > search:
+                continue
+            n = r1 - r0
+            flank = max(3, n // 2)
+            a0, a1 = r0 - margin - flank, r1 + margin + flank
+            if a0 < 0 or a1 >= h:
+                continue  # an edge's outside is not in the frame
+            middle = smooth[r0 + n // 5:r1 - n // 5 + 1]
+            beyond = max(float(np.median(smooth[a0:r0 - margin])),
+                         float(np.median(smooth[r1 + margin + 1:a1 + 1])))
+            contrast = float(np.percentile(middle, 20)) - beyond
+            score = min(g[r0], -g[r1])
+            if contrast > 0 and score > best_score:
+                best, best_score, best_contrast = (r0, r1), score, contrast
+    if best is None:
+        return _nan(f"no lamella: no bright strip {MIN_WIDTH * spacing * 1e9:.0f}-"
+                    f"{MAX_WIDTH * spacing * 1e9:.0f} nm wide between two edges falling "
+                    f"into trenches within {search * 1e9:.0f} nm of the image centre")
+    r0, r1 = best
+    reach = max(3, int(round(0.15 * (r1 - r0))))
 
-    top, bottom = edge(-1), edge(+1)
-    return {"thickness": top - bottom, "top": top + y_lam, "bottom": bottom + y_lam,
-            "contrast": contrast}
+    def edge(r: int, out: int) -> float:
+        inside = fine[min(r, r - out * reach):max(r, r - out * reach) + 1]
+        outside = fine[min(r, r + out * reach):max(r, r + out * reach) + 1]
+        floor, peak = float(outside.min()), float(inside.max())
+        level = floor + LEVEL * (peak - floor)
+        # from the brightest row inside, walk out to the crossing
+        start = int(np.argmax(fine[min(r, r - out * reach):max(r, r - out * reach) + 1])) \
+            + min(r, r - out * reach)
+        row = _crossing(fine, start, level, out, 0 if out < 0 else h - 1)
+        return (h / 2 - (row + 0.5)) * pixel_size
+
+    top, bottom = edge(r0, -1), edge(r1, +1)
+    return {"thickness": top - bottom, "top": top, "bottom": bottom,
+            "contrast": best_contrast, "reason": ""}

@@ -1,6 +1,7 @@
 """The on-grid lamella batch: many sites, each milling section done at every site before the
 next, resumable from the stored documents, a lost site skipped and reported."""
 
+import math
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -27,6 +28,46 @@ REVISIT_MIN_SCORE = 0.3
 
 #: what makes a site lost (the batch goes on without it); anything else stops the batch
 SITE_ERRORS = (AlignmentError, RegistrationError, FailedStatus)
+
+
+def _watch(plan, sink) -> MsgGenerator[Any]:
+    """Run ``plan``, handing each reading it takes (the RunEngine's answer to a "read"
+    message) to ``sink(obj, reading)``; return what ``plan`` returns."""
+    response: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            msg = plan.throw(error) if error is not None else plan.send(response)
+        except StopIteration as stop:
+            return stop.value
+        error = None
+        try:
+            response = yield msg
+        except GeneratorExit:
+            plan.close()
+            raise
+        except BaseException as exc:  # hand it to the plan (it may clean up or handle it)
+            response, error = None, exc
+            continue
+        if msg.command == "read" and isinstance(response, dict):
+            sink(msg.obj, response)
+
+
+def _site_log(site_state: dict, section: str, kind: str, milling):
+    """A ``sink`` for :func:`_watch`: alignment measurements and finished millings."""
+    def sink(obj, reading):
+        if getattr(obj, "name", None) == "alignment":
+            v = {k.removeprefix("alignment_"): r["value"] for k, r in reading.items()}
+            site_state["alignments"].append({
+                "section": section, "kind": kind, "iteration": int(v["iteration"]),
+                "action": v["action"], "dx": float(v["dx"]), "dy": float(v["dy"]),
+                "score": float(v["score"])})
+        elif obj is milling:
+            v = {k.removeprefix(f"{milling.name}_"): r["value"] for k, r in reading.items()}
+            if v.get("state") == "done":
+                times = site_state["milling_time"]
+                times[section] = times.get(section, 0.0) + float(v["milling_time"])
+    return sink
 
 
 def _skip(batch: str, site: str, section: str, reason: str, md: dict) -> MsgGenerator[str]:
@@ -174,7 +215,9 @@ def mill_lamellae(
     coat = _check_coating(microscope, coating, positions)
     base = {**(md or {}), "batch": batch}
 
-    state = {s: {"done": [], "skipped": None, "reference": None, "thickness": None}
+    state = {s: {"done": [], "skipped": None, "reference": None, "thickness": None,
+                 "thickness_reason": "not measured", "alignments": [], "milling_time": {},
+                 "measurements": [], "shift": [0.0, 0.0]}
              for s in sites}
     for site, st in _imported_state(imported, sites, order).items():
         state[site].update(st)
@@ -185,6 +228,8 @@ def mill_lamellae(
             if site in stored:
                 state[site].update({k: stored[site][k] for k in ("done", "skipped",
                                                                   "reference", "thickness")})
+                if state[site]["thickness"] is not None:
+                    state[site]["thickness_reason"] = ""
     if coat is not None:
         coated = []
         if resume:
@@ -210,9 +255,11 @@ def mill_lamellae(
                 yield from go_to_position(microscope, site)
                 if milling_angle is not None:
                     yield from move_to_milling_angle(microscope, milling_angle)
-                # the last site's beam shift means nothing here (and would pile up)
+                # start from this site's own last alignment (the last site's beam shift means
+                # nothing here): the drift correction then has only the drift since this
+                # site's last visit to find, not all since its reference
                 yield from bps.mv(microscope.ion_beam.blanked, False,
-                                  microscope.ion_beam.shift, [0.0, 0.0])
+                                  microscope.ion_beam.shift, st["shift"])
                 fresh = st["reference"] is None
                 if fresh:
                     # first visit: this view is where the lamella goes
@@ -223,21 +270,29 @@ def mill_lamellae(
                     st["reference"] = yield from bps.rd(fib.reference)
                 changed = [b for n in st["done"] for b in boxes[n]]
                 if not fresh:
-                    yield from correct_drift(fib, st["reference"], tolerance=ALIGN_TOLERANCE,
-                                             max_iterations=3, exclude=changed,
-                                             min_score=REVISIT_MIN_SCORE, md=site_md)
-                yield from mill_stages(microscope, stages, align=True,
-                                       reference=st["reference"], supervised=supervised,
-                                       exclude=changed, md={**site_md, "section_index": i})
+                    yield from _watch(correct_drift(
+                        fib, st["reference"], tolerance=ALIGN_TOLERANCE, max_iterations=3,
+                        exclude=changed, min_score=REVISIT_MIN_SCORE, md=site_md),
+                        _site_log(st, name, "drift", microscope.milling))
+                yield from _watch(mill_stages(
+                    microscope, stages, align=True, reference=st["reference"],
+                    supervised=supervised, exclude=changed, md={**site_md, "section_index": i}),
+                    _site_log(st, name, "milling", microscope.milling))
                 st["done"].append(name)
-                gap = next((float(s.pattern.spacing) for s in sections[name]
-                            if s.enabled and hasattr(s.pattern, "spacing")), None)
-                if gap is not None:
-                    m = yield from measure_lamella(microscope, gap, md=site_md)
-                    st["thickness"] = m.get("thickness", st.get("thickness"))
+                st["shift"] = [float(v) for v in (yield from bps.rd(microscope.ion_beam.shift))]
+                trench = next((s.pattern for s in sections[name]
+                               if s.enabled and hasattr(s.pattern, "spacing")), None)
+                if trench is not None:
+                    m = yield from measure_lamella(microscope, float(trench.spacing),
+                                                   width=float(trench.width), md=site_md)
+                    if m:
+                        st["measurements"].append({"section": name, **m})
+                        st["thickness"], st["thickness_reason"] = m["thickness"], m["reason"]
             except SITE_ERRORS as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 st["skipped"] = {"section": name, "reason": reason}
+                if st["thickness"] is None:
+                    st["thickness_reason"] = f"not measured: skipped at {name}"
                 yield from _skip(batch, site, name, reason, base)
     yield from bps.mv(microscope.ion_beam.blanked, True)
 
@@ -257,7 +312,8 @@ def mill_lamellae(
                               rec.skipped_section, skipped["section"],
                               rec.reason, skipped["reason"],
                               rec.thickness, float("nan") if st["thickness"] is None
-                              else float(st["thickness"]))
+                              else float(st["thickness"]),
+                              rec.thickness_reason, st["thickness_reason"])
             yield from bps.trigger_and_read([rec], name="site")
 
     uid = yield from summary()
@@ -265,6 +321,7 @@ def mill_lamellae(
             "done": {s: list(state[s]["done"]) for s in sites},
             "skipped": {s: state[s]["skipped"] for s in sites if state[s]["skipped"]},
             "thickness": {s: state[s]["thickness"] for s in sites},
+            "sites": {s: _site_summary(state[s], order) for s in sites},
             "summary": uid}
 
 
@@ -311,13 +368,29 @@ def import_experiment(microscope: Readable, source: Any,
     return exp
 
 
-def measure_lamella(microscope: Readable, spacing: float,
-                    md: dict[str, Any] | None = None) -> MsgGenerator[dict]:
-    """Measure the lamella at the ion image centre on an ion frame (field 12 x ``spacing``).
+def _site_summary(st: dict, order: list[str]) -> dict:
+    """What the batch did at one site (in this call), as :class:`BatchSummary` rebuilds it
+    from the stored documents."""
+    status = "skipped" if st["skipped"] else \
+        "done" if all(n in st["done"] for n in order) else "incomplete"
+    return {"status": status, "sections_done": list(st["done"]), "skipped": st["skipped"],
+            "alignments": list(st["alignments"]), "milling_time": dict(st["milling_time"]),
+            "measurements": list(st["measurements"]),
+            "thickness": math.nan if st["thickness"] is None else float(st["thickness"]),
+            "thickness_reason": st["thickness_reason"]}
 
-    The frame is stored (stream "ion") with the measurement (stream "lamella": ``thickness``,
-    its ``top`` and ``bottom`` edges in m from the centre, +y up, the grey-level
-    ``contrast`` and the ``expected`` thickness), see
+
+
+def measure_lamella(microscope: Readable, spacing: float, width: float | None = None,
+                    md: dict[str, Any] | None = None) -> MsgGenerator[dict]:
+    """Measure the lamella near the ion image centre on an ion frame.
+
+    The field is 12 x ``spacing`` wide, or (given the trench ``width``) 1.2 x ``width`` if
+    that is smaller, but at least 3.2 x ``spacing`` high, so the frame shows the lamella, its
+    edges and the trenches beyond them at a few nm per pixel. The frame is stored (stream
+    "ion") with the measurement (stream "lamella": ``thickness``, its ``top`` and ``bottom``
+    edges in m from the centre, +y up, the grey-level ``contrast``, the ``expected``
+    thickness and the ``reason`` when there is no measurement), see
     :func:`fibsem_ophyd.milling.measure_lamella_thickness`. The ion field width is restored.
 
     Parameters
@@ -326,40 +399,50 @@ def measure_lamella(microscope: Readable, spacing: float,
         The microscope device.
     spacing : float
         The expected thickness (the last trench's spacing), m.
+    width : float, optional
+        The trenches' width, m.
     md : dict, optional
         Extra run metadata.
 
     Returns
     -------
     dict
-        The measurement (``thickness`` nan when there is no lamella contrast).
+        The measurement (``thickness`` nan and ``reason`` saying why when the frame shows no
+        lamella); empty outside a live RunEngine.
     """
     from ..milling import measure_lamella_thickness
 
     spacing = positive("spacing", spacing)
+    if width is not None:
+        width = positive("width", width)
     fib = microscope.fib
     rec = microscope.recorders.lamella
 
     def body():
         hfw0 = float((yield from bps.rd(fib.hfw)))
+        res = yield from bps.rd(fib.resolution)
+        hfw = 12 * spacing
+        if width is not None:  # the trenches fill the field, the lamella still a strip
+            hfw = min(hfw, max(1.2 * width, 3.2 * spacing * res[0] / res[1]))
         try:
-            yield from bps.mv(fib.hfw, 12 * spacing, microscope.ion_beam.blanked, False)
+            yield from bps.mv(fib.hfw, hfw, microscope.ion_beam.blanked, False)
             frame, pixel = yield from read_frame(fib, microscope.stage)
         finally:
             yield from bps.mv(fib.hfw, hfw0)
         if frame is None:
             return {}
-        m = measure_lamella_thickness(frame, pixel, spacing)
+        m = measure_lamella_thickness(frame, pixel, spacing, width=width)
         yield from bps.mv(rec.thickness, m["thickness"], rec.top, m["top"], rec.bottom,
-                          m["bottom"], rec.contrast, m["contrast"], rec.expected, spacing)
+                          m["bottom"], rec.contrast, m["contrast"], rec.expected, spacing,
+                          rec.reason, m["reason"])
         yield from bps.trigger_and_read([rec], name="lamella")
         return m
 
     @bpp.stage_decorator([fib])
     def inner():
         return (yield from in_run(body(), run_md(
-            "measure_lamella", {"microscope": microscope, "spacing": spacing}, md,
-            detectors=[fib])))
+            "measure_lamella", {"microscope": microscope, "spacing": spacing, "width": width},
+            md, detectors=[fib])))
 
     _, result = yield from inner()
     return result or {}
