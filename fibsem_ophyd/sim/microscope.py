@@ -55,6 +55,7 @@ from .detector import (
 from .erosion import ImagingErosion
 from .manipulator import MAX_PENETRATION, SAVED_POSITIONS, NeedleModel
 from .milling import mill_shapes
+from .objects_liftout import LiftoutObjects
 from .render import BeamView, Optics, RenderStats, Shading, intersect_surface, render_clean
 from .scene import Scene
 from .truth import Truth
@@ -215,6 +216,8 @@ class SimulatedMicroscope:
         #: the manipulator needle (:mod:`fibsem_ophyd.sim.manipulator`)
         self.needle = NeedleModel(
             self, bool((self.config.data.get("manipulator") or {}).get("enabled", True)))
+        #: lamellae, landing posts, copper adaptor, volume block (:mod:`.objects_liftout`)
+        self.liftout = LiftoutObjects(self)
         self.truth = Truth(self)
 
     @staticmethod
@@ -657,7 +660,7 @@ class SimulatedMicroscope:
             view.width, view.height, view.pixel, st["scan_rotation"], tuple(st["shift"]),
             st["working_distance"], tuple(st["stigmation"]), st["voltage"], st["current"],
             st["detector_type"], st["detector_mode"], self.scene.version, self._offset,
-            self.needle.key(), self.gis.state["gis_position"],
+            self.needle.key(), self.gis.state["gis_position"], self.liftout.key(),
         )
         hit = self._clean_cache.get(key)
         if hit is not None:
@@ -668,7 +671,9 @@ class SimulatedMicroscope:
         stats = RenderStats()
         img = render_clean(self.scene, view, shading, optics, stats)
         img = self.gis.composite(img, view, shading, optics)
+        img = self.liftout.composite(img, view, shading, optics, attached=False)
         img = self.needle.composite(img, view, shading, optics)
+        img = self.liftout.composite(img, view, shading, optics, attached=True)
         self.last_render = stats
         self._clean_cache[key] = (img, shading)
         while len(self._clean_cache) > 4:

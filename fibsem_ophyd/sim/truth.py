@@ -285,3 +285,15 @@ class Truth:
     def imaging_erosion(self, point) -> float:
         """How far (m) ion imaging has lowered the surface at sample point (x, y[, z])."""
         return self._m.erosion.depth_at(float(point[0]), float(point[1]))
+
+    # ------------------------------------------------------------------ detection
+    def mask(self, beam: str, settings: dict | None = None) -> np.ndarray:
+        """uint8 (H, W) class mask of ``beam``'s frame now (:func:`.masks.class_mask`)."""
+        from .masks import class_mask
+        return class_mask(self._m, beam, settings)
+
+    def keypoint(self, name: str, beam: str, settings: dict | None = None) -> tuple[float, float]:
+        """Pixel (column, row) of keypoint ``name`` in ``beam``'s frame
+        (:func:`.masks.keypoint`)."""
+        from .masks import keypoint
+        return keypoint(self._m, name, beam, settings)
