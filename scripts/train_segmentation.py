@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 N_CLASSES = 6
+CLASS_NAMES = ("background", "lamella", "manipulator", "landing_post", "copper_adaptor",
+               "volume_block")
 #: channels of the stem/first level, second, third level and bottleneck
 WIDTHS = (8, 16, 32, 64)
 IN_W, IN_H = 384, 256
@@ -120,7 +122,8 @@ def _augment(rng, img, msk, crop=(128, 192)):
     return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(msk)
 
 
-def train(data: str, checkpoint: str, minutes: float, batch: int = 8, seed: int = 0) -> None:
+def train(data: str, checkpoint: str, minutes: float, batch: int = 8, seed: int = 0,
+          init: str | None = None, lr: float = 3e-3) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -130,13 +133,15 @@ def train(data: str, checkpoint: str, minutes: float, batch: int = 8, seed: int 
     images, masks = d["images"], d["masks"]
     n = len(images)
     model = _model()
+    if init:        # continue from an earlier run's weights
+        model.load_state_dict(torch.load(init))
     counts = np.bincount(masks.ravel(), minlength=N_CLASSES).astype(float)
     weights = torch.tensor(np.clip((counts.sum() / np.maximum(counts, 1)) ** 0.5, 1, 30)
                            / 1.0, dtype=torch.float32)
     weights = weights / weights.min()
     print("pixels per class", counts.astype(int).tolist(), "weights", weights.tolist())
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     budget = minutes * 60.0
     t0 = time.time()
     step = 0
@@ -144,7 +149,7 @@ def train(data: str, checkpoint: str, minutes: float, batch: int = 8, seed: int 
     while time.time() - t0 < budget:
         frac = (time.time() - t0) / budget
         for g in opt.param_groups:
-            g["lr"] = 3e-3 * 0.5 * (1 + np.cos(np.pi * frac)) + 1e-5
+            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * frac)) + 1e-5
         idx = rng.integers(0, n, batch)
         xs, ys = zip(*(_augment(rng, images[i], masks[i]) for i in idx), strict=True)
         x = torch.from_numpy(np.stack(xs))[:, None]
@@ -173,6 +178,19 @@ def export(checkpoint: str, onnx_path: str) -> None:
                       dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
                                     "output": {0: "batch", 2: "height", 3: "width"}},
                       opset_version=17, dynamo=False)
+    import onnx
+
+    m = onnx.load(onnx_path)
+    # the class axis is fixed (the exporter leaves it symbolic after the final resize)
+    dim = m.graph.output[0].type.tensor_type.shape.dim[1]
+    dim.ClearField("dim_param")
+    dim.dim_value = N_CLASSES
+    # the working width: inference block-averages a frame to about this many columns
+    for k, v in {"fibsem_ophyd.input_width": str(IN_W),
+                 "fibsem_ophyd.classes": ",".join(CLASS_NAMES)}.items():
+        prop = m.metadata_props.add()
+        prop.key, prop.value = k, v
+    onnx.save(m, onnx_path)
     print(f"exported {onnx_path} ({Path(onnx_path).stat().st_size / 1e6:.2f} MB)")
 
 
@@ -187,6 +205,9 @@ def main(argv=None) -> int:
     b.add_argument("--data", required=True, nargs="+")
     b.add_argument("--checkpoint", required=True)
     b.add_argument("--minutes", type=float, default=15.0)
+    b.add_argument("--init", default=None, help="start from these weights (a checkpoint)")
+    b.add_argument("--lr", type=float, default=3e-3)
+    b.add_argument("--seed", type=int, default=0)
     c = sub.add_parser("export")
     c.add_argument("--checkpoint", required=True)
     c.add_argument("--onnx", required=True)
@@ -199,9 +220,10 @@ def main(argv=None) -> int:
             merged = "/tmp/_seg_merged.npz"
             np.savez(merged, images=np.concatenate([p["images"] for p in parts]),
                      masks=np.concatenate([p["masks"] for p in parts]))
-            train(merged, args.checkpoint, args.minutes)
+            data = merged
         else:
-            train(args.data[0], args.checkpoint, args.minutes)
+            data = args.data[0]
+        train(data, args.checkpoint, args.minutes, seed=args.seed, init=args.init, lr=args.lr)
     else:
         export(args.checkpoint, args.onnx)
     return 0

@@ -102,12 +102,15 @@ class SegmentationModel:
             raise ValueError(f"{self.checkpoint}: expected a 1-channel input [N, 1, H, W], got "
                              f"{shape} (3-channel models are not supported)")
         oshape = outputs[0].shape
-        if len(oshape) != 4 or not isinstance(oshape[1], int):
-            raise ValueError(f"{self.checkpoint}: expected an output [N, C, H, W] with a fixed C, "
-                             f"got {oshape}")
+        if len(oshape) != 4:
+            raise ValueError(f"{self.checkpoint}: expected an output [N, C, H, W], got {oshape}")
         self.input_name = inputs[0].name
-        self.num_classes = int(oshape[1])
         fixed = isinstance(shape[2], int) and isinstance(shape[3], int)
+        if isinstance(oshape[1], int):
+            self.num_classes = int(oshape[1])
+        else:       # a symbolic class axis: count it on a small frame
+            probe = np.zeros((1, 1, *((shape[2], shape[3]) if fixed else (64, 64))), np.float32)
+            self.num_classes = int(self.session.run(None, {self.input_name: probe})[0].shape[1])
         self.input_size = (int(shape[2]), int(shape[3])) if fixed else None
         meta = self.session.get_modelmeta().custom_metadata_map
         w = meta.get("fibsem_ophyd.input_width")

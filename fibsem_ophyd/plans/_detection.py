@@ -225,7 +225,7 @@ def detect(
     run_md = _md("detect", [detector], args, md)
     run_md["detection"] = {"features": names, "checkpoint": seg.checkpoint,
                            "supervised": bool(supervised)}
-    devices = [mask_dev] + ([img_dev] if img_dev is not None else [])
+    devices = [mask_dev] + ([img_dev] if img_dev is not None else [detector])
 
     @bpp.stage_decorator(devices)
     def inner():
