@@ -158,7 +158,9 @@ def evaluate_keypoints(source, model=None, thresholds=THRESHOLDS,
             pred = {f.name: (f.px.x, f.px.y) if f.px is not None else None
                     for f in det.features}
         else:
-            pred = dict(_get(item, "prediction") or _get(item, "keypoints") or {})
+            # stored runs: the model's guess is their "keypoints", the truth the final ones
+            given = _get(item, "prediction")
+            pred = dict(given if given is not None else _get(item, "keypoints") or {})
         for name, xy in truth.items():
             p = pred.get(name)
             err = float(np.hypot(p[0] - xy[0], p[1] - xy[1])) if p is not None else np.inf
@@ -186,7 +188,8 @@ def plot_evaluation(ev: KeypointEvaluation, show: bool = False):
     names = [r["feature"] for r in table]
     errs = [[r["error"] for r in ev.rows if r["feature"] == n and np.isfinite(r["error"])]
             or [np.nan] for n in names]
-    a2.boxplot(errs, labels=names)
+    a2.boxplot(errs)
+    a2.set_xticks(range(1, len(names) + 1), names)
     a2.set_ylabel("error (px)")
     a2.tick_params(axis="x", rotation=45, labelsize=7)
     fig.tight_layout()
