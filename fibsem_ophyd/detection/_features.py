@@ -94,7 +94,8 @@ def _components(mask: np.ndarray, class_id: int, min_pixels: int) -> list[np.nda
 
 
 def _bbox_centre(pix: np.ndarray) -> tuple[float, float]:
-    return (0.5 * (pix[:, 1].min() + pix[:, 1].max()), 0.5 * (pix[:, 0].min() + pix[:, 0].max()))
+    return (float(0.5 * (pix[:, 1].min() + pix[:, 1].max())),
+            float(0.5 * (pix[:, 0].min() + pix[:, 0].max())))
 
 
 @dataclass

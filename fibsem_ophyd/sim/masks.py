@@ -34,7 +34,8 @@ from .manipulator import AXIS, HALF_ANGLE, LENGTH, TIP_RADIUS, cone_footprint
 from .objects_liftout import CLASS_IDS, CLASS_NAMES
 
 if TYPE_CHECKING:
-    from .microscope import SimulatedMicroscope
+    from .manipulator import NeedleModel
+    from .objects_liftout import LiftoutObjects
 
 __all__ = ["class_mask", "keypoint", "KEYPOINTS", "CLASS_NAMES", "CLASS_IDS"]
 
@@ -43,19 +44,19 @@ KEYPOINTS = ("ImageCentre", "NeedleTip", "LamellaCentre", "LamellaLeftEdge",
              "VolumeBlockCentre", "CopperAdapterCentre")
 
 
-def class_mask(sim: SimulatedMicroscope, beam: str, settings: dict | None = None) -> np.ndarray:
-    """uint8 (H, W) class mask of the full frame ``beam`` would render now (module docstring).
-    """
-    view = sim.truth.view(beam, settings)
+def class_mask(view, liftout: LiftoutObjects, needle: NeedleModel) -> np.ndarray:
+    """uint8 (H, W) class mask of the full frame of ``view`` (a beam's
+    :class:`~fibsem_ophyd.sim.render.BeamView` now) with the ``liftout`` objects and the
+    ``needle`` (module docstring)."""
     labels = np.zeros((view.height, view.width), dtype=np.uint8)
-    sim.liftout.paint_labels(labels, view, attached=False)
-    if sim.needle.inserted:
-        fp = cone_footprint(view, labels.shape, sim.needle.tip(), AXIS, HALF_ANGLE,
-                            TIP_RADIUS, LENGTH)
+    liftout.paint_labels(labels, view, attached=False)
+    if needle.inserted:
+        fp = cone_footprint(view, labels.shape, needle.tip(), AXIS, HALF_ANGLE, TIP_RADIUS,
+                            LENGTH)
         if fp is not None:
             r0, r1, c0, c1, d, r = fp
             labels[r0:r1, c0:c1][d < r] = CLASS_IDS["manipulator"]
-    sim.liftout.paint_labels(labels, view, attached=True)
+    liftout.paint_labels(labels, view, attached=True)
     return labels
 
 
@@ -124,22 +125,22 @@ def _nearest_on_polygon(poly: np.ndarray, pt: np.ndarray) -> np.ndarray:
     return best
 
 
-def _silhouettes(sim: SimulatedMicroscope, view, label: str) -> list[np.ndarray]:
+def _silhouettes(liftout: LiftoutObjects, view, label: str) -> list[np.ndarray]:
     """Frame-clipped silhouettes of the visible blocks of class ``label``."""
     out = []
     for attached in (False, True):
-        for b in sim.liftout._visible(attached):
+        for b in liftout._visible(attached):
             if b.label != label:
                 continue
-            poly = _clip_poly(sim.liftout.silhouette(b, view), view.width, view.height)
+            poly = _clip_poly(liftout.silhouette(b, view), view.width, view.height)
             if len(poly) >= 3:
                 out.append(poly)
     return out
 
 
-def keypoint(sim: SimulatedMicroscope, name: str, beam: str,
-             settings: dict | None = None) -> tuple[float, float]:
-    """Pixel (column, row) of keypoint ``name`` in ``beam``'s full frame now (module
+def keypoint(view, liftout: LiftoutObjects, needle: NeedleModel,
+             name: str) -> tuple[float, float]:
+    """Pixel (column, row) of keypoint ``name`` in the full frame of ``view`` (module
     docstring).
 
     Raises
@@ -149,15 +150,15 @@ def keypoint(sim: SimulatedMicroscope, name: str, beam: str,
     """
     if name not in KEYPOINTS:
         raise ValueError(f"unknown keypoint {name!r}; known: {list(KEYPOINTS)}")
-    view = sim.truth.view(beam, settings)
     w, h = view.width, view.height
+    beam = view.beam
     centre = np.array([w // 2, h // 2], dtype=float)
     if name == "ImageCentre":
         return float(centre[0]), float(centre[1])
     if name == "NeedleTip":
-        if not sim.needle.inserted:
+        if not needle.inserted:
             raise ValueError("NeedleTip: the manipulator is not inserted")
-        tip = sim.needle.tip()
+        tip = needle.tip()
         t0 = np.array([tip @ view.right, tip @ view.up])
         k = np.array([AXIS @ view.right, AXIS @ view.up])
         end = t0 - TIP_RADIUS * k / max(float(np.hypot(*k)), 1e-12)
@@ -166,7 +167,7 @@ def keypoint(sim: SimulatedMicroscope, name: str, beam: str,
     label = {"Lamella": "lamella", "LandingPost": "landing_post",
              "VolumeBlock": "volume_block", "CopperAdapter": "copper_adaptor"}
     key = next(k for k in label if name.startswith(k))
-    polys = _silhouettes(sim, view, label[key])
+    polys = _silhouettes(liftout, view, label[key])
     if not polys:
         raise ValueError(f"{name}: no {label[key]} in the {beam} frame")
     if key == "LandingPost":

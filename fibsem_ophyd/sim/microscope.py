@@ -217,7 +217,7 @@ class SimulatedMicroscope:
         self.needle = NeedleModel(
             self, bool((self.config.data.get("manipulator") or {}).get("enabled", True)))
         #: lamellae, landing posts, copper adaptor, volume block (:mod:`.objects_liftout`)
-        self.liftout = LiftoutObjects(self)
+        self.liftout = LiftoutObjects(self.scene, lambda: self._offset, self.needle)
         self.truth = Truth(self)
 
     @staticmethod

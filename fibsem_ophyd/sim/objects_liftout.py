@@ -136,10 +136,13 @@ def polygon_signed_distance(hull: np.ndarray, x: np.ndarray, y: np.ndarray) -> n
 
 class LiftoutObjects:
     """The lift-out blocks of a :class:`~fibsem_ophyd.sim.SimulatedMicroscope`
-    (``sim.liftout``)."""
+    (``sim.liftout``), on its ``scene`` (whose height offset ``offset()`` gives, m) and
+    carried by its ``needle``."""
 
-    def __init__(self, sim):
-        self._sim = sim
+    def __init__(self, scene, offset, needle):
+        self._scene = scene
+        self._offset = offset           # callable: the sample's height offset now (m)
+        self._needle = needle
         self.blocks: list[Block] = []
         #: bumped on every change (part of the render cache key)
         self.version = 0
@@ -168,8 +171,7 @@ class LiftoutObjects:
         self.version += 1
 
     def _surface(self, x: float, y: float) -> float:
-        sim = self._sim
-        return sim._offset + float(sim.scene.height(np.array([x]), np.array([y]))[0])
+        return self._offset() + float(self._scene.height(np.array([x]), np.array([y]))[0])
 
     def add_lamella(self, sample_xy, width: float = 15e-6, depth: float = 6e-6,
                     thickness: float = 2e-6, trench: float = 8e-6, angle: float = 0.0,
@@ -196,7 +198,7 @@ class LiftoutObjects:
         inside = (np.abs(lu) <= 0.5 * width) & (np.abs(lv) <= span) \
             & (np.abs(lv) >= 0.5 * thickness)
         dh = np.where(inside, -(depth + 1e-6), 0.0)
-        self._sim.scene.add_patch(HeightPatch(x0=float(xs[0]), y0=float(ys[0]),
+        self._scene.add_patch(HeightPatch(x0=float(xs[0]), y0=float(ys[0]),
                                               spacing=_TRENCH_SPACING, dh=dh))
         n = sum(b.label == "lamella" for b in self.blocks)
         return self.add(Block("lamella", (x, y, top - 0.5 * depth),
@@ -246,11 +248,11 @@ class LiftoutObjects:
     def _chamber_corners(self, block: Block, view) -> np.ndarray:
         c = block.corners()
         if block.attached:
-            return c + self._sim.needle.tip()
+            return c + self._needle.tip()
         return view.sample_to_chamber(c)
 
     def _visible(self, attached: bool) -> list[Block]:
-        if attached and not self._sim.needle.inserted:
+        if attached and not self._needle.inserted:
             return []
         return [b for b in self.blocks if b.attached == attached]
 
@@ -295,7 +297,7 @@ class LiftoutObjects:
         o = a1[..., None] * view.right + a2[..., None] * view.up        # chamber, lambda = 0
         d = np.asarray(view.source, dtype=float)
         if block.attached:
-            o = o - self._sim.needle.tip()
+            o = o - self._needle.tip()
         else:
             o = view.chamber_to_sample(o)
             d = d @ view.rotation

@@ -290,10 +290,10 @@ class Truth:
     def mask(self, beam: str, settings: dict | None = None) -> np.ndarray:
         """uint8 (H, W) class mask of ``beam``'s frame now (:func:`.masks.class_mask`)."""
         from .masks import class_mask
-        return class_mask(self._m, beam, settings)
+        return class_mask(self.view(beam, settings), self._m.liftout, self._m.needle)
 
     def keypoint(self, name: str, beam: str, settings: dict | None = None) -> tuple[float, float]:
         """Pixel (column, row) of keypoint ``name`` in ``beam``'s frame
         (:func:`.masks.keypoint`)."""
         from .masks import keypoint
-        return keypoint(self._m, name, beam, settings)
+        return keypoint(self.view(beam, settings), self._m.liftout, self._m.needle, name)
