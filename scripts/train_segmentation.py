@@ -17,8 +17,9 @@ Data: scenes from :func:`fibsem_ophyd.sim.liftout_scenes.liftout_scene` with see
 768 x 512 px with four times the dwell time of the scene and block-averaged 2 x 2 to the
 model's 384 x 256 input (the same dose per input pixel as a 1536 x 1024 frame averaged
 4 x 4, which is what inference does); the target is the scene's exact class mask at
-384 x 256 (whose pixel centres are the centres of those blocks). Augmentations while training: horizontal flips (needles from
-either side), random crops of 192 x 128, grey-level gain/offset/gamma and added Gaussian noise.
+384 x 256 (whose pixel centres are the centres of those blocks). Augmentations while
+training: horizontal flips (needles from either side), random crops of 192 x 128, grey-level
+gain/offset/gamma and added Gaussian noise.
 The network is :class:`SmallUNet`: a stride-2 stem, three levels of 8/16/32 channels, a
 64-channel bottleneck, logits at half the input size bilinearly upsampled to it;
 cross-entropy with class weights; AdamW with a cosine schedule; one CPU thread.
