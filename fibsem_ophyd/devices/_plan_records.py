@@ -12,6 +12,26 @@ from ._stored_image import StoredImage
 
 __all__ = ["PLAN_RECORDS", "PlanRecorders"]
 
+
+def _detection_fields(correction: bool) -> dict[str, tuple[str, str | None]]:
+    """``detect``'s fields for every OpenFIBSEM feature (NaN where not asked or not found)."""
+    from ..detection import FEATURES
+
+    out: dict[str, tuple[str, str | None]] = {}
+    for n in FEATURES:
+        out[f"{n}_x"] = ("number", "pixel")
+        out[f"{n}_y"] = ("number", "pixel")
+        if correction:
+            out[f"{n}_dpx"] = ("number", "pixel")
+            out[f"{n}_dpy"] = ("number", "pixel")
+            out[f"{n}_dmx"] = ("number", "m")
+            out[f"{n}_dmy"] = ("number", "m")
+            out[f"{n}_correct"] = ("integer", None)
+        else:
+            out[f"{n}_mx"] = ("number", "m")
+            out[f"{n}_my"] = ("number", "m")
+    return out
+
 #: ``{recorder name: {field: (dtype, units)}}``: the event fields of each plan record
 PLAN_RECORDS: dict[str, dict[str, tuple[str, str | None]]] = {
     # align_beam_shift, align_stage, correct_drift, find_coincidence, mill_stages' alignment
@@ -125,3 +145,10 @@ class PlanRecorders:
             setattr(self, name, make_recorder(name, fields))
         self.mosaic_images = {beam: StoredImage(name="overview_mosaic", detector=det)
                               for beam, det in detectors.items()}
+        # detect: the keypoints, the user's corrections, the mask and a given frame
+        self.detection = make_recorder("detection", _detection_fields(False))
+        self.correction = make_recorder("correction", _detection_fields(True))
+        self.detection_masks = {beam: StoredImage(name="detection_mask", detector=det)
+                                for beam, det in detectors.items()}
+        self.detection_images = {beam: StoredImage(name="detection_image", detector=det)
+                                 for beam, det in detectors.items()}

@@ -16,6 +16,7 @@ from ._autofunctions import auto_contrast_brightness, autofocus
 from ._batch import import_experiment, measure_lamella, mill_lamellae
 from ._coincidence import eucentric_alignment, find_coincidence
 from ._deposition import cryo_deposition, sputter_coat
+from ._detection import correct_keypoint, detect, move_based_on_detection, pending_corrections
 from ._imaging import (
     acquire_image,
     acquire_series,
@@ -48,6 +49,10 @@ from ._workflow import demo_workflow
 
 __all__ = [
     "cryo_deposition",
+    "detect",
+    "correct_keypoint",
+    "pending_corrections",
+    "move_based_on_detection",
     "select_sites",
     "insert_manipulator",
     "move_manipulator_corrected",

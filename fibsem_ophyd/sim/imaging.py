@@ -53,8 +53,9 @@ class ImagingModel:
     ``hfw``, ``reduced_area``, ``line_integration``, ``frame_integration``, ``autocontrast``).
     """
 
-    def __init__(self, state: SimState, gis, needle, erosion):
+    def __init__(self, state: SimState, gis, needle, erosion, liftout=None):
         self.state = state
+        self.liftout = liftout
         self.gis = gis
         self.needle = needle
         self.erosion = erosion
@@ -82,6 +83,7 @@ class ImagingModel:
             st["working_distance"], tuple(st["stigmation"]), st["voltage"], st["current"],
             st["detector_type"], st["detector_mode"], state.scene.version, state.offset,
             self.needle.key(), self.gis.state["gis_position"],
+            self.liftout.key() if self.liftout is not None else None,
         )
         hit = self._clean_cache.get(key)
         if hit is not None:
@@ -92,7 +94,11 @@ class ImagingModel:
         stats = RenderStats()
         img = render_clean(state.scene, view, shading, optics, stats)
         img = self.gis.composite(img, view, shading, optics)
+        if self.liftout is not None:     # lift-out objects under and on the needle
+            img = self.liftout.composite(img, view, shading, optics, attached=False)
         img = self.needle.composite(img, view, shading, optics)
+        if self.liftout is not None:
+            img = self.liftout.composite(img, view, shading, optics, attached=True)
         self.last_render = stats
         self._clean_cache[key] = (img, shading)
         while len(self._clean_cache) > 4:

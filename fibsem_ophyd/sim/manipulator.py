@@ -34,8 +34,8 @@ from .materials import MATERIAL_IDS
 from .optics import gaussian_blur
 from .state import SimState, check_number
 
-__all__ = ["NeedleModel", "draw_cone", "AXIS", "HALF_ANGLE", "TIP_RADIUS", "MAX_PENETRATION",
-           "SAVED_POSITIONS", "INSERT_TIME", "SPEED"]
+__all__ = ["NeedleModel", "draw_cone", "cone_footprint", "AXIS", "HALF_ANGLE", "TIP_RADIUS",
+           "MAX_PENETRATION", "SAVED_POSITIONS", "INSERT_TIME", "SPEED"]
 
 AXIS = np.array([math.cos(math.radians(35.0)), 0.0, math.sin(math.radians(35.0))])
 HALF_ANGLE = math.radians(10.0)
@@ -152,12 +152,16 @@ class NeedleModel:
                          LENGTH, _W)
 
 
-def draw_cone(img: np.ndarray, view, shading, optics, tip, axis, half_angle: float,
-              tip_radius: float, length: float, material: int) -> np.ndarray:
-    """``img`` (a clean yield image of ``view``) with a cone of ``material`` drawn over it:
-    apex sphere of ``tip_radius`` at ``tip`` (chamber frame, m), widening by ``half_angle``
-    along ``axis`` (unit, from the tip towards the body) for ``length`` (module docstring)."""
-    H, W = img.shape
+def cone_footprint(view, shape: tuple[int, int], tip, axis, half_angle: float,
+                   tip_radius: float, length: float, margin: int = 0):
+    """Where a cone (see :func:`draw_cone`) projects in ``view``'s frame of ``shape`` (H, W).
+
+    Returns ``(r0, r1, c0, c1, d, r)``: the pixel box it covers (plus ``margin``) and, at
+    each pixel centre of the box, the distance ``d`` (m, image plane) of the line of sight
+    from the cone's axis point it passes and the cone's radius ``r`` there (the pixel sees
+    the cone where ``d < r``); ``None`` if the cone is outside the frame.
+    """
+    H, W = shape
     p = view.pixel
     tip = np.asarray(tip, dtype=float)
     axis = np.asarray(axis, dtype=float)
@@ -173,13 +177,12 @@ def draw_cone(img: np.ndarray, view, shading, optics, tip, axis, half_angle: flo
         for a2 in (ends[:, 1].min() - grow, ends[:, 1].max() + grow):
             corners.append(image_to_pixel(*view.qperp_to_image(a1, a2), (H, W), p))
     corners = np.array(corners)
-    margin = int(math.ceil(3 * optics.max_sigma)) + 2
     c0 = max(0, int(math.floor(corners[:, 0].min())) - margin)
     c1 = min(W, int(math.ceil(corners[:, 0].max())) + margin + 1)
     r0 = max(0, int(math.floor(corners[:, 1].min())) - margin)
     r1 = min(H, int(math.ceil(corners[:, 1].max())) + margin + 1)
     if c0 >= c1 or r0 >= r1:
-        return img
+        return None
     cols, rows = np.meshgrid(np.arange(c0, c1, dtype=np.float64),
                              np.arange(r0, r1, dtype=np.float64))
     u, v = pixel_to_image(cols, rows, (H, W), p)
@@ -194,8 +197,20 @@ def draw_cone(img: np.ndarray, view, shading, optics, tip, axis, half_angle: flo
     n = np.abs(-dx * e[1] + dy * e[0])
     q = m / k
     s = np.clip((t + q * n / math.sqrt(1 - q * q)) / k, 0.0, length)
-    d = np.hypot(t - k * s, n)
-    r = tip_radius + m * s
+    return r0, r1, c0, c1, np.hypot(t - k * s, n), tip_radius + m * s
+
+
+def draw_cone(img: np.ndarray, view, shading, optics, tip, axis, half_angle: float,
+              tip_radius: float, length: float, material: int) -> np.ndarray:
+    """``img`` (a clean yield image of ``view``) with a cone of ``material`` drawn over it:
+    apex sphere of ``tip_radius`` at ``tip`` (chamber frame, m), widening by ``half_angle``
+    along ``axis`` (unit, from the tip towards the body) for ``length`` (module docstring)."""
+    p = view.pixel
+    margin = int(math.ceil(3 * optics.max_sigma)) + 2
+    fp = cone_footprint(view, img.shape, tip, axis, half_angle, tip_radius, length, margin)
+    if fp is None:
+        return img
+    r0, r1, c0, c1, d, r = fp
     cover = np.clip(0.5 - (d - r) / p, 0.0, 1.0).astype(np.float32)
     if not cover.any():
         return img

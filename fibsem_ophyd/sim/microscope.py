@@ -59,6 +59,7 @@ from .imaging import ImagingModel
 from .manipulator import AXIS as NEEDLE_AXIS
 from .manipulator import MAX_PENETRATION, SAVED_POSITIONS, NeedleModel
 from .milling import mill_shapes
+from .objects_liftout import LiftoutObjects
 from .optics import spot_size
 from .render import RenderStats
 from .state import (
@@ -129,9 +130,13 @@ class SimulatedMicroscope:
         #: the manipulator needle (:mod:`fibsem_ophyd.sim.manipulator`)
         self.needle = NeedleModel(
             self.world, bool((cfg.data.get("manipulator") or {}).get("enabled", True)))
+        #: lamellae, landing posts, copper adaptor, volume block (:mod:`.objects_liftout`)
+        self.liftout = LiftoutObjects(self.world.scene, lambda: self.world.offset, self.needle)
         #: frames of both beams (:mod:`fibsem_ophyd.sim.imaging`)
-        self.imaging = ImagingModel(self.world, self.gis, self.needle, self.erosion)
-        self.truth = Truth(self.world, self.cuts, self.erosion, self._checked_frame)
+        self.imaging = ImagingModel(self.world, self.gis, self.needle, self.erosion,
+                                    self.liftout)
+        self.truth = Truth(self.world, self.cuts, self.erosion, self._checked_frame,
+                           objects=(self.needle, self.liftout))
 
     @property
     def last_render(self) -> RenderStats:

@@ -61,11 +61,14 @@ class Truth:
     frame_settings : callable
         ``frame_settings(beam, settings) -> frame``: checks a beam name and per-frame
         settings (``ValueError`` naming the bad value) and merges them over the beam's.
+    objects : (NeedleModel, LiftoutObjects), optional
+        What :meth:`mask` and :meth:`keypoint` draw and locate.
     """
 
     def __init__(self, state: SimState, cuts: Sequence[BeamCut], erosion: ImagingErosion,
-                 frame_settings: Callable[[str, Mapping | None], Mapping]):
+                 frame_settings: Callable[[str, Mapping | None], Mapping], objects=None):
         self._state = state
+        self._objects = objects         # (needle, lift-out objects): masks and keypoints
         self._cuts = cuts
         self._erosion = erosion
         self._frame_settings = frame_settings
@@ -281,3 +284,17 @@ class Truth:
     def imaging_erosion(self, point) -> float:
         """How far (m) ion imaging has lowered the surface at sample point (x, y[, z])."""
         return self._erosion.depth_at(float(point[0]), float(point[1]))
+
+    # ------------------------------------------------------------------ detection
+    def mask(self, beam: str, settings: dict | None = None) -> np.ndarray:
+        """uint8 (H, W) class mask of ``beam``'s frame now (:func:`.masks.class_mask`)."""
+        from .masks import class_mask
+        needle, liftout = self._objects
+        return class_mask(self.view(beam, settings), liftout, needle)
+
+    def keypoint(self, name: str, beam: str, settings: dict | None = None) -> tuple[float, float]:
+        """Pixel (column, row) of keypoint ``name`` in ``beam``'s frame
+        (:func:`.masks.keypoint`)."""
+        from .masks import keypoint
+        needle, liftout = self._objects
+        return keypoint(self.view(beam, settings), liftout, needle, name)

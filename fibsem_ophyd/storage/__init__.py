@@ -14,6 +14,8 @@
 - :mod:`.recovery` -- :func:`recover_run` (close a run whose writer died, from its backup),
   :func:`unfinished_backups`.
 - :mod:`.validate` -- :func:`validate_document`.
+- :mod:`.detection` -- :func:`detection_dataset` (stored detections and corrections),
+  :func:`export_detection_dataset` (OpenFIBSEM's ``data.csv`` + TIFF layout).
 """
 
 from .catalog import (
@@ -28,6 +30,7 @@ from .catalog import (
     serialization_registry,
     serve_catalog,
 )
+from .detection import DetectionItem, detection_dataset, export_detection_dataset
 from .metadata import (
     METADATA_VERSION,
     get_beam,
@@ -81,6 +84,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    # detection data engine
+    "DetectionItem",
+    "detection_dataset",
+    "export_detection_dataset",
     # metadata
     "METADATA_VERSION",
     "microscope_state",

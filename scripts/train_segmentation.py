@@ -1,0 +1,238 @@
+"""Train the shipped segmentation model from scratch on simulator frames with exact masks.
+
+Needs the ``train`` extra (torch). Three steps::
+
+    python scripts/train_segmentation.py data  --out /tmp/seg_data.npz --count 400
+    python scripts/train_segmentation.py train --data /tmp/seg_data.npz --minutes 15 \
+        --checkpoint /tmp/seg.pt
+    python scripts/train_segmentation.py export --checkpoint /tmp/seg.pt \
+        --onnx fibsem_ophyd/detection/models/fibsem-ophyd-seg.onnx
+
+The shipped model: ``data --start 0 --count 141`` and ``data --start 180 --count 141``, then
+``train`` on both files for 20 min, again with ``--init`` (the first run's weights)
+``--lr 2e-3 --seed 1`` for 22 min, and with ``--lr 1.5e-3 --seed 2`` for 14 min (1628 steps).
+
+Data: scenes from :func:`fibsem_ophyd.sim.liftout_scenes.liftout_scene` with seeds
+``start .. start+count-1`` (the held-out seeds start at 100000), each rendered at
+768 x 512 px with four times the dwell time of the scene and block-averaged 2 x 2 to the
+model's 384 x 256 input (the same dose per input pixel as a 1536 x 1024 frame averaged
+4 x 4, which is what inference does); the target is the scene's exact class mask at
+384 x 256 (whose pixel centres are the centres of those blocks). Augmentations while
+training: horizontal flips (needles from either side), random crops of 192 x 128, grey-level
+gain/offset/gamma and added Gaussian noise.
+The network is :class:`SmallUNet`: a stride-2 stem, three levels of 8/16/32 channels, a
+64-channel bottleneck, logits at half the input size bilinearly upsampled to it;
+cross-entropy with class weights; AdamW with a cosine schedule; one CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+N_CLASSES = 6
+CLASS_NAMES = ("background", "lamella", "manipulator", "landing_post", "copper_adaptor",
+               "volume_block")
+#: channels of the stem/first level, second, third level and bottleneck
+WIDTHS = (8, 16, 32, 64)
+IN_W, IN_H = 384, 256
+
+
+def make_data(out: str, count: int, start: int = 0) -> None:
+    from fibsem_ophyd.sim.liftout_scenes import liftout_scene
+
+    images = np.zeros((count, IN_H, IN_W), dtype=np.uint8)
+    masks = np.zeros((count, IN_H, IN_W), dtype=np.uint8)
+    t0 = time.time()
+    for k in range(count):
+        sim, beam = liftout_scene(start + k, resolution=(2 * IN_W, 2 * IN_H))
+        dwell = sim.get("dwell_time", beam)
+        frame = sim.acquire_image(beam, {"dwell_time": min(4 * dwell, 1e-3)})
+        images[k] = frame.reshape(IN_H, 2, IN_W, 2).mean(axis=(1, 3)).round().astype(np.uint8)
+        masks[k] = sim.truth.mask(beam, {"resolution": [IN_W, IN_H]})
+        if k % 20 == 0:
+            print(f"{k}/{count} frames, {time.time() - t0:.0f} s", flush=True)
+            np.savez_compressed(out, images=images[:k + 1], masks=masks[:k + 1],
+                                seeds=np.arange(start, start + k + 1))
+    np.savez_compressed(out, images=images, masks=masks, seeds=np.arange(start, start + count))
+    print(f"wrote {count} frames to {out} in {time.time() - t0:.0f} s")
+
+
+def _model():
+    import torch
+    from torch import nn
+
+    def block(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    class SmallUNet(nn.Module):
+        """Stride-2 stem, encoder 16/32/64, bottleneck 128, decoder back to the input size."""
+
+        def __init__(self, n_classes: int = N_CLASSES):
+            super().__init__()
+            c = WIDTHS
+            self.stem = nn.Sequential(nn.Conv2d(1, c[0], 3, stride=2, padding=1, bias=False),
+                                      nn.BatchNorm2d(c[0]), nn.ReLU(inplace=True))
+            self.e1 = block(c[0], c[0])
+            self.e2 = block(c[0], c[1])
+            self.e3 = block(c[1], c[2])
+            self.b = block(c[2], c[3])
+            self.pool = nn.MaxPool2d(2)
+            self.u3 = nn.Conv2d(c[3], c[2], 1)
+            self.d3 = block(2 * c[2], c[2])
+            self.u2 = nn.Conv2d(c[2], c[1], 1)
+            self.d2 = block(2 * c[1], c[1])
+            self.u1 = nn.Conv2d(c[1], c[0], 1)
+            self.d1 = block(2 * c[0], c[0])
+            self.head = nn.Conv2d(c[0], n_classes, 1)
+
+        @staticmethod
+        def _up(x, ref):
+            return nn.functional.interpolate(x, size=ref.shape[-2:], mode="bilinear",
+                                             align_corners=False)
+
+        def forward(self, x):
+            s = self.stem(x)
+            e1 = self.e1(s)
+            e2 = self.e2(self.pool(e1))
+            e3 = self.e3(self.pool(e2))
+            b = self.b(self.pool(e3))
+            d3 = self.d3(torch.cat([self._up(self.u3(b), e3), e3], 1))
+            d2 = self.d2(torch.cat([self._up(self.u2(d3), e2), e2], 1))
+            d1 = self.d1(torch.cat([self._up(self.u1(d2), e1), e1], 1))
+            return self._up(self.head(d1), x)
+
+    return SmallUNet()
+
+
+def _augment(rng, img, msk, crop=(128, 192)):
+    h, w = img.shape
+    ch, cw = crop
+    r = int(rng.integers(0, h - ch + 1))
+    c = int(rng.integers(0, w - cw + 1))
+    img = img[r:r + ch, c:c + cw].astype(np.float32) / 255.0
+    msk = msk[r:r + ch, c:c + cw]
+    if rng.uniform() < 0.5:
+        img, msk = img[:, ::-1], msk[:, ::-1]
+    img = np.clip(img * rng.uniform(0.7, 1.3) + rng.uniform(-0.15, 0.15), 0, 1)
+    img = img ** rng.uniform(0.7, 1.4)
+    img = img + rng.normal(0, rng.uniform(0, 0.05), img.shape)
+    return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(msk)
+
+
+def train(data: str, checkpoint: str, minutes: float, batch: int = 8, seed: int = 0,
+          init: str | None = None, lr: float = 3e-3) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    d = np.load(data)
+    images, masks = d["images"], d["masks"]
+    n = len(images)
+    model = _model()
+    if init:        # continue from an earlier run's weights
+        model.load_state_dict(torch.load(init))
+    counts = np.bincount(masks.ravel(), minlength=N_CLASSES).astype(float)
+    weights = torch.tensor(np.clip((counts.sum() / np.maximum(counts, 1)) ** 0.5, 1, 30)
+                           / 1.0, dtype=torch.float32)
+    weights = weights / weights.min()
+    print("pixels per class", counts.astype(int).tolist(), "weights", weights.tolist())
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    budget = minutes * 60.0
+    t0 = time.time()
+    step = 0
+    model.train()
+    while time.time() - t0 < budget:
+        frac = (time.time() - t0) / budget
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * frac)) + 1e-5
+        idx = rng.integers(0, n, batch)
+        xs, ys = zip(*(_augment(rng, images[i], masks[i]) for i in idx), strict=True)
+        x = torch.from_numpy(np.stack(xs))[:, None]
+        y = torch.from_numpy(np.stack(ys).astype(np.int64))
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0:
+            print(f"step {step} t={time.time() - t0:.0f}s loss={loss.item():.4f}", flush=True)
+            torch.save(model.state_dict(), checkpoint)
+        step += 1
+    torch.save(model.state_dict(), checkpoint)
+    print(f"trained {step} steps in {time.time() - t0:.0f} s -> {checkpoint}")
+
+
+def export(checkpoint: str, onnx_path: str) -> None:
+    import torch
+
+    model = _model()
+    model.load_state_dict(torch.load(checkpoint))
+    model.eval()
+    x = torch.zeros(1, 1, IN_H, IN_W)
+    Path(onnx_path).parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, x, onnx_path, input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                    "output": {0: "batch", 2: "height", 3: "width"}},
+                      opset_version=17, dynamo=False)
+    import onnx
+
+    m = onnx.load(onnx_path)
+    # the class axis is fixed (the exporter leaves it symbolic after the final resize)
+    dim = m.graph.output[0].type.tensor_type.shape.dim[1]
+    dim.ClearField("dim_param")
+    dim.dim_value = N_CLASSES
+    # the working width: inference block-averages a frame to about this many columns
+    for k, v in {"fibsem_ophyd.input_width": str(IN_W),
+                 "fibsem_ophyd.classes": ",".join(CLASS_NAMES)}.items():
+        prop = m.metadata_props.add()
+        prop.key, prop.value = k, v
+    onnx.save(m, onnx_path)
+    print(f"exported {onnx_path} ({Path(onnx_path).stat().st_size / 1e6:.2f} MB)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("data")
+    a.add_argument("--out", required=True)
+    a.add_argument("--count", type=int, default=400)
+    a.add_argument("--start", type=int, default=0)
+    b = sub.add_parser("train")
+    b.add_argument("--data", required=True, nargs="+")
+    b.add_argument("--checkpoint", required=True)
+    b.add_argument("--minutes", type=float, default=15.0)
+    b.add_argument("--init", default=None, help="start from these weights (a checkpoint)")
+    b.add_argument("--lr", type=float, default=3e-3)
+    b.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("export")
+    c.add_argument("--checkpoint", required=True)
+    c.add_argument("--onnx", required=True)
+    args = ap.parse_args(argv)
+    if args.cmd == "data":
+        make_data(args.out, args.count, args.start)
+    elif args.cmd == "train":
+        if len(args.data) > 1:
+            parts = [np.load(p) for p in args.data]
+            merged = "/tmp/_seg_merged.npz"
+            np.savez(merged, images=np.concatenate([p["images"] for p in parts]),
+                     masks=np.concatenate([p["masks"] for p in parts]))
+            data = merged
+        else:
+            data = args.data[0]
+        train(data, args.checkpoint, args.minutes, seed=args.seed, init=args.init, lr=args.lr)
+    else:
+        export(args.checkpoint, args.onnx)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
