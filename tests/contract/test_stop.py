@@ -53,8 +53,8 @@ def test_sim_needle_move_stops_where_it_is(tmp_path):
     s = make_session("sim", tmp_path / "data", {"real_time_factor": 0.5})
     try:
         be, needle = s.backend, s.microscope.manipulator
+        be.clock.real_time_factor = 0.0  # tilt and insert at once; the move below in real time
         s.RE(bps.mv(s.microscope.stage.t, 0.0))
-        be.clock.real_time_factor = 0.0  # insert at once; the move below in real time
         be.insert_manipulator("PARK")
         be.clock.real_time_factor = 0.5
         z0 = be.get_manipulator_position()["z"]
