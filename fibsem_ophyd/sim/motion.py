@@ -54,12 +54,13 @@ class Motion:
         rtf = self._clock.real_time_factor
         steps = 1 if rtf == 0 else max(1, math.ceil(duration * rtf / STEP_WALL_TIME))
         for i in range(1, steps + 1):
+            self._clock.advance(duration / steps)
+            # checked after the step's time: once stop() returns, the position stays put
             if self._flags[subsystem].is_set():
                 self._flags[subsystem].clear()
                 pos = {ax: round(float(v), 12) for ax, v in _between(start, target,
                                                                       (i - 1) / steps).items()}
                 raise StoppedError(f"{subsystem} move stopped at {pos}")
-            self._clock.advance(duration / steps)
             apply(_between(start, target, i / steps))
 
 

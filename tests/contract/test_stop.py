@@ -8,7 +8,7 @@ import time
 
 import pytest
 from bluesky import plan_stubs as bps
-from bluesky.utils import RunEngineInterrupted
+from bluesky.utils import FailedStatus, RunEngineInterrupted
 
 from fibsem_ophyd.plans import mill_stages
 
@@ -16,22 +16,32 @@ from .conftest import make_session
 from .test_contract import BOX
 
 
-def _interrupt(RE, plan, after: float):
-    """Run ``plan``, pause the RunEngine ``after`` s in, then abort it."""
-    threading.Timer(after, RE.request_pause).start()
-    with pytest.raises(RunEngineInterrupted):
+def _interrupt(RE, plan, under_way):
+    """Run ``plan``; once ``under_way()`` says the motion has started, pause the RunEngine
+    (which stops what it moved), then abort it."""
+    def watch():
+        deadline = time.monotonic() + 120
+        while not under_way() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        RE.request_pause()
+
+    threading.Thread(target=watch, daemon=True).start()
+    # paused first, or the stopped move's failed status ended the run first: either way
+    with pytest.raises((RunEngineInterrupted, FailedStatus)):
         RE(plan)
-    RE.abort("stopped by the test")
+    if RE.state == "paused":
+        RE.abort("stopped by the test")
 
 
 def test_sim_stage_move_stops_where_it_is(tmp_path):
-    # real time at 0.2: the 2 mm move (1 s settling + 2 s travel) takes 0.6 s of wall time
-    s = make_session("sim", tmp_path / "data", {"real_time_factor": 0.2})
+    # real time at 0.5: the 2 mm move (1 s settling + 2 s travel) takes 1.5 s of wall time
+    s = make_session("sim", tmp_path / "data", {"real_time_factor": 0.5})
     try:
         be, stage = s.backend, s.microscope.stage
         x0 = be.get_stage_position()["x"]
         t0 = be.time()
-        _interrupt(s.RE, bps.mv(stage.x, x0 + 2e-3), after=0.25)
+        _interrupt(s.RE, bps.mv(stage.x, x0 + 2e-3),
+                   lambda: be.get_stage_position()["x"] > x0 + 0.2e-3)
         x = be.get_stage_position()["x"]
         assert x0 < x < x0 + 2e-3  # stopped part way
         time.sleep(0.5)
@@ -42,16 +52,17 @@ def test_sim_stage_move_stops_where_it_is(tmp_path):
 
 
 def test_sim_needle_move_stops_where_it_is(tmp_path):
-    s = make_session("sim", tmp_path / "data", {"real_time_factor": 0.2})
+    s = make_session("sim", tmp_path / "data", {"real_time_factor": 0.5})
     try:
         be, needle = s.backend, s.microscope.manipulator
+        be.clock.real_time_factor = 0.0  # tilt and insert at once; the move below in real time
         s.RE(bps.mv(s.microscope.stage.t, 0.0))
-        be.clock.real_time_factor = 0.0  # insert at once; the move below in real time
         be.insert_manipulator("PARK")
-        be.clock.real_time_factor = 0.2
+        be.clock.real_time_factor = 0.5
         z0 = be.get_manipulator_position()["z"]
-        # 500 um at 100 um/s: 5 s simulated, 1 s of wall time
-        _interrupt(s.RE, bps.mv(needle, {"z": z0 + 500e-6}), after=0.3)
+        # 500 um at 100 um/s: 5 s simulated, 2.5 s of wall time
+        _interrupt(s.RE, bps.mv(needle, {"z": z0 + 500e-6}),
+                   lambda: be.get_manipulator_position()["z"] > z0 + 50e-6)
         z = be.get_manipulator_position()["z"]
         assert z0 < z < z0 + 500e-6
     finally:
