@@ -26,14 +26,14 @@ def check_boxes(exclude: Any) -> list[tuple[float, float, float, float]]:
     """
     if exclude is None:
         return []
-    boxes = []
+    boxes: list[tuple[float, float, float, float]] = []
     for box in exclude:
         vals = [float(v) for v in box] if isinstance(box, (list, tuple)) else []
         if len(vals) != 4 or not all(math.isfinite(v) for v in vals) or \
                 vals[2] <= vals[0] or vals[3] <= vals[1]:
             raise ValueError(f"an excluded region is [x0, y0, x1, y1] in metres with x1 > x0 "
                              f"and y1 > y0, got {box!r}")
-        boxes.append(tuple(vals))
+        boxes.append((vals[0], vals[1], vals[2], vals[3]))
     return boxes
 
 

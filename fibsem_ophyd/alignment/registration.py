@@ -184,7 +184,7 @@ class _Grid:
     def energy(self, spec: np.ndarray) -> float:
         """``sum_x a(x)**2`` of the real image whose kept spectrum is ``spec`` (Parseval)."""
         # einsum, not BLAS (vdot): BLAS threads wake up slowly right after the FFTs
-        v = spec.view(np.float32 if spec.dtype == np.complex64 else np.float64)
+        v: np.ndarray = spec.view(np.float32 if spec.dtype == np.complex64 else np.float64)
         total = 2.0 * float(np.einsum("ij,ij->", v, v))
         for col in np.flatnonzero(self.wts == 1.0):  # DC (and Nyquist) columns count once
             c = v[:, 2 * col : 2 * col + 2]
@@ -439,12 +439,12 @@ def _refine(
     for _ in range(5):
         ty, tx = cy + offs, cx + offs
         values = _correlation_at(xspec, grid, ty, tx) / envelope(ty, tx)
-        gy, gx = np.unravel_index(int(np.argmax(values)), values.shape)
+        gy, gx = (int(i) for i in np.unravel_index(int(np.argmax(values)), values.shape))
         if 0 < gy < 2 * half and 0 < gx < 2 * half:
             break
         cy, cx = float(ty[gy]), float(tx[gx])
-    gy = min(max(int(gy), 1), 2 * half - 1)
-    gx = min(max(int(gx), 1), 2 * half - 1)
+    gy = min(max(gy, 1), 2 * half - 1)
+    gx = min(max(gx, 1), 2 * half - 1)
     oy = _parabolic_offset(values[gy - 1, gx], values[gy, gx], values[gy + 1, gx])
     ox = _parabolic_offset(values[gy, gx - 1], values[gy, gx], values[gy, gx + 1])
     return float(ty[gy]) + oy * step, float(tx[gx]) + ox * step, float(values[gy, gx])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -89,7 +90,7 @@ def find_squares(mosaic, pixel_size: float, min_size: float = 40e-6, margin: flo
     edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
     cut = set(np.unique(labels[edge & (labels > 0)]).tolist())
     erode = max(1, int(round(margin / pixel_size)))
-    found = []
+    found: list[dict[str, Any]] = []
     for k, sl in enumerate(ndimage.find_objects(labels), 1):
         if sl is None:
             continue
