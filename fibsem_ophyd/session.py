@@ -87,7 +87,7 @@ class Session:
         finally:
             server = self.extras.get("catalog_server")
             if server is not None:
-                # the HTTP client's pooled connections to the server, else they leak (ResourceWarning)
+                # the HTTP client's pooled connections, else they leak (ResourceWarning)
                 self.catalog.context.close()
                 server.close()
 
