@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 
+from .. import validate
 from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS, check_subsystem
 from ._signals import BackendSignal, background_status, find_backend, validate_value
 from ._stage import stop_subsystem
@@ -102,10 +103,8 @@ class Manipulator(Device):
         if not isinstance(target, Mapping):
             raise ValueError(f"a manipulator target is a position name or a mapping of axis "
                              f"-> m, got {target!r}")
-        unknown = set(target) - set(MANIPULATOR_AXES)
-        if unknown:
-            raise ValueError(f"unknown manipulator axis {sorted(unknown)}; axes are "
-                             f"{list(MANIPULATOR_AXES)}")
+        validate.known_keys("the manipulator target", target, MANIPULATOR_AXES,
+                            what="manipulator axis")
         out = {}
         for ax, v in target.items():
             if v is None:

@@ -20,6 +20,7 @@ import numpy as np
 from ophyd import Signal
 from ophyd.status import DeviceStatus, Status
 
+from .. import validate
 from ..backend import check_subsystem
 
 __all__ = [
@@ -91,19 +92,9 @@ def validate_value(name: str, value: Any, *, vtype: str, units: str | None,
     if vtype == "str":
         if not isinstance(value, str):
             raise ValueError(f"{name} must be a string, got {value!r}")
-        if choices is not None and value not in choices:
-            raise ValueError(f"{name}: unknown value {value!r}; choose one of {list(choices)}")
-        return value
+        return value if choices is None else validate.choice(name, value, choices, what="value")
     if vtype in ("float", "int"):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-            raise ValueError(f"{name} must be a number in{unit}, got {value!r}")
-        v = float(value)
-        if not math.isfinite(v):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        if limits is not None and not limits[0] <= v <= limits[1]:
-            raise ValueError(
-                f"{name} = {v:g}{unit} is outside its limits [{limits[0]:g}, {limits[1]:g}]{unit}"
-            )
+        v = validate.in_range(name, value, limits, units=units)
         if vtype == "int":
             if v != int(v):
                 raise ValueError(f"{name} must be an integer, got {value!r}")

@@ -16,12 +16,13 @@ import yaml
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 
-from ..backend import MissingSubsystemError
+from .. import validate
+from ..backend import STAGE_AXES, MissingSubsystemError
 from ._signals import ImmediateSignal, background_status, find_backend, validate_value
 
 __all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS", "stop_subsystem"]
 
-AXES = ("x", "y", "z", "r", "t")
+AXES = STAGE_AXES
 AXIS_UNITS = {"x": "m", "y": "m", "z": "m", "r": "deg", "t": "deg"}
 _log = logging.getLogger(__name__)
 
@@ -262,9 +263,7 @@ class Stage(Device):
         if not isinstance(position, Mapping):
             raise ValueError(f"a stage position must be a mapping of axis -> value, got "
                              f"{position!r}")
-        unknown = set(position) - set(AXES)
-        if unknown:
-            raise ValueError(f"unknown stage axis {sorted(unknown)}; axes are {list(AXES)}")
+        validate.known_keys("the stage position", position, AXES, what="stage axis")
         out = {}
         for ax, v in position.items():
             if v is None:

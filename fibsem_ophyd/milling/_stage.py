@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import validate
 from ._composites import Trench
 from ._materials import sputter_rate
 from ._pattern import Pattern
@@ -316,9 +317,7 @@ def estimate_milling_time(pattern: Pattern, current: float, material: str = "Si"
 
     ``current`` in A; rates in ``fibsem_ophyd.milling.SPUTTER_RATES_UM3_PER_NC``.
     """
-    if isinstance(current, bool) or not isinstance(current, (int, float)) \
-            or not math.isfinite(current) or current <= 0:
-        raise ValueError(f"milling current must be > 0 A, got {current!r}")
+    validate.positive("milling current", current, units="A", rule="a number > 0 A")
     rate = sputter_rate(material)
     return sum(s.volume * s.time_factor for s in pattern.shapes()) / (current * rate)
 

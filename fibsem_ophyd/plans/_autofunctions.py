@@ -15,6 +15,7 @@ import numpy as np
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from .. import validate
 from ..alignment.focus import METRICS, fit_peak, sharpness
 from ._common import beam_device, in_run, microscope_of, positive, record, run_md
 
@@ -34,9 +35,7 @@ def _grab(detector) -> MsgGenerator[np.ndarray | None]:
 
 
 def _steps(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 3:
-        raise ValueError(f"{name} must be an integer >= 3, got {value!r}")
-    return int(value)
+    return validate.integer(name, value, minimum=3)
 
 
 def _sweep_points(centre: float, half_range: float, steps: int, wd_signal) -> list[float]:
@@ -264,12 +263,10 @@ def auto_contrast_brightness(
     for name, value, lo, hi in (("target_mean", target_mean, 0.0, 1.0),
                                 ("max_saturation", max_saturation, 0.0, 1.0),
                                 ("mean_tolerance", mean_tolerance, 0.0, 0.5)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                not math.isfinite(value) or not lo < value < hi:
-            raise ValueError(f"{name} must be a number in ({lo:g}, {hi:g}), got {value!r}")
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) \
-            or max_iterations < 1:
-        raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
+        rule = f"a number in ({lo:g}, {hi:g})"
+        if not lo < validate.real(name, value, rule=rule) < hi:
+            raise ValueError(f"{name} must be {rule}, got {value!r}")
+    validate.integer("max_iterations", max_iterations, minimum=1)
     target_mean, max_saturation = float(target_mean), float(max_saturation)
     mean_tolerance = float(mean_tolerance)
     rec = microscope_of(detector).recorders.contrast_brightness

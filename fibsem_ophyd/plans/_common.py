@@ -6,7 +6,6 @@ ophyd-async), recorders are the microscope's (``microscope.recorders``), and val
 with ``bps.rd`` / ``bps.trigger_and_read``.
 """
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +14,8 @@ import bluesky.preprocessors as bpp
 import numpy as np
 from bluesky.protocols import HasName
 from bluesky.utils import MsgGenerator
+
+from .. import validate
 
 __all__ = ["beam_device", "count", "finite", "in_run", "microscope_of", "plan_arg", "positive",
            "read_frame", "record", "run_md"]
@@ -101,21 +102,14 @@ def record(recorder, stream: str, **values) -> MsgGenerator[dict]:
 
 def count(name: str, value: Any) -> int:
     """``value`` as an int; ``ValueError`` naming ``name`` unless an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+    return validate.integer(name, value, minimum=1)
 
 
 def finite(name: str, value: Any) -> float:
     """``value`` as a float; ``ValueError`` naming ``name`` unless a finite number (m)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number in metres, got {value!r}")
-    return float(value)
+    return validate.real(name, value, rule="a finite number in metres")
 
 
 def positive(name: str, value: Any) -> float:
     """``value`` as a float; ``ValueError`` naming ``name`` unless positive and finite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return validate.positive(name, value, rule="a positive finite number")

@@ -7,6 +7,7 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from .. import validate
 from ._common import microscope_of, run_md
 
 __all__ = ["acquire_image", "acquire_series", "take_reference_images",
@@ -31,9 +32,7 @@ def apply_image_settings(detector: Readable, settings: dict) -> MsgGenerator[Non
         Image settings (resolution, dwell_time, hfw, reduced_area, line_integration,
         frame_integration, autocontrast); ``reduced_area=[0, 0, 1, 1]`` is the full frame.
     """
-    unknown = set(settings) - set(_SETTINGS)
-    if unknown:
-        raise ValueError(f"unknown image setting(s) {sorted(unknown)}; known: {list(_SETTINGS)}")
+    validate.known_keys("the image settings", settings, _SETTINGS, what="image setting")
     checked = {k: getattr(detector, k).check_value(v) for k, v in settings.items()}
     if checked.get("reduced_area") == [0.0, 0.0, 1.0, 1.0]:
         checked["reduced_area"] = None

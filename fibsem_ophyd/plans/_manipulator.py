@@ -9,6 +9,7 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from .. import geometry
+from ..backend import MANIPULATOR_AXES
 from ..beams import as_beam
 from ._common import beam_device, finite
 from ._movement import read_axes, read_geometry
@@ -17,7 +18,7 @@ from ._util import mv_raising_cause
 __all__ = ["insert_manipulator", "retract_manipulator", "move_manipulator_corrected",
            "move_manipulator_to_position_offset", "read_manipulator_position"]
 
-_AXES = ("x", "y", "z")
+_AXES = MANIPULATOR_AXES
 
 
 def read_manipulator_position(microscope: Readable) -> MsgGenerator[dict]:

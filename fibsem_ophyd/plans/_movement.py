@@ -13,6 +13,7 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from .. import geometry
+from ..backend import STAGE_AXES
 from ..beams import as_beam
 from ._common import beam_device, finite
 
@@ -28,7 +29,7 @@ __all__ = [
     "read_geometry",
 ]
 
-_AXES = ("x", "y", "z", "r", "t")
+_AXES = STAGE_AXES
 
 
 def read_stage_position(microscope: Readable) -> MsgGenerator[dict]:

@@ -19,7 +19,7 @@ import numpy as np
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
-from .. import geometry
+from .. import geometry, validate
 from ..alignment.stitch import stitch_tiles
 from ..beams import as_beam
 from ._common import beam_device, count, in_run, positive, run_md
@@ -98,9 +98,7 @@ def acquire_overview(
     """
     rows, cols = count("rows", rows), count("cols", cols)
     hfw = positive("hfw", hfw)
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or \
-            not math.isfinite(overlap) or not 0.02 <= overlap <= 0.5:
-        raise ValueError(f"overlap must be a fraction in [0.02, 0.5], got {overlap!r}")
+    validate.in_range("overlap", overlap, (0.02, 0.5), rule="a fraction in [0.02, 0.5]")
     beam = as_beam(beam)
     detector = microscope.sem if beam == "electron" else microscope.fib
     detector.hfw.check_value(hfw)
