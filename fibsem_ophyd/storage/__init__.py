@@ -43,6 +43,8 @@ from .metadata import (
     image_metadata,
     image_settings,
     microscope_state,
+    read_state,
+    state_metadata,
     system_info,
 )
 from .reader import (
@@ -84,6 +86,8 @@ __all__ = [
     # metadata
     "METADATA_VERSION",
     "microscope_state",
+    "read_state",
+    "state_metadata",
     "image_settings",
     "image_metadata",
     "system_info",
