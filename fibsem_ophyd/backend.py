@@ -82,12 +82,15 @@ __all__ = [
     "BEAMS",
     "STATE_SECTIONS",
     "STATE_BEAM_KEYS",
+    "STAGE_UNITS",
 ]
 
 #: the two beams, as every ``beam=`` argument names them
 BEAMS = ("electron", "ion")
 #: stage axes (RAW: x, y, z in m; r, t in deg)
 STAGE_AXES = ("x", "y", "z", "r", "t")
+#: units of the stage axes
+STAGE_UNITS = {"x": "m", "y": "m", "z": "m", "r": "deg", "t": "deg"}
 #: manipulator axes (RAW: the tip in the chamber frame from the coincidence point, m)
 MANIPULATOR_AXES = ("x", "y", "z")
 #: range of each manipulator axis, m

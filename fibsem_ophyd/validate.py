@@ -30,6 +30,10 @@ __all__ = [
     "int_pair",
     "choice",
     "known_keys",
+    "area",
+    "setting",
+    "SPEC_FIELDS",
+    "position",
 ]
 
 
@@ -67,16 +71,18 @@ def real(name: str, value: Any, *, units: str | None = None, rule: str | None = 
 
 def in_range(name: str, value: Any, limits: tuple[float, float] | None, *,
              units: str | None = None, rule: str | None = None,
-             limits_name: str = "its limits") -> float:
+             limits_name: str = "its limits", exact: bool = False) -> float:
     """``value`` as a finite float within ``limits`` (low, high; inclusive; None: any).
 
     The range error reads ``"<name> = <value> <units> is outside its limits [low, high]
-    <units>"``; ``limits_name`` replaces ``"its limits"``.
+    <units>"``; ``limits_name`` replaces ``"its limits"``; ``exact`` writes the value in
+    full (``repr``) rather than to 6 significant digits.
     """
     v = real(name, value, units=units, rule=rule)
     if limits is not None and not limits[0] <= v <= limits[1]:
         u = _unit(units)
-        raise ValueError(f"{name} = {v:g}{u} is outside {limits_name} "
+        shown = repr(v) if exact else f"{v:g}"
+        raise ValueError(f"{name} = {shown}{u} is outside {limits_name} "
                          f"[{limits[0]:g}, {limits[1]:g}]{u}")
     return v
 
@@ -157,3 +163,105 @@ def known_keys(name: str, keys: Any, allowed: Collection[str], *,
         named.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     raise ValueError(f"unknown {what} {', '.join(named)} in {name}; "
                      f"expected a subset of {list(allowed)}")
+
+
+def area(name: str, value: Any) -> list[float] | None:
+    """A reduced area ``[left, top, width, height]`` (fractions of the frame, 0..1; a
+    sequence or a ``{left, top, width, height}`` mapping) inside the frame; None stays None
+    (the full frame)."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        try:
+            value = [value["left"], value["top"], value["width"], value["height"]]
+        except KeyError as exc:
+            raise ValueError(f"{name} needs left, top, width, height; missing {exc}") from None
+    try:
+        left, top, width, height = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (left, top, width, height) in 0..1, got {value!r}") \
+            from None
+    if not all(math.isfinite(v) for v in (left, top, width, height)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if width <= 0 or height <= 0 or left < 0 or top < 0 or left + width > 1 + 1e-9 \
+            or top + height > 1 + 1e-9:
+        raise ValueError(f"{name} = {value!r} must lie inside the frame (0..1, width/height > 0)")
+    return [left, top, width, height]
+
+
+#: what a setting's specification holds (see :func:`setting`)
+SPEC_FIELDS = ("vtype", "units", "limits", "length", "choices", "read_only")
+
+
+def setting(name: str, value: Any, spec: Mapping) -> Any:
+    """One microscope setting checked against its specification; returned normalised.
+
+    Parameters
+    ----------
+    name : str
+        The setting, as the messages name it.
+    value : Any
+        The value to write.
+    spec : Mapping
+        :data:`SPEC_FIELDS`: ``vtype`` (``"float"``, ``"int"``, ``"bool"``, ``"str"``,
+        ``"pair"``, ``"intpair"`` or ``"area"``), ``units`` (str or None), ``limits``
+        ((low, high) or None), ``length`` (of a pair), ``choices`` (allowed strings or None),
+        ``read_only``. A device's settings publish theirs in a read-only ``limits`` signal, so
+        a plan validates with ``bps.rd`` and this function, before anything moves.
+    """
+    vtype, units = spec.get("vtype", "float"), spec.get("units")
+    limits, length, choices = spec.get("limits"), spec.get("length"), spec.get("choices")
+    if spec.get("read_only"):
+        raise ValueError(f"{name} is read-only")
+    unit = _unit(units)
+    if vtype == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+        return bool(value)
+    if vtype == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+        return value if choices is None else choice(name, value, choices, what="value")
+    if vtype in ("float", "int"):
+        v = in_range(name, value, limits, units=units)
+        if vtype == "int":
+            if v != int(v):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            return int(v)
+        return v
+    if vtype == "area":
+        return area(name, value)
+    if vtype in ("pair", "intpair"):
+        try:
+            arr = [float(v) for v in value]
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a pair of numbers in{unit}, got {value!r}") from None
+        if length is not None and len(arr) != length:
+            raise ValueError(f"{name} must have {length} elements, got {value!r}")
+        for v in arr:
+            if not math.isfinite(v):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+            if limits is not None and not limits[0] <= v <= limits[1]:
+                raise ValueError(f"{name} = {value!r}{unit} is outside its limits "
+                                 f"[{limits[0]:g}, {limits[1]:g}]{unit}")
+        if vtype == "intpair":
+            if any(v != int(v) for v in arr):
+                raise ValueError(f"{name} must hold integers, got {value!r}")
+            return [int(v) for v in arr]
+        return arr
+    raise TypeError(f"unknown value type {vtype!r}")
+
+
+def position(name: str, value: Any, limits: Mapping[str, tuple[float, float]],
+             units: Mapping[str, str], *, what: str = "axis") -> dict[str, float]:
+    """A position ``{axis: value}`` (a subset of ``limits``' axes; ``None``: this axis does
+    not move, as OpenFIBSEM has it) as floats within each axis' limits.
+
+    ``name`` prefixes the axes in messages (``"stage"``: ``"stage.x = 1 m is outside its
+    limits [...]"``); ``what`` names an unknown key (``"stage axis"``).
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"a {name} position must be a mapping of axis -> value, got {value!r}")
+    known_keys(f"the {name} position", value, tuple(limits), what=what)
+    return {ax: in_range(f"{name}.{ax}", v, limits[ax], units=units.get(ax))
+            for ax, v in value.items() if v is not None}

@@ -446,7 +446,7 @@ class OpenFibsemBackend:
         out = []
         for v in values:
             out.append(validate.in_range(name, v, d["limits"], units=d["units"],
-                                         limits_name="the limit"))
+                                         limits_name="the limit", exact=True))
         if key in ("current", "voltage") and d["choices"]:
             # the vendor switches to the nearest aperture / high tension it has
             out = [min(d["choices"], key=lambda c: abs(c - out[0]))]
@@ -589,7 +589,7 @@ class OpenFibsemBackend:
         for ax, v in position.items():
             unit = "deg" if ax in ("r", "t") else "m"
             fv = validate.in_range(f"stage.{ax}", v, limits[ax], units=unit,
-                                   limits_name="the limit")
+                                   limits_name="the limit", exact=True)
             target[ax] = math.radians(fv) if ax in ("r", "t") else fv
         self._call("move_stage_absolute", FibsemStagePosition(
             **{ax: target.get(ax) for ax in STAGE_AXES}, coordinate_system="RAW"))
@@ -643,7 +643,7 @@ class OpenFibsemBackend:
                             what="manipulator axis")
         for ax, v in position.items():
             target[ax] = validate.in_range(f"manipulator.{ax}", v, MANIPULATOR_LIMITS, units="m",
-                                           limits_name="the limit")
+                                           limits_name="the limit", exact=True)
         self._move_needle(target)
 
     # ------------------------------------------------------------------ chamber, GIS

@@ -10,6 +10,7 @@ from ophyd import Device, Signal
 
 from .. import validate
 from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS, check_subsystem
+from ._limits import SavedPositions, SettingLimits
 from ._signals import BackendSignal, background_status, find_backend, validate_value
 from ._stage import stop_subsystem
 
@@ -40,6 +41,12 @@ class _TipAxis(Signal):
         return {"units": d.get("units") or "m", "limits": tuple(d.get("limits")
                                                                 or MANIPULATOR_LIMITS)}
 
+    def spec(self) -> dict:
+        """The axis for :func:`fibsem_ophyd.validate.setting` (a float in its limits)."""
+        d = self.description()
+        return {"name": f"manipulator.{self.axis}", "vtype": "float", "units": d["units"],
+                "limits": d["limits"], "length": None, "choices": None, "read_only": False}
+
     def describe(self):
         d = self.description()
         lo, hi = d["limits"]
@@ -67,6 +74,10 @@ class Manipulator(Device):
                    subsystem="manipulator", kind="normal")
     contact = Cpt(BackendSignal, key="manipulator_contact", vtype="bool", read_only=True,
                   subsystem="manipulator_contact", kind="normal")
+    #: the calibrated saved positions, ``bps.rd``-able (:class:`SavedPositions`)
+    positions = Cpt(SavedPositions, kind="omitted")
+    #: the tip axes' units and limits, ``bps.rd``-able (:class:`SettingLimits`)
+    limits = Cpt(SettingLimits, settings=MANIPULATOR_AXES, kind="omitted")
 
     def _absent(self) -> set[str]:
         """Readings a backend without contact sensing cannot give (left out, not faked)."""

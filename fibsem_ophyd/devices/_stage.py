@@ -17,13 +17,14 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 
 from .. import validate
-from ..backend import STAGE_AXES, MissingSubsystemError
+from ..backend import STAGE_AXES, STAGE_UNITS, MissingSubsystemError
+from ._limits import LimitTravel
 from ._signals import ImmediateSignal, background_status, find_backend, validate_value
 
 __all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS", "stop_subsystem"]
 
 AXES = STAGE_AXES
-AXIS_UNITS = {"x": "m", "y": "m", "z": "m", "r": "deg", "t": "deg"}
+AXIS_UNITS = STAGE_UNITS
 _log = logging.getLogger(__name__)
 
 
@@ -82,6 +83,9 @@ class StageAxis(Device):
 
     readback = Cpt(_AxisReadback, kind="hinted")
     setpoint = Cpt(_AxisSetpoint, value=float("nan"), kind="normal")
+    #: the travel limits (``bps.rd``-able, as on ophyd's EpicsMotor), m or deg
+    low_limit_travel = Cpt(LimitTravel, end=0, kind="omitted")
+    high_limit_travel = Cpt(LimitTravel, end=1, kind="omitted")
 
     def __init__(self, *args, axis: str, **kwargs):
         self.axis = axis

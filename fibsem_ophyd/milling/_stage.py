@@ -21,7 +21,7 @@ from ._validate import _is_number
 
 __all__ = [
     "MillingStage", "load_protocol", "estimate_milling_time", "estimate_stage_time",
-    "check_patterns", "OVERHEADS", "as_stages", "STRATEGIES", "OVERTILT_RANGE",
+    "check_patterns", "check_stages", "OVERHEADS", "as_stages", "STRATEGIES", "OVERTILT_RANGE",
 ]
 
 #: per-stage hardware costs, seconds (OpenFIBSEM ``timing.py``, measured on a Thermo system)
@@ -335,6 +335,16 @@ def estimate_stage_time(stage: MillingStage, imaging_current: float | None = Non
     if stage.alignment:
         overhead += OVERHEADS["alignment"]
     return {"milling": milling, "overhead": overhead, "total": milling + overhead}
+
+
+def check_stages(stages: Sequence[MillingStage]) -> None:
+    """Refuse a stage that cannot be milled (its pattern outside its field of view), naming
+    it; nothing is changed."""
+    for st in stages:
+        try:
+            check_patterns(st.pattern, st.hfw)
+        except ValueError as exc:
+            raise ValueError(f"stage {st.name!r}: {exc}") from None
 
 
 def check_patterns(pattern: Pattern, hfw: float, aspect: float = 1024 / 1536,

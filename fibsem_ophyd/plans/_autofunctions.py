@@ -17,7 +17,15 @@ from bluesky.utils import MsgGenerator
 
 from .. import validate
 from ..alignment.focus import METRICS, fit_peak, sharpness
-from ._common import beam_device, in_run, microscope_of, positive, record, run_md
+from ._common import (
+    beam_device,
+    in_run,
+    microscope_of,
+    positive,
+    read_limits,
+    record,
+    run_md,
+)
 
 __all__ = ["autofocus", "auto_contrast_brightness"]
 
@@ -38,12 +46,13 @@ def _steps(name: str, value: Any) -> int:
     return validate.integer(name, value, minimum=3)
 
 
-def _sweep_points(centre: float, half_range: float, steps: int, wd_signal) -> list[float]:
-    """``steps`` working distances over ``centre +- half_range``, those within the limits."""
+def _sweep_points(centre: float, half_range: float, steps: int, spec: dict) -> list[float]:
+    """``steps`` working distances over ``centre +- half_range``, those within the limits
+    (``spec``: the working distance's, from the beam's ``limits``)."""
     out = []
     for wd in np.linspace(centre - half_range, centre + half_range, steps):
         try:
-            wd_signal.check_value(float(wd))
+            validate.setting(spec["name"], float(wd), spec)
         except ValueError:
             continue
         out.append(float(wd))
@@ -131,10 +140,11 @@ def autofocus(
     def body():
         wd0 = float((yield from bps.rd(wd_signal)))
         state["wd0"] = wd0
+        wd_spec = (yield from read_limits(beam_dev))["working_distance"]
         coarse: list = []
         centre = wd0
         for _ in range(_MAX_RECENTRES + 1):
-            points = _sweep_points(centre, coarse_range, coarse_steps, wd_signal)
+            points = _sweep_points(centre, coarse_range, coarse_steps, wd_spec)
             if len(points) < 3:
                 raise ValueError(f"fewer than 3 coarse working distances around {centre:g} m "
                                  f"lie within the limits of {wd_signal.name}")
@@ -149,7 +159,7 @@ def autofocus(
             if not fit.at_edge or not moved:  # (not moved: the edge is a WD limit)
                 break
         fine: list = []
-        points = _sweep_points(centre, fine_range, fine_steps, wd_signal)
+        points = _sweep_points(centre, fine_range, fine_steps, wd_spec)
         if len(points) < 3:
             raise ValueError(f"fewer than 3 fine working distances around {centre:g} m lie "
                              f"within the limits of {wd_signal.name}")

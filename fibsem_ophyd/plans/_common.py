@@ -16,9 +16,69 @@ from bluesky.protocols import HasName
 from bluesky.utils import MsgGenerator
 
 from .. import validate
+from ..backend import STAGE_AXES, STAGE_UNITS
 
 __all__ = ["beam_device", "count", "finite", "in_run", "microscope_of", "plan_arg", "positive",
-           "read_frame", "record", "run_md"]
+           "read_frame", "record", "run_md", "read_limits", "check_settings",
+           "read_stage_limits", "check_stage_position", "read_needle", "check_needle_target"]
+
+#: the manipulator target that retracts the needle (``Manipulator.set("retracted")``)
+RETRACTED = "retracted"
+
+
+def read_limits(device) -> MsgGenerator[dict]:
+    """``{setting: spec}`` of ``device`` (its read-only ``limits`` signal), for
+    :func:`check_settings`."""
+    return (yield from bps.rd(device.limits))
+
+
+def check_settings(limits: Mapping, values: Mapping) -> dict:
+    """``values`` ``{setting: value}`` validated against ``limits`` (:func:`read_limits`);
+    normalised. ``ValueError`` naming the setting, the value and its limit."""
+    validate.known_keys("the settings", values, tuple(limits), what="setting")
+    return {k: validate.setting(limits[k]["name"], v, limits[k]) for k, v in values.items()}
+
+
+def read_stage_limits(microscope) -> MsgGenerator[dict[str, tuple[float, float]]]:
+    """``{axis: (low, high)}`` of the stage (each axis' ``low_limit_travel`` and
+    ``high_limit_travel``; m, deg for r and t)."""
+    out = {}
+    for ax in STAGE_AXES:
+        axis = getattr(microscope.stage, ax)
+        out[ax] = (float((yield from bps.rd(axis.low_limit_travel))),
+                   float((yield from bps.rd(axis.high_limit_travel))))
+    return out
+
+
+def check_stage_position(limits: Mapping, position: Any) -> dict[str, float]:
+    """A stage position (a subset of axes; ``None``: that axis stays) within ``limits``
+    (:func:`read_stage_limits`), as floats."""
+    return validate.position("stage", position, limits, STAGE_UNITS, what="stage axis")
+
+
+def read_needle(microscope) -> MsgGenerator[tuple[dict, dict]]:
+    """The manipulator's saved positions and its axes' limits (``MissingSubsystemError`` if
+    there is no manipulator), for :func:`check_needle_target`."""
+    needle = microscope.manipulator
+    return (yield from bps.rd(needle.positions)), (yield from bps.rd(needle.limits))
+
+
+def check_needle_target(needle: tuple[dict, dict], target: Any) -> Any:
+    """``"retracted"``, a saved position name, or ``{axis: m}`` within the axes' limits
+    (``needle`` from :func:`read_needle`)."""
+    positions, limits = needle
+    if isinstance(target, str):
+        if target != RETRACTED and target not in positions:
+            raise ValueError(f"unknown manipulator position {target!r}; saved positions: "
+                             f"{sorted(positions)} (or {RETRACTED!r})")
+        return target
+    if not isinstance(target, Mapping):
+        raise ValueError(f"a manipulator target is a position name or a mapping of axis "
+                         f"-> m, got {target!r}")
+    return validate.position("manipulator", target,
+                             {ax: spec["limits"] for ax, spec in limits.items()},
+                             {ax: spec["units"] for ax, spec in limits.items()},
+                             what="manipulator axis")
 
 
 def plan_arg(value: Any) -> Any:

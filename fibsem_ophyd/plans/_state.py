@@ -6,6 +6,7 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from ..backend import DETECTOR_KEYS, STATE_BEAM_KEYS, STATE_SECTIONS
+from ._common import check_settings, check_stage_position, read_limits, read_stage_limits
 from ._movement import safe_absolute_move
 
 __all__ = ["snapshot_state", "restore_state", "STATE_BEAM_KEYS", "STATE_DETECTOR_KEYS"]
@@ -70,11 +71,10 @@ def restore_state(microscope: Readable, state: dict) -> MsgGenerator[dict]:
         bad = set(values) - set(keys)
         if bad:
             raise ValueError(f"unknown key(s) {sorted(bad)} in state section {section!r}")
-        for key, value in values.items():
-            sig = getattr(device, key)
-            writes.append((sig, sig.check_value(value)))
+        checked = check_settings((yield from read_limits(device)), values)
+        writes += [(getattr(device, key), value) for key, value in checked.items()]
     if state.get("stage"):
-        microscope.stage.check_position(state["stage"])
+        check_stage_position((yield from read_stage_limits(microscope)), state["stage"])
     for sig, value in writes:
         yield from bps.abs_set(sig, value, wait=True)
     if state.get("stage"):

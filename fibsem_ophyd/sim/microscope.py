@@ -298,7 +298,7 @@ class SimulatedMicroscope:
         for ax, v in position.items():
             unit = "deg" if ax in ("r", "t") else "m"
             target[ax] = validate.in_range(f"stage.{ax}", v, self.world.stage_limits[ax],
-                                           units=unit, limits_name="the limit")
+                                           units=unit, limits_name="the limit", exact=True)
         start = dict(self.world.stage)
         if self.needle.inserted:
             # the sample must not be driven into the inserted needle (end pose checked)

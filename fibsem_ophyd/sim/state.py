@@ -40,7 +40,7 @@ is_number = validate.is_real
 def check_number(name: str, value: Any, limits: tuple[float, float] | None = None) -> float:
     """``value`` as a float; ``ValueError`` naming ``name``, the value and the limit if it is
     not a finite number within ``limits``."""
-    return validate.in_range(name, value, limits, limits_name="the limit")
+    return validate.in_range(name, value, limits, limits_name="the limit", exact=True)
 
 
 def sim_number(sim: Mapping, key: str, default: float, lo: float = -math.inf,
