@@ -34,6 +34,7 @@ __all__ = [
     "setting",
     "SPEC_FIELDS",
     "position",
+    "target",
 ]
 
 
@@ -265,3 +266,20 @@ def position(name: str, value: Any, limits: Mapping[str, tuple[float, float]],
     known_keys(f"the {name} position", value, tuple(limits), what=what)
     return {ax: in_range(f"{name}.{ax}", v, limits[ax], units=units.get(ax))
             for ax, v in value.items() if v is not None}
+
+
+def target(name: str, value: Any, names: Collection[str],
+           limits: Mapping[str, tuple[float, float]], units: Mapping[str, str], *,
+           also: tuple[str, ...] = (), what: str = "axis") -> str | dict[str, float]:
+    """A move target: a saved position's name (one of ``names``, or of ``also`` such as
+    ``"retracted"``), or a position (:func:`position`)."""
+    if isinstance(value, str):
+        if value not in also and value not in names:
+            extra = f" (or {', '.join(repr(a) for a in also)})" if also else ""
+            raise ValueError(f"unknown {name} position {value!r}; saved positions: "
+                             f"{sorted(names)}{extra}")
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"a {name} target is a position name or a mapping of axis -> value, "
+                         f"got {value!r}")
+    return position(name, value, limits, units, what=what)

@@ -91,3 +91,44 @@ def test_known_keys_names_the_misspelt_key():
     assert msg.startswith("unknown image setting 'dwel_time' (did you mean 'dwell_time'?), "
                           "'zz' in the image settings")
     assert "['hfw', 'dwell_time']" in msg
+
+
+HFW = {"vtype": "float", "units": "m", "limits": (1e-6, 1e-3)}
+
+
+def test_setting_checks_against_a_spec():
+    assert validate.setting("fib_hfw", np.float64(1e-4), HFW) == 1e-4
+    with pytest.raises(ValueError, match=r"^fib_hfw = 0\.1 m is outside its limits"):
+        validate.setting("fib_hfw", 0.1, HFW)
+    with pytest.raises(ValueError, match=r"^tilt is read-only$"):
+        validate.setting("tilt", 1.0, {"vtype": "float", "read_only": True})
+    assert validate.setting("res", (768, 512), {"vtype": "intpair", "length": 2}) == [768, 512]
+    with pytest.raises(ValueError, match=r"^res must have 2 elements"):
+        validate.setting("res", [768], {"vtype": "intpair", "length": 2})
+    with pytest.raises(ValueError, match=r"^gas: unknown value 'Xe'; choose one of \['Pt'\]$"):
+        validate.setting("gas", "Xe", {"vtype": "str", "choices": ["Pt"]})
+    assert validate.setting("area", {"left": 0, "top": 0, "width": 0.5, "height": 0.5},
+                            {"vtype": "area"}) == [0.0, 0.0, 0.5, 0.5]
+    with pytest.raises(ValueError, match=r"must lie inside the frame"):
+        validate.setting("area", [0.6, 0, 0.5, 0.5], {"vtype": "area"})
+
+
+LIMITS = {"x": (-1e-3, 1e-3), "t": (-10.0, 60.0)}
+UNITS = {"x": "m", "t": "deg"}
+
+
+def test_position_and_target():
+    assert validate.position("stage", {"x": 1e-4, "t": None}, LIMITS, UNITS) == {"x": 1e-4}
+    with pytest.raises(ValueError, match=r"^stage\.t = 90 deg is outside its limits"):
+        validate.position("stage", {"t": 90}, LIMITS, UNITS)
+    with pytest.raises(ValueError, match=r"^unknown stage axis 'q' in the stage position"):
+        validate.position("stage", {"q": 0.0}, LIMITS, UNITS, what="stage axis")
+    with pytest.raises(ValueError, match=r"^a stage position must be a mapping"):
+        validate.position("stage", [0.0], LIMITS, UNITS)
+    assert validate.target("needle", "PARK", ["PARK"], LIMITS, UNITS) == "PARK"
+    assert validate.target("needle", "retracted", ["PARK"], LIMITS, UNITS,
+                           also=("retracted",)) == "retracted"
+    with pytest.raises(ValueError, match=r"^unknown needle position 'PRK'; saved positions: "
+                                         r"\['PARK'\] \(or 'retracted'\)$"):
+        validate.target("needle", "PRK", ["PARK"], LIMITS, UNITS, also=("retracted",))
+    assert validate.target("needle", {"x": 0}, [], LIMITS, UNITS) == {"x": 0.0}

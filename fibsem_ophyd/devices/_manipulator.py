@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
@@ -11,7 +10,7 @@ from ophyd import Device, Signal
 from .. import validate
 from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS, check_subsystem
 from ._limits import SavedPositions, SettingLimits
-from ._signals import BackendSignal, background_status, find_backend, validate_value
+from ._signals import BackendSignal, background_status, find_backend
 from ._stage import stop_subsystem
 
 __all__ = ["Manipulator", "RETRACTED"]
@@ -106,24 +105,13 @@ class Manipulator(Device):
         ``MissingSubsystemError`` if the microscope has no manipulator."""
         check_subsystem(find_backend(self), "manipulator")
         if isinstance(target, str):
-            names = self.saved_positions()
-            if target != RETRACTED and target not in names:
-                raise ValueError(f"unknown manipulator position {target!r}; saved positions: "
-                                 f"{sorted(names)} (or {RETRACTED!r})")
-            return target
-        if not isinstance(target, Mapping):
-            raise ValueError(f"a manipulator target is a position name or a mapping of axis "
-                             f"-> m, got {target!r}")
-        validate.known_keys("the manipulator target", target, MANIPULATOR_AXES,
-                            what="manipulator axis")
-        out = {}
-        for ax, v in target.items():
-            if v is None:
-                continue
-            d = getattr(self, ax).description()
-            out[ax] = validate_value(f"manipulator.{ax}", v, vtype="float", units=d["units"],
-                                     limits=d["limits"])
-        return out
+            return validate.target("manipulator", target, self.saved_positions(), {}, {},
+                                   also=(RETRACTED,))
+        desc = {ax: getattr(self, ax).description() for ax in MANIPULATOR_AXES}
+        return validate.target("manipulator", target, (),
+                               {ax: d["limits"] for ax, d in desc.items()},
+                               {ax: d["units"] for ax, d in desc.items()},
+                               also=(RETRACTED,), what="manipulator axis")
 
     def set(self, target, **kwargs):
         target = self.check_target(target)

@@ -67,18 +67,10 @@ def check_needle_target(needle: tuple[dict, dict], target: Any) -> Any:
     """``"retracted"``, a saved position name, or ``{axis: m}`` within the axes' limits
     (``needle`` from :func:`read_needle`)."""
     positions, limits = needle
-    if isinstance(target, str):
-        if target != RETRACTED and target not in positions:
-            raise ValueError(f"unknown manipulator position {target!r}; saved positions: "
-                             f"{sorted(positions)} (or {RETRACTED!r})")
-        return target
-    if not isinstance(target, Mapping):
-        raise ValueError(f"a manipulator target is a position name or a mapping of axis "
-                         f"-> m, got {target!r}")
-    return validate.position("manipulator", target,
-                             {ax: spec["limits"] for ax, spec in limits.items()},
-                             {ax: spec["units"] for ax, spec in limits.items()},
-                             what="manipulator axis")
+    return validate.target("manipulator", target, positions,
+                           {ax: spec["limits"] for ax, spec in limits.items()},
+                           {ax: spec["units"] for ax, spec in limits.items()},
+                           also=(RETRACTED,), what="manipulator axis")
 
 
 def plan_arg(value: Any) -> Any:
