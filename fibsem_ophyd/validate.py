@@ -124,9 +124,9 @@ def integer(name: str, value: Any, *, minimum: int | None = None,
 
 
 def int_pair(name: str, value: Any, *, minimum: int | None = 1,
-             units: str | None = None) -> list[int]:
+             units: str | None = None, rule: str | None = None) -> list[int]:
     """``value`` as ``[int, int]`` (e.g. a resolution in px), each ``>= minimum``."""
-    rule = f"a pair of integers{' >= ' + str(minimum) if minimum is not None else ''}" \
+    rule = rule or f"a pair of integers{' >= ' + str(minimum) if minimum is not None else ''}" \
         f"{' in ' + units if units else ''}"
     if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__") \
             or len(value) != 2:

@@ -540,10 +540,10 @@ class OpenFibsemBackend:
         for k in ("line_integration", "frame_integration"):
             v = s.get(k)
             if v is not None and v != 1:
-                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) \
-                        or not 2 <= v <= 255:
+                n = validate.integer(k, v, minimum=1, rule="an integer in [1, 255]")
+                if n > 255:
                     raise ValueError(f"{k} must be an integer in [1, 255], got {v!r}")
-                integ[k] = int(v)
+                integ[k] = n
         return ImageSettings(resolution=(int(res[0]), int(res[1])), dwell_time=float(dwell),
                              hfw=float(hfw), autocontrast=bool(s.get("autocontrast") or False),
                              beam_type=self._beam_type(beam), save=False, reduced_area=rect,

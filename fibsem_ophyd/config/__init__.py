@@ -128,13 +128,11 @@ class MicroscopeConfig:
             for key in ("working_distance", "shift", "stigmation"):
                 _range(d, f"{beam}.limits.{key}")
             res = d[beam].get("resolution")
-            if not (
-                isinstance(res, (list, tuple)) and len(res) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in res)
-            ):
-                raise ConfigError(
-                    f"{beam}.resolution must be [width, height] integers, got {res!r}"
-                )
+            try:
+                validate.int_pair(f"{beam}.resolution", res,
+                                  rule="[width, height] integers > 0")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if d["ion"]["column_tilt"] <= 0:
             raise ConfigError("ion.column_tilt must be > 0 degrees (the ion column is tilted)")
 
