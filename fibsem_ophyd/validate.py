@@ -77,14 +77,16 @@ def in_range(name: str, value: Any, limits: tuple[float, float] | None, *,
 
     The range error reads ``"<name> = <value> <units> is outside its limits [low, high]
     <units>"``; ``limits_name`` replaces ``"its limits"``; ``exact`` writes the value in
-    full (``repr``) rather than to 6 significant digits.
+    full (``repr``), and the limits, rather than to 6 significant digits.
     """
     v = real(name, value, units=units, rule=rule)
     if limits is not None and not limits[0] <= v <= limits[1]:
         u = _unit(units)
-        shown = repr(v) if exact else f"{v:g}"
-        raise ValueError(f"{name} = {shown}{u} is outside {limits_name} "
-                         f"[{limits[0]:g}, {limits[1]:g}]{u}")
+        if exact:
+            shown, lo, hi = repr(v), repr(float(limits[0])), repr(float(limits[1]))
+        else:
+            shown, lo, hi = f"{v:g}", f"{limits[0]:g}", f"{limits[1]:g}"
+        raise ValueError(f"{name} = {shown}{u} is outside {limits_name} [{lo}, {hi}]{u}")
     return v
 
 

@@ -33,6 +33,8 @@ def apply_image_settings(detector: Readable, settings: dict) -> MsgGenerator[Non
         frame_integration, autocontrast); ``reduced_area=[0, 0, 1, 1]`` is the full frame.
     """
     validate.known_keys("the image settings", settings, _SETTINGS, what="image setting")
+    if not settings:  # nothing to write (a chamber camera has no image settings)
+        return
     checked = check_settings((yield from read_limits(detector)), settings)
     if checked.get("reduced_area") == [0.0, 0.0, 1.0, 1.0]:
         checked["reduced_area"] = None
