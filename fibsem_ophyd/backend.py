@@ -50,10 +50,11 @@ in one call (:meth:`~MicroscopeBackend.state`).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from . import validate
 
 __all__ = [
     "MicroscopeBackend",
@@ -78,9 +79,18 @@ __all__ = [
     "MANIPULATOR_LIMITS",
     "IMAGE_SETTING_KEYS",
     "BackendError",
+    "BEAMS",
+    "STATE_SECTIONS",
+    "STATE_BEAM_KEYS",
+    "STAGE_UNITS",
 ]
 
+#: the two beams, as every ``beam=`` argument names them
+BEAMS = ("electron", "ion")
+#: stage axes (RAW: x, y, z in m; r, t in deg)
 STAGE_AXES = ("x", "y", "z", "r", "t")
+#: units of the stage axes
+STAGE_UNITS = {"x": "m", "y": "m", "z": "m", "r": "deg", "t": "deg"}
 #: manipulator axes (RAW: the tip in the chamber frame from the coincidence point, m)
 MANIPULATOR_AXES = ("x", "y", "z")
 #: range of each manipulator axis, m
@@ -90,6 +100,13 @@ BEAM_KEYS = (
     "resolution", "scan_rotation", "shift", "stigmation", "column_tilt",
 )
 DETECTOR_KEYS = ("detector_type", "detector_mode", "brightness", "contrast")
+#: the beam keys of a :meth:`MicroscopeBackend.state` (OpenFIBSEM's BeamSettings; column tilt
+#: is geometry, not state)
+STATE_BEAM_KEYS = tuple(k for k in BEAM_KEYS if k != "column_tilt")
+#: the sections of a :meth:`MicroscopeBackend.state` besides ``timestamp``, and their keys
+STATE_SECTIONS = {"stage": STAGE_AXES,
+                  "electron_beam": STATE_BEAM_KEYS, "ion_beam": STATE_BEAM_KEYS,
+                  "electron_detector": DETECTOR_KEYS, "ion_detector": DETECTOR_KEYS}
 CHAMBER_KEYS = ("vacuum_state", "pressure")
 GIS_KEYS = ("gis_position", "gis_gas", "sputter_current")
 #: sputter coater current range, A (an integrated coater runs at a few mA)
@@ -105,10 +122,9 @@ IMAGE_SETTING_KEYS = (
 
 def check_deposition_time(name: str, seconds: Any) -> float:
     """A valve or sputter time in seconds, in (0, MAX_DEPOSITION_TIME]; ValueError naming it."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.number)) \
-            or not math.isfinite(float(seconds)) or not 0 < float(seconds) <= MAX_DEPOSITION_TIME:
-        raise ValueError(f"{name} must be a time in (0, {MAX_DEPOSITION_TIME:g}] s, "
-                         f"got {seconds!r}")
+    rule = f"a time in (0, {MAX_DEPOSITION_TIME:g}] s"
+    if not 0 < validate.real(name, seconds, rule=rule) <= MAX_DEPOSITION_TIME:
+        raise ValueError(f"{name} must be {rule}, got {seconds!r}")
     return float(seconds)
 
 

@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .backend import BEAMS
+
 __all__ = ["main"]
 
 
@@ -65,7 +67,7 @@ def demo(args: argparse.Namespace) -> int:
             run = session.catalog[uid]
             step = run.metadata["start"].get("step")
             print(f"  {uid}  step={step}  exit_status={run.metadata['stop']['exit_status']}")
-            for stream in ("electron", "ion"):
+            for stream in BEAMS:
                 for img in load_images(run, stream):
                     pos = img.stage_position
                     sheet.append((f"{step} / {stream}  x={pos['x']*1e6:.1f} um "

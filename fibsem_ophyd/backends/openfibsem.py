@@ -49,8 +49,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import validate
 from ..backend import (
     BEAM_KEYS,
+    BEAMS,
     DETECTOR_KEYS,
     IMAGE_SETTING_KEYS,
     MANIPULATOR_AXES,
@@ -74,7 +76,7 @@ __all__ = ["OpenFibsemBackend", "OpenFibsemError", "connect", "SUPPORTED_MANUFAC
 FIBSEM_VERSION = "0.5.3"
 #: manufacturers the bridge drives (OpenFIBSEM's canonical spellings) and their ports
 SUPPORTED_MANUFACTURERS = {"Demo": 7520, "ThermoFisher": 7520, "Tescan": 8300, "Odemis": None}
-_BEAMS = ("electron", "ion")
+_BEAMS = BEAMS
 _UNITS = {"voltage": "V", "current": "A", "hfw": "m", "working_distance": "m",
           "dwell_time": "s", "shift": "m", "resolution": "px", "scan_rotation": "deg",
           "column_tilt": "deg"}
@@ -443,14 +445,8 @@ class OpenFibsemBackend:
             values = [value]
         out = []
         for v in values:
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)) \
-                    or not math.isfinite(float(v)):
-                raise ValueError(f"{name} must be finite numbers, got {value!r}")
-            lo, hi = d["limits"] if d["limits"] is not None else (-math.inf, math.inf)
-            if not lo <= float(v) <= hi:
-                raise ValueError(f"{name} = {value!r} {d['units'] or ''} is outside the limit "
-                                 f"[{lo:g}, {hi:g}]")
-            out.append(float(v))
+            out.append(validate.in_range(name, v, d["limits"], units=d["units"],
+                                         limits_name="the limit", exact=True))
         if key in ("current", "voltage") and d["choices"]:
             # the vendor switches to the nearest aperture / high tension it has
             out = [min(d["choices"], key=lambda c: abs(c - out[0]))]
@@ -544,10 +540,10 @@ class OpenFibsemBackend:
         for k in ("line_integration", "frame_integration"):
             v = s.get(k)
             if v is not None and v != 1:
-                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) \
-                        or not 2 <= v <= 255:
+                n = validate.integer(k, v, minimum=1, rule="an integer in [1, 255]")
+                if n > 255:
                     raise ValueError(f"{k} must be an integer in [1, 255], got {v!r}")
-                integ[k] = int(v)
+                integ[k] = n
         return ImageSettings(resolution=(int(res[0]), int(res[1])), dwell_time=float(dwell),
                              hfw=float(hfw), autocontrast=bool(s.get("autocontrast") or False),
                              beam_type=self._beam_type(beam), save=False, reduced_area=rect,
@@ -589,19 +585,12 @@ class OpenFibsemBackend:
             raise ValueError(f"stage position must be a mapping of axes, got {position!r}")
         limits = self._stage_limits()
         target = {}
+        validate.known_keys("the stage position", position, STAGE_AXES, what="stage axis")
         for ax, v in position.items():
-            if ax not in STAGE_AXES:
-                raise ValueError(f"unknown stage axis {ax!r}; expected a subset of "
-                                 f"{list(STAGE_AXES)}")
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)) \
-                    or not math.isfinite(float(v)):
-                raise ValueError(f"stage.{ax} must be a finite number, got {v!r}")
-            lo, hi = limits[ax]
-            if not lo <= float(v) <= hi:
-                unit = "deg" if ax in ("r", "t") else "m"
-                raise ValueError(f"stage.{ax} = {float(v)!r} {unit} is outside the limit "
-                                 f"[{lo}, {hi}]")
-            target[ax] = math.radians(float(v)) if ax in ("r", "t") else float(v)
+            unit = "deg" if ax in ("r", "t") else "m"
+            fv = validate.in_range(f"stage.{ax}", v, limits[ax], units=unit,
+                                   limits_name="the limit", exact=True)
+            target[ax] = math.radians(fv) if ax in ("r", "t") else fv
         self._call("move_stage_absolute", FibsemStagePosition(
             **{ax: target.get(ax) for ax in STAGE_AXES}, coordinate_system="RAW"))
 
@@ -650,15 +639,11 @@ class OpenFibsemBackend:
         if not self.get("manipulator_inserted"):
             raise BackendError("the manipulator is retracted: insert it first")
         target = self.get_manipulator_position()
+        validate.known_keys("the manipulator position", position, MANIPULATOR_AXES,
+                            what="manipulator axis")
         for ax, v in position.items():
-            if ax not in MANIPULATOR_AXES:
-                raise ValueError(f"unknown manipulator axis {ax!r}; axes: "
-                                 f"{list(MANIPULATOR_AXES)}")
-            lo, hi = MANIPULATOR_LIMITS
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) \
-                    or not math.isfinite(float(v)) or not lo <= float(v) <= hi:
-                raise ValueError(f"manipulator.{ax} = {v!r} m is outside the limit [{lo}, {hi}]")
-            target[ax] = float(v)
+            target[ax] = validate.in_range(f"manipulator.{ax}", v, MANIPULATOR_LIMITS, units="m",
+                                           limits_name="the limit", exact=True)
         self._move_needle(target)
 
     # ------------------------------------------------------------------ chamber, GIS

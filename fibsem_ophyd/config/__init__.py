@@ -16,12 +16,13 @@ from typing import Any
 
 import yaml
 
+from .. import validate
+from ..backend import BEAMS, STAGE_AXES
 from ..geometry import SystemGeometry
 
 __all__ = ["ConfigError", "MicroscopeConfig", "load_config", "default_config_path"]
 
-AXES = ("x", "y", "z", "r", "t")
-BEAMS = ("electron", "ion")
+AXES = STAGE_AXES
 
 
 class ConfigError(ValueError):
@@ -65,14 +66,10 @@ def _number(cfg: dict, dotted: str, *, positive: bool = False) -> float:
         if not isinstance(node, Mapping) or part not in node:
             raise ConfigError(f"missing configuration key {dotted!r}")
         node = node[part]
-    if isinstance(node, bool) or not isinstance(node, (int, float)):
-        raise ConfigError(f"{dotted} must be a number, got {node!r}")
-    value = float(node)
-    if not math.isfinite(value):
-        raise ConfigError(f"{dotted} must be finite, got {node!r}")
-    if positive and value <= 0:
-        raise ConfigError(f"{dotted} must be > 0, got {node!r}")
-    return value
+    try:
+        return (validate.positive if positive else validate.real)(dotted, node)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _range(cfg: dict, dotted: str) -> tuple[float, float]:
@@ -84,9 +81,8 @@ def _range(cfg: dict, dotted: str) -> tuple[float, float]:
     if not (isinstance(node, (list, tuple)) and len(node) == 2):
         raise ConfigError(f"{dotted} must be a [low, high] pair, got {node!r}")
     lo, hi = node
-    for v in (lo, hi):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ConfigError(f"{dotted} must hold two finite numbers, got {node!r}")
+    if not all(validate.is_real(v) and math.isfinite(v) for v in (lo, hi)):
+        raise ConfigError(f"{dotted} must hold two finite numbers, got {node!r}")
     if not lo < hi:
         raise ConfigError(f"{dotted}: low must be < high, got {node!r}")
     return float(lo), float(hi)
@@ -132,13 +128,11 @@ class MicroscopeConfig:
             for key in ("working_distance", "shift", "stigmation"):
                 _range(d, f"{beam}.limits.{key}")
             res = d[beam].get("resolution")
-            if not (
-                isinstance(res, (list, tuple)) and len(res) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in res)
-            ):
-                raise ConfigError(
-                    f"{beam}.resolution must be [width, height] integers, got {res!r}"
-                )
+            try:
+                validate.int_pair(f"{beam}.resolution", res,
+                                  rule="[width, height] integers > 0")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if d["ion"]["column_tilt"] <= 0:
             raise ConfigError("ion.column_tilt must be > 0 degrees (the ion column is tilted)")
 

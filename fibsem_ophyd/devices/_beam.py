@@ -8,6 +8,7 @@ from ophyd import Component as Cpt
 from ophyd import Device
 from ophyd.status import DeviceStatus
 
+from ._limits import SettingLimits
 from ._signals import BackendSignal, find_backend
 
 __all__ = ["Beam", "Chamber"]
@@ -35,6 +36,8 @@ class Beam(Device):
     stigmation = Cpt(BackendSignal, key="stigmation", vtype="pair", length=2, kind="config")
     column_tilt = Cpt(BackendSignal, key="column_tilt", units="deg", read_only=True,
                       kind="config")
+    #: what each setting accepts, read with ``bps.rd`` to validate before writing
+    limits = Cpt(SettingLimits, kind="omitted")
 
     def __init__(self, *args, beam: str, setting_limits: Mapping | None = None, **kwargs):
         self.beam = beam

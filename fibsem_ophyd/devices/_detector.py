@@ -22,6 +22,7 @@ from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
 from ..storage import TIFF_TEMPLATE, TiffSeries, image_metadata, image_settings
+from ._limits import SettingLimits
 from ._reference import ReferenceSignal
 from ._signals import BackendSignal, SettingSignal, find_backend
 
@@ -75,6 +76,8 @@ class ImagingDetector(Device):
     line_integration = Cpt(SettingSignal, vtype="int", limits=(1, 255), value=1, kind="config")
     frame_integration = Cpt(SettingSignal, vtype="int", limits=(1, 255), value=1, kind="config")
     autocontrast = Cpt(SettingSignal, vtype="bool", value=False, kind="config")
+    #: what each setting accepts, read with ``bps.rd`` to validate before writing
+    limits = Cpt(SettingLimits, kind="omitted")
     #: the last frame (uint8 ndarray, ``None`` before the first), for plans that need the
     #: pixels (alignment): ``yield from bps.rd(det.last_frame)`` after a trigger. Never part
     #: of ``read()`` (the stored image is the TIFF announced by StreamDatum).

@@ -7,6 +7,7 @@ from ophyd import Device
 from ophyd.status import DeviceStatus
 
 from ..backend import SPUTTER_CURRENT_LIMITS, check_deposition_time, check_subsystem
+from ._limits import SettingLimits
 from ._signals import BackendSignal, SettingSignal, background_status, find_backend
 
 __all__ = ["GasInjection", "SputterCoater"]
@@ -37,6 +38,8 @@ class GasInjection(Device):
     gas = Cpt(BackendSignal, key="gis_gas", vtype="str", choices="backend", subsystem="gis",
               kind="normal")
     last_time = Cpt(SettingSignal, value=0.0, units="s", kind="normal")
+    #: what each setting accepts, read with ``bps.rd`` to validate before writing
+    limits = Cpt(SettingLimits, kind="omitted")
 
     def set(self, seconds, **kwargs):
         return _timed(self, lambda b: b.gis_deposit, "GIS valve time", seconds,
@@ -51,6 +54,8 @@ class SputterCoater(Device):
     current = Cpt(BackendSignal, key="sputter_current", units="A",
                   limits=SPUTTER_CURRENT_LIMITS, subsystem="sputter_coater", kind="normal")
     last_time = Cpt(SettingSignal, value=0.0, units="s", kind="normal")
+    #: what each setting accepts, read with ``bps.rd`` to validate before writing
+    limits = Cpt(SettingLimits, kind="omitted")
 
     def set(self, seconds, **kwargs):
         return _timed(self, lambda b: b.sputter_coat, "sputter time", seconds, self.last_time,

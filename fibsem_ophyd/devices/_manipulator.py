@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 
+from .. import validate
 from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS, check_subsystem
-from ._signals import BackendSignal, background_status, find_backend, validate_value
+from ._limits import SavedPositions, SettingLimits
+from ._signals import BackendSignal, background_status, find_backend
 from ._stage import stop_subsystem
 
 __all__ = ["Manipulator", "RETRACTED"]
@@ -39,6 +40,12 @@ class _TipAxis(Signal):
         return {"units": d.get("units") or "m", "limits": tuple(d.get("limits")
                                                                 or MANIPULATOR_LIMITS)}
 
+    def spec(self) -> dict:
+        """The axis for :func:`fibsem_ophyd.validate.setting` (a float in its limits)."""
+        d = self.description()
+        return {"name": f"manipulator.{self.axis}", "vtype": "float", "units": d["units"],
+                "limits": d["limits"], "length": None, "choices": None, "read_only": False}
+
     def describe(self):
         d = self.description()
         lo, hi = d["limits"]
@@ -66,6 +73,10 @@ class Manipulator(Device):
                    subsystem="manipulator", kind="normal")
     contact = Cpt(BackendSignal, key="manipulator_contact", vtype="bool", read_only=True,
                   subsystem="manipulator_contact", kind="normal")
+    #: the calibrated saved positions, ``bps.rd``-able (:class:`SavedPositions`)
+    positions = Cpt(SavedPositions, kind="omitted")
+    #: the tip axes' units and limits, ``bps.rd``-able (:class:`SettingLimits`)
+    limits = Cpt(SettingLimits, settings=MANIPULATOR_AXES, kind="omitted")
 
     def _absent(self) -> set[str]:
         """Readings a backend without contact sensing cannot give (left out, not faked)."""
@@ -94,26 +105,13 @@ class Manipulator(Device):
         ``MissingSubsystemError`` if the microscope has no manipulator."""
         check_subsystem(find_backend(self), "manipulator")
         if isinstance(target, str):
-            names = self.saved_positions()
-            if target != RETRACTED and target not in names:
-                raise ValueError(f"unknown manipulator position {target!r}; saved positions: "
-                                 f"{sorted(names)} (or {RETRACTED!r})")
-            return target
-        if not isinstance(target, Mapping):
-            raise ValueError(f"a manipulator target is a position name or a mapping of axis "
-                             f"-> m, got {target!r}")
-        unknown = set(target) - set(MANIPULATOR_AXES)
-        if unknown:
-            raise ValueError(f"unknown manipulator axis {sorted(unknown)}; axes are "
-                             f"{list(MANIPULATOR_AXES)}")
-        out = {}
-        for ax, v in target.items():
-            if v is None:
-                continue
-            d = getattr(self, ax).description()
-            out[ax] = validate_value(f"manipulator.{ax}", v, vtype="float", units=d["units"],
-                                     limits=d["limits"])
-        return out
+            return validate.target("manipulator", target, self.saved_positions(), {}, {},
+                                   also=(RETRACTED,))
+        desc = {ax: getattr(self, ax).description() for ax in MANIPULATOR_AXES}
+        return validate.target("manipulator", target, (),
+                               {ax: d["limits"] for ax, d in desc.items()},
+                               {ax: d["units"] for ax, d in desc.items()},
+                               also=(RETRACTED,), what="manipulator axis")
 
     def set(self, target, **kwargs):
         target = self.check_target(target)

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ophyd import Component as Cpt
-from ophyd import Device
+from ophyd import Device, Signal
 
-from ..backend import BEAM_KEYS, DETECTOR_KEYS, MicroscopeBackend
-from ..storage import microscope_state as _state_metadata
-from ..storage import system_info
+from ..backend import STATE_BEAM_KEYS, MicroscopeBackend
+from ..storage import read_state, state_metadata, system_info
 from ._beam import Beam, Chamber
 from ._chamber_camera import ChamberCamera
 from ._detector import ImagingDetector
@@ -20,12 +19,26 @@ from ._manipulator import Manipulator
 from ._milling import Milling
 from ._plan_records import PlanRecorders
 from ._reference import BatchStateSignal
-from ._stage import AXES, Stage
+from ._stage import Stage
 
-__all__ = ["FibsemMicroscope", "make_microscope", "STATE_BEAM_KEYS"]
+__all__ = ["FibsemMicroscope", "make_microscope", "STATE_BEAM_KEYS", "MicroscopeStateSignal"]
+
+
+class MicroscopeStateSignal(Signal):
+    """The whole microscope state in one read (read-only): ``bps.rd(microscope.state)``
+    returns :meth:`FibsemMicroscope.microscope_state` (:func:`fibsem_ophyd.storage.read_state`
+    of the backend's one-call ``state()``; m, s, A, V, deg)."""
+
+    def get(self, **kwargs):
+        return self.root.microscope_state()
+
+    def put(self, value, **kwargs):
+        raise ValueError(f"{self.name} is read-only")
+
+    def describe(self):
+        return {self.name: {"source": "backend:state", "dtype": "object", "shape": []}}
 
 #: beam settings captured in a microscope state snapshot (OpenFIBSEM's BeamSettings)
-STATE_BEAM_KEYS = tuple(k for k in BEAM_KEYS if k not in ("column_tilt",))
 
 
 class FibsemMicroscope(Device):
@@ -57,6 +70,8 @@ class FibsemMicroscope(Device):
     batch_state = Cpt(BatchStateSignal, value=None, kind="omitted")
     #: the coats a lamella batch has finished (``plans.stored_runs.batch_coating``)
     batch_coating = Cpt(BatchStateSignal, value=None, kind="omitted", query="batch_coating")
+    #: stage, beams and detectors in one read (:class:`MicroscopeStateSignal`)
+    state = Cpt(MicroscopeStateSignal, kind="omitted")
 
     def __init__(self, *args, backend: MicroscopeBackend, images_dir: str | Path, **kwargs):
         if not isinstance(backend, MicroscopeBackend):
@@ -111,37 +126,16 @@ class FibsemMicroscope(Device):
     def microscope_state(self) -> dict:
         """Stage, both beams and both detectors, read from the backend (m, s, A, V, deg) in
         one call (``backend.state()``: one round trip per frame on hardware)."""
-        raw = self._backend.state()
-        state = {"timestamp": float(raw["timestamp"]),
-                 "stage": {ax: float(raw["stage"][ax]) for ax in AXES}}
-        for beam in ("electron", "ion"):
-            for part, keys in (("beam", STATE_BEAM_KEYS), ("detector", DETECTOR_KEYS)):
-                section = raw[f"{beam}_{part}"]
-                state[f"{beam}_{part}"] = {k: _plain(section[k]) for k in keys}
-        return state
+        return read_state(self._backend.state())
 
     def microscope_state_metadata(self, state: dict | None = None) -> dict:
         """The state in OpenFIBSEM's MicroscopeState layout (as stored in every TIFF)."""
-        state = state or self.microscope_state()
-        return _state_metadata(
-            state["stage"],
-            {"electron": state["electron_beam"], "ion": state["ion_beam"]},
-            {"electron": state["electron_detector"], "ion": state["ion_detector"]},
-            state["timestamp"],
-        )
+        return state_metadata(state or self.microscope_state())
 
     def system_metadata(self) -> dict:
         if not hasattr(self, "_system_md"):
             self._system_md = system_info(self._backend.config.data)
         return self._system_md
-
-
-def _plain(value):
-    if isinstance(value, tuple):
-        return list(value)
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return value
 
 
 def make_microscope(backend: MicroscopeBackend, images_dir: str | Path,

@@ -20,7 +20,7 @@ from ophyd import Device
 from ophyd.status import DeviceStatus
 
 from ..backend import StoppedError, check_subsystem
-from ..milling import MillingStage, as_stages, check_patterns
+from ..milling import MillingStage, as_stages, check_stages
 from ._signals import SettingSignal, find_backend
 from ._stage import stop_subsystem
 
@@ -91,11 +91,7 @@ class Milling(Device):
 
     def check(self, stages: list[MillingStage]) -> None:
         """Raise ``ValueError`` for a stage that cannot be milled (nothing is changed)."""
-        for st in stages:
-            try:
-                check_patterns(st.pattern, st.hfw)
-            except ValueError as exc:
-                raise ValueError(f"stage {st.name!r}: {exc}") from None
+        check_stages(stages)
 
     def set(self, value, **kwargs):
         stages = [s for s in as_stages(value) if s.enabled]

@@ -10,7 +10,6 @@ each check: a vendor's ranges may depend on the state), and refuses with
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ import numpy as np
 from ophyd import Signal
 from ophyd.status import DeviceStatus, Status
 
+from .. import validate
 from ..backend import check_subsystem
 
 __all__ = [
@@ -82,54 +82,10 @@ def _describe_value(value: Any) -> tuple[str, list[int], str | None]:
 def validate_value(name: str, value: Any, *, vtype: str, units: str | None,
                    limits: tuple[float, float] | None, length: int | None = None,
                    choices: Sequence[str] | None = None) -> Any:
-    """Check one value against type, finiteness, limits and choices; return it normalised."""
-    unit = f" {units}" if units else ""
-    if vtype == "bool":
-        if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
-        return bool(value)
-    if vtype == "str":
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be a string, got {value!r}")
-        if choices is not None and value not in choices:
-            raise ValueError(f"{name}: unknown value {value!r}; choose one of {list(choices)}")
-        return value
-    if vtype in ("float", "int"):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-            raise ValueError(f"{name} must be a number in{unit}, got {value!r}")
-        v = float(value)
-        if not math.isfinite(v):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        if limits is not None and not limits[0] <= v <= limits[1]:
-            raise ValueError(
-                f"{name} = {v:g}{unit} is outside its limits [{limits[0]:g}, {limits[1]:g}]{unit}"
-            )
-        if vtype == "int":
-            if v != int(v):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-            return int(v)
-        return v
-    if vtype in ("pair", "intpair"):
-        try:
-            arr = [float(v) for v in value]
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a pair of numbers in{unit}, got {value!r}") from None
-        if length is not None and len(arr) != length:
-            raise ValueError(f"{name} must have {length} elements, got {value!r}")
-        for v in arr:
-            if not math.isfinite(v):
-                raise ValueError(f"{name} must be finite, got {value!r}")
-            if limits is not None and not limits[0] <= v <= limits[1]:
-                raise ValueError(
-                    f"{name} = {value!r}{unit} is outside its limits "
-                    f"[{limits[0]:g}, {limits[1]:g}]{unit}"
-                )
-        if vtype == "intpair":
-            if any(v != int(v) for v in arr):
-                raise ValueError(f"{name} must hold integers, got {value!r}")
-            return [int(v) for v in arr]
-        return arr
-    raise TypeError(f"unknown value type {vtype!r}")
+    """Check one value against type, finiteness, limits and choices; return it normalised
+    (:func:`fibsem_ophyd.validate.setting`)."""
+    return validate.setting(name, value, {"vtype": vtype, "units": units, "limits": limits,
+                                          "length": length, "choices": choices})
 
 
 class ImmediateSignal(Signal):
@@ -172,6 +128,13 @@ class _ValidatingSignal(ImmediateSignal):
         return validate_value(self.name, value, vtype=self._vtype, units=self._units,
                               limits=self._limits_cfg, length=self._length,
                               choices=self._choices)
+
+    def spec(self) -> dict:
+        """What a value must be (:func:`fibsem_ophyd.validate.setting`), and ``name``."""
+        return {"name": self.name, "vtype": self._vtype, "units": self._units,
+                "limits": self._limits_cfg, "length": self._length,
+                "choices": None if self._choices is None else list(self._choices),
+                "read_only": self._read_only}
 
     def describe(self):
         value = self.get()
@@ -246,6 +209,10 @@ class BackendSignal(_ValidatingSignal):
         self._load_description()
         return super().check_value(value)
 
+    def spec(self) -> dict:
+        self._load_description()
+        return super().spec()
+
     def describe(self):
         self._load_description()
         return super().describe()
@@ -297,22 +264,4 @@ class SettingSignal(_ValidatingSignal):
 
 def check_area(name: str, value: Any) -> list[float] | None:
     """Reduced area (left, top, width, height), normalised to the full frame."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        try:
-            value = [value["left"], value["top"], value["width"], value["height"]]
-        except KeyError as exc:
-            raise ValueError(f"{name} needs left, top, width, height; missing {exc}") from None
-    try:
-        left, top, width, height = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be (left, top, width, height) in 0..1, got {value!r}") \
-            from None
-    vals = (left, top, width, height)
-    if not all(math.isfinite(v) for v in vals):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if width <= 0 or height <= 0 or left < 0 or top < 0 or left + width > 1 + 1e-9 \
-            or top + height > 1 + 1e-9:
-        raise ValueError(f"{name} = {value!r} must lie inside the frame (0..1, width/height > 0)")
-    return [left, top, width, height]
+    return validate.area(name, value)

@@ -16,13 +16,15 @@ import yaml
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 
-from ..backend import MissingSubsystemError
+from .. import validate
+from ..backend import STAGE_AXES, STAGE_UNITS, MissingSubsystemError
+from ._limits import LimitTravel
 from ._signals import ImmediateSignal, background_status, find_backend, validate_value
 
 __all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS", "stop_subsystem"]
 
-AXES = ("x", "y", "z", "r", "t")
-AXIS_UNITS = {"x": "m", "y": "m", "z": "m", "r": "deg", "t": "deg"}
+AXES = STAGE_AXES
+AXIS_UNITS = STAGE_UNITS
 _log = logging.getLogger(__name__)
 
 
@@ -81,6 +83,9 @@ class StageAxis(Device):
 
     readback = Cpt(_AxisReadback, kind="hinted")
     setpoint = Cpt(_AxisSetpoint, value=float("nan"), kind="normal")
+    #: the travel limits (``bps.rd``-able, as on ophyd's EpicsMotor), m or deg
+    low_limit_travel = Cpt(LimitTravel, end=0, kind="omitted")
+    high_limit_travel = Cpt(LimitTravel, end=1, kind="omitted")
 
     def __init__(self, *args, axis: str, **kwargs):
         self.axis = axis
@@ -262,9 +267,7 @@ class Stage(Device):
         if not isinstance(position, Mapping):
             raise ValueError(f"a stage position must be a mapping of axis -> value, got "
                              f"{position!r}")
-        unknown = set(position) - set(AXES)
-        if unknown:
-            raise ValueError(f"unknown stage axis {sorted(unknown)}; axes are {list(AXES)}")
+        validate.known_keys("the stage position", position, AXES, what="stage axis")
         out = {}
         for ax, v in position.items():
             if v is None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from .. import validate
+from ..backend import STAGE_AXES
 from ._protocol import read_protocol_file
 
 __all__ = ["read_experiment", "write_experiment", "task_sections"]
@@ -52,10 +54,9 @@ def _position(lamella: Mapping, where: str) -> dict[str, float]:
         raise ValueError(f"{where}: stage position in {sp['coordinate_system']!r} coordinates; "
                          "only RAW positions are read")
     out = {}
-    for axis in ("x", "y", "z", "r", "t"):
-        v = sp.get(axis)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{where}: stage position {axis}={v!r} is not a number")
+    for axis in STAGE_AXES:
+        v = validate.real(f"{where}: stage position {axis}", sp.get(axis),
+                          rule="a finite number")
         # OpenFIBSEM keeps r and t in radians, our positions in degrees
         out[axis] = math.degrees(v) if axis in ("r", "t") else float(v)
     return out

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .. import validate
 from ._polygons import _grid, _overlap_groups, _union_measure
 from ._shapes import Shape, _Outlined
 from ._validate import (
@@ -71,11 +72,12 @@ class Pattern(_Outlined):
                     raise ValueError(f"{owner}.{f.name} must be true or false, got {v!r}")
             elif f.name in _COUNTS:
                 lo, hi = _COUNTS[f.name]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) \
-                        or not float(v).is_integer() or not lo <= v <= hi:
+                n = validate.integer(f"{owner}.{f.name}", v, integral_float=True,
+                                     rule=f"an integer in [{lo}, {hi}]")
+                if not lo <= n <= hi:
                     raise ValueError(f"{owner}.{f.name} must be an integer in [{lo}, {hi}], "
                                      f"got {v!r}")
-                setattr(self, f.name, int(v))
+                setattr(self, f.name, n)
             elif f.name in _FINITE:
                 setattr(self, f.name, _finite(f.name, v, owner))
             elif f.name in _NON_NEGATIVE:

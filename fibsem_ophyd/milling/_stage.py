@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import validate
 from ._composites import Trench
 from ._materials import sputter_rate
 from ._pattern import Pattern
@@ -20,7 +21,7 @@ from ._validate import _is_number
 
 __all__ = [
     "MillingStage", "load_protocol", "estimate_milling_time", "estimate_stage_time",
-    "check_patterns", "OVERHEADS", "as_stages", "STRATEGIES", "OVERTILT_RANGE",
+    "check_patterns", "check_stages", "OVERHEADS", "as_stages", "STRATEGIES", "OVERTILT_RANGE",
 ]
 
 #: per-stage hardware costs, seconds (OpenFIBSEM ``timing.py``, measured on a Thermo system)
@@ -316,9 +317,7 @@ def estimate_milling_time(pattern: Pattern, current: float, material: str = "Si"
 
     ``current`` in A; rates in ``fibsem_ophyd.milling.SPUTTER_RATES_UM3_PER_NC``.
     """
-    if isinstance(current, bool) or not isinstance(current, (int, float)) \
-            or not math.isfinite(current) or current <= 0:
-        raise ValueError(f"milling current must be > 0 A, got {current!r}")
+    validate.positive("milling current", current, units="A", rule="a number > 0 A")
     rate = sputter_rate(material)
     return sum(s.volume * s.time_factor for s in pattern.shapes()) / (current * rate)
 
@@ -336,6 +335,16 @@ def estimate_stage_time(stage: MillingStage, imaging_current: float | None = Non
     if stage.alignment:
         overhead += OVERHEADS["alignment"]
     return {"milling": milling, "overhead": overhead, "total": milling + overhead}
+
+
+def check_stages(stages: Sequence[MillingStage]) -> None:
+    """Refuse a stage that cannot be milled (its pattern outside its field of view), naming
+    it; nothing is changed."""
+    for st in stages:
+        try:
+            check_patterns(st.pattern, st.hfw)
+        except ValueError as exc:
+            raise ValueError(f"stage {st.name!r}: {exc}") from None
 
 
 def check_patterns(pattern: Pattern, hfw: float, aspect: float = 1024 / 1536,

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .. import validate
+
 __all__ = ["CROSS_SECTIONS", "SCAN_DIRECTIONS"]
 
 CROSS_SECTIONS = ("Rectangle", "RegularCrossSection", "CleaningCrossSection")
@@ -13,44 +15,31 @@ SCAN_DIRECTIONS = ("TopToBottom", "BottomToTop", "LeftToRight", "RightToLeft")
 
 
 def _is_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) \
-        and math.isfinite(value)
+    return validate.is_real(value) and math.isfinite(value)
+
+
+_IN_METRES = "a finite number in metres"
 
 
 def _positive(name: str, value: float, owner: str) -> float:
-    if not _is_number(value):
-        raise ValueError(f"{owner}.{name} must be a finite number in metres, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{owner}.{name} must be > 0 m, got {value!r}")
-    return float(value)
+    return validate.positive(f"{owner}.{name}", value, units="m", rule=_IN_METRES)
 
 
 def _non_negative(name: str, value: float, owner: str) -> float:
-    if not _is_number(value):
-        raise ValueError(f"{owner}.{name} must be a finite number in metres, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{owner}.{name} must be >= 0 m, got {value!r}")
-    return float(value)
+    return validate.non_negative(f"{owner}.{name}", value, units="m", rule=_IN_METRES)
 
 
 def _finite(name: str, value: float, owner: str) -> float:
-    if not _is_number(value):
-        raise ValueError(f"{owner}.{name} must be a finite number, got {value!r}")
-    return float(value)
+    return validate.real(f"{owner}.{name}", value, rule="a finite number")
 
 
 def _passes(value, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not float(value).is_integer() or value < 0:
-        raise ValueError(f"{owner}.passes must be an integer >= 0 (0: the application "
-                         f"file's default), got {value!r}")
-    return int(value)
+    return validate.integer(f"{owner}.passes", value, minimum=0, integral_float=True,
+                            rule="an integer >= 0 (0: the application file's default)")
 
 
 def _choice(name: str, value, options: tuple[str, ...], owner: str) -> str:
-    if value not in options:
-        raise ValueError(f"{owner}.{name}: unknown {value!r}; choose one of {list(options)}")
-    return value
+    return validate.choice(f"{owner}.{name}", value, options)
 
 
 def _points(value, owner: str) -> np.ndarray:

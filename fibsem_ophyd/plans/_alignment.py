@@ -22,7 +22,16 @@ from bluesky.utils import MsgGenerator
 
 from ..alignment import register
 from ..alignment.masks import alignment_bandpass, check_boxes, exclusion_mask, shifted_mask
-from ._common import beam_device, in_run, microscope_of, positive, read_frame, record, run_md
+from ._common import (
+    beam_device,
+    in_run,
+    microscope_of,
+    positive,
+    read_frame,
+    read_limits,
+    record,
+    run_md,
+)
 from ._imaging import apply_image_settings
 from ._movement import stable_move, vertical_move
 
@@ -108,8 +117,9 @@ def acquire_reference(detector: Readable, hfw: float | None = None,
     return frame
 
 
-def _shift_limits(beam_dev) -> tuple[float, float]:
-    lim = getattr(beam_dev.shift, "limits", None)
+def _shift_limits(beam_dev) -> MsgGenerator[tuple[float, float]]:
+    """The beam shift's (low, high) per axis, m (the beam's ``limits``); +-inf if none."""
+    lim = (yield from read_limits(beam_dev))["shift"]["limits"]
     if not lim or lim[0] >= lim[1]:
         return (-math.inf, math.inf)
     return float(lim[0]), float(lim[1])
@@ -131,7 +141,7 @@ def align_loop(detector, ref: np.ndarray, rec, tolerance: float, max_iterations:
     microscope = microscope_of(detector)
     stage = microscope.stage
     beam_dev = beam_device(microscope, detector.beam)
-    lo, hi = _shift_limits(beam_dev)
+    lo, hi = yield from _shift_limits(beam_dev)
     hfw = float((yield from bps.rd(detector.hfw)))
     history = []
     converged = False

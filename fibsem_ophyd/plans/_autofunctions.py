@@ -15,8 +15,17 @@ import numpy as np
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from .. import validate
 from ..alignment.focus import METRICS, fit_peak, sharpness
-from ._common import beam_device, in_run, microscope_of, positive, record, run_md
+from ._common import (
+    beam_device,
+    in_run,
+    microscope_of,
+    positive,
+    read_limits,
+    record,
+    run_md,
+)
 
 __all__ = ["autofocus", "auto_contrast_brightness"]
 
@@ -34,17 +43,16 @@ def _grab(detector) -> MsgGenerator[np.ndarray | None]:
 
 
 def _steps(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 3:
-        raise ValueError(f"{name} must be an integer >= 3, got {value!r}")
-    return int(value)
+    return validate.integer(name, value, minimum=3)
 
 
-def _sweep_points(centre: float, half_range: float, steps: int, wd_signal) -> list[float]:
-    """``steps`` working distances over ``centre +- half_range``, those within the limits."""
+def _sweep_points(centre: float, half_range: float, steps: int, spec: dict) -> list[float]:
+    """``steps`` working distances over ``centre +- half_range``, those within the limits
+    (``spec``: the working distance's, from the beam's ``limits``)."""
     out = []
     for wd in np.linspace(centre - half_range, centre + half_range, steps):
         try:
-            wd_signal.check_value(float(wd))
+            validate.setting(spec["name"], float(wd), spec)
         except ValueError:
             continue
         out.append(float(wd))
@@ -132,10 +140,11 @@ def autofocus(
     def body():
         wd0 = float((yield from bps.rd(wd_signal)))
         state["wd0"] = wd0
+        wd_spec = (yield from read_limits(beam_dev))["working_distance"]
         coarse: list = []
         centre = wd0
         for _ in range(_MAX_RECENTRES + 1):
-            points = _sweep_points(centre, coarse_range, coarse_steps, wd_signal)
+            points = _sweep_points(centre, coarse_range, coarse_steps, wd_spec)
             if len(points) < 3:
                 raise ValueError(f"fewer than 3 coarse working distances around {centre:g} m "
                                  f"lie within the limits of {wd_signal.name}")
@@ -150,7 +159,7 @@ def autofocus(
             if not fit.at_edge or not moved:  # (not moved: the edge is a WD limit)
                 break
         fine: list = []
-        points = _sweep_points(centre, fine_range, fine_steps, wd_signal)
+        points = _sweep_points(centre, fine_range, fine_steps, wd_spec)
         if len(points) < 3:
             raise ValueError(f"fewer than 3 fine working distances around {centre:g} m lie "
                              f"within the limits of {wd_signal.name}")
@@ -264,12 +273,10 @@ def auto_contrast_brightness(
     for name, value, lo, hi in (("target_mean", target_mean, 0.0, 1.0),
                                 ("max_saturation", max_saturation, 0.0, 1.0),
                                 ("mean_tolerance", mean_tolerance, 0.0, 0.5)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                not math.isfinite(value) or not lo < value < hi:
-            raise ValueError(f"{name} must be a number in ({lo:g}, {hi:g}), got {value!r}")
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) \
-            or max_iterations < 1:
-        raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
+        rule = f"a number in ({lo:g}, {hi:g})"
+        if not lo < validate.real(name, value, rule=rule) < hi:
+            raise ValueError(f"{name} must be {rule}, got {value!r}")
+    validate.integer("max_iterations", max_iterations, minimum=1)
     target_mean, max_saturation = float(target_mean), float(max_saturation)
     mean_tolerance = float(mean_tolerance)
     rec = microscope_of(detector).recorders.contrast_brightness

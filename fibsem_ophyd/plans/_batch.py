@@ -12,7 +12,7 @@ from bluesky.utils import FailedStatus, MsgGenerator
 from ..alignment import RegistrationError
 from ..backend import check_deposition_time
 from ._alignment import AlignmentError, acquire_reference, correct_drift
-from ._common import in_run, positive, read_frame, run_md
+from ._common import check_settings, in_run, positive, read_frame, read_limits, run_md
 from ._deposition import cryo_deposition, sputter_coat
 from ._milling import ALIGN_TOLERANCE, lamella_protocol, mill_stages, milled_boxes
 from ._movement import go_to_position, move_to_milling_angle
@@ -84,8 +84,8 @@ COATING_KEYS = {"sputter_time": None, "sputter_current": 10e-3, "gis_time": None
                 "gas": "Pt cryo", "insert_position": "cryo", "position": None}
 
 
-def _check_coating(microscope, coating, positions) -> dict | None:
-    """The coating request with defaults, validated (nothing moves)."""
+def _check_coating(microscope, coating, positions) -> MsgGenerator[dict | None]:
+    """The coating request with defaults, validated (reads only; nothing moves)."""
     if coating is None:
         return None
     if not isinstance(coating, dict):
@@ -100,13 +100,14 @@ def _check_coating(microscope, coating, positions) -> dict | None:
         raise ValueError("coating needs sputter_time and/or gis_time (s)")
     if c["sputter_time"] is not None:
         c["sputter_time"] = check_deposition_time("coating sputter_time", c["sputter_time"])
-        c["sputter_current"] = microscope.sputter_coater.current.check_value(
-            c["sputter_current"])
+        c["sputter_current"] = check_settings(
+            (yield from read_limits(microscope.sputter_coater)),
+            {"current": c["sputter_current"]})["current"]
     if c["gis_time"] is not None:
         c["gis_time"] = check_deposition_time("coating gis_time", c["gis_time"])
-        c["gas"] = microscope.gis.gas.check_value(c["gas"])
-        c["insert_position"] = microscope.gis.insert_position.check_value(
-            c["insert_position"])
+        checked = check_settings((yield from read_limits(microscope.gis)),
+                                 {"gas": c["gas"], "insert_position": c["insert_position"]})
+        c["gas"], c["insert_position"] = checked["gas"], checked["insert_position"]
         if c["insert_position"] == "retracted":
             raise ValueError("coating insert_position must be where the GIS needle goes in")
     if c["position"] is not None and c["position"] not in positions:
@@ -212,7 +213,7 @@ def mill_lamellae(
     unknown = [s for s in sites if s not in positions]
     if unknown:
         raise ValueError(f"unknown site position(s) {unknown}; saved: {sorted(positions)}")
-    coat = _check_coating(microscope, coating, positions)
+    coat = yield from _check_coating(microscope, coating, positions)
     base = {**(md or {}), "batch": batch}
 
     state = {s: {"done": [], "skipped": None, "reference": None, "thickness": None,

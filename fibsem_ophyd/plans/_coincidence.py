@@ -20,7 +20,7 @@ from bluesky.utils import MsgGenerator
 from .. import geometry
 from ..alignment.locate import foreshorten, gaussian_weight, match_template, select_feature
 from ._alignment import AlignmentError
-from ._common import in_run, positive, read_frame, record, run_md
+from ._common import check_settings, in_run, positive, read_frame, read_limits, record, run_md
 from ._imaging import apply_image_settings
 from ._movement import read_geometry, read_stage_position, stable_move, vertical_move
 
@@ -275,8 +275,9 @@ def _coincidence_run(plan_name: str, microscope, hfw_coarse, hfw_fine, max_itera
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations!r}")
     sem, fib = microscope.sem, microscope.fib
     for det in (sem, fib):
-        det.hfw.check_value(s.hfw_coarse)
-        det.hfw.check_value(s.hfw_fine)
+        det_limits = yield from read_limits(det)
+        check_settings(det_limits, {"hfw": s.hfw_coarse})
+        check_settings(det_limits, {"hfw": s.hfw_fine})
     rec = microscope.recorders.alignment
     args = {"microscope": microscope, "hfw_coarse": s.hfw_coarse, "hfw_fine": s.hfw_fine,
             "max_iterations": max_iterations, "tolerance": s.tolerance, "select": select,

@@ -6,7 +6,6 @@ ophyd-async), recorders are the microscope's (``microscope.recorders``), and val
 with ``bps.rd`` / ``bps.trigger_and_read``.
 """
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,8 +15,62 @@ import numpy as np
 from bluesky.protocols import HasName
 from bluesky.utils import MsgGenerator
 
+from .. import validate
+from ..backend import STAGE_AXES, STAGE_UNITS
+
 __all__ = ["beam_device", "count", "finite", "in_run", "microscope_of", "plan_arg", "positive",
-           "read_frame", "record", "run_md"]
+           "read_frame", "record", "run_md", "read_limits", "check_settings",
+           "read_stage_limits", "check_stage_position", "read_needle", "check_needle_target"]
+
+#: the manipulator target that retracts the needle (``Manipulator.set("retracted")``)
+RETRACTED = "retracted"
+
+
+def read_limits(device) -> MsgGenerator[dict]:
+    """``{setting: spec}`` of ``device`` (its read-only ``limits`` signal), for
+    :func:`check_settings`."""
+    return (yield from bps.rd(device.limits))
+
+
+def check_settings(limits: Mapping, values: Mapping) -> dict:
+    """``values`` ``{setting: value}`` validated against ``limits`` (:func:`read_limits`);
+    normalised. ``ValueError`` naming the setting, the value and its limit."""
+    validate.known_keys("the settings", values, tuple(limits), what="setting")
+    return {k: validate.setting(limits[k]["name"], v, limits[k]) for k, v in values.items()}
+
+
+def read_stage_limits(microscope) -> MsgGenerator[dict[str, tuple[float, float]]]:
+    """``{axis: (low, high)}`` of the stage (each axis' ``low_limit_travel`` and
+    ``high_limit_travel``; m, deg for r and t)."""
+    out = {}
+    for ax in STAGE_AXES:
+        axis = getattr(microscope.stage, ax)
+        out[ax] = (float((yield from bps.rd(axis.low_limit_travel))),
+                   float((yield from bps.rd(axis.high_limit_travel))))
+    return out
+
+
+def check_stage_position(limits: Mapping, position: Any) -> dict[str, float]:
+    """A stage position (a subset of axes; ``None``: that axis stays) within ``limits``
+    (:func:`read_stage_limits`), as floats."""
+    return validate.position("stage", position, limits, STAGE_UNITS, what="stage axis")
+
+
+def read_needle(microscope) -> MsgGenerator[tuple[dict, dict]]:
+    """The manipulator's saved positions and its axes' limits (``MissingSubsystemError`` if
+    there is no manipulator), for :func:`check_needle_target`."""
+    needle = microscope.manipulator
+    return (yield from bps.rd(needle.positions)), (yield from bps.rd(needle.limits))
+
+
+def check_needle_target(needle: tuple[dict, dict], target: Any) -> Any:
+    """``"retracted"``, a saved position name, or ``{axis: m}`` within the axes' limits
+    (``needle`` from :func:`read_needle`)."""
+    positions, limits = needle
+    return validate.target("manipulator", target, positions,
+                           {ax: spec["limits"] for ax, spec in limits.items()},
+                           {ax: spec["units"] for ax, spec in limits.items()},
+                           also=(RETRACTED,), what="manipulator axis")
 
 
 def plan_arg(value: Any) -> Any:
@@ -101,21 +154,14 @@ def record(recorder, stream: str, **values) -> MsgGenerator[dict]:
 
 def count(name: str, value: Any) -> int:
     """``value`` as an int; ``ValueError`` naming ``name`` unless an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+    return validate.integer(name, value, minimum=1)
 
 
 def finite(name: str, value: Any) -> float:
     """``value`` as a float; ``ValueError`` naming ``name`` unless a finite number (m)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number in metres, got {value!r}")
-    return float(value)
+    return validate.real(name, value, rule="a finite number in metres")
 
 
 def positive(name: str, value: Any) -> float:
     """``value`` as a float; ``ValueError`` naming ``name`` unless positive and finite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return validate.positive(name, value, rule="a positive finite number")

@@ -13,6 +13,7 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from ..backend import check_deposition_time
+from ._common import check_settings, check_stage_position, read_limits, read_stage_limits
 from ._movement import safe_absolute_move
 from ._util import mv_raising_cause
 
@@ -97,9 +98,10 @@ def cryo_deposition(
                          f"known: {list(GIS_PROTOCOL_KEYS)}")
     time = check_deposition_time("time", protocol.get("time", time))
     gis = microscope.gis
-    gas = gis.gas.check_value(protocol.get("gas", gas))
-    insert_position = gis.insert_position.check_value(protocol.get("position",
-                                                                   insert_position))
+    checked = check_settings((yield from read_limits(gis)),
+                             {"gas": protocol.get("gas", gas),
+                              "insert_position": protocol.get("position", insert_position)})
+    gas, insert_position = checked["gas"], checked["insert_position"]
     if insert_position == "retracted":
         raise ValueError("insert_position must be where the needle goes in, not 'retracted'")
     target = None
@@ -108,7 +110,7 @@ def cryo_deposition(
         if name not in positions:
             raise ValueError(f"unknown position {name!r}; saved positions: {sorted(positions)}")
         target = positions[name]
-        microscope.stage.check_position(target)
+        check_stage_position((yield from read_stage_limits(microscope)), target)
     _md = {
         "plan_name": "cryo_deposition",
         "plan_args": {"time": time, "gas": gas, "insert_position": insert_position,
@@ -170,7 +172,7 @@ def sputter_coat(
     """
     time = check_deposition_time("time", time)
     coater = microscope.sputter_coater
-    current = coater.current.check_value(current)
+    current = check_settings((yield from read_limits(coater)), {"current": current})["current"]
     _md = {
         "plan_name": "sputter_coat",
         "plan_args": {"time": time, "current": current, "images": images},

@@ -7,7 +7,8 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
-from ._common import microscope_of, run_md
+from .. import validate
+from ._common import check_settings, microscope_of, read_limits, run_md
 
 __all__ = ["acquire_image", "acquire_series", "take_reference_images",
            "apply_image_settings"]
@@ -31,10 +32,10 @@ def apply_image_settings(detector: Readable, settings: dict) -> MsgGenerator[Non
         Image settings (resolution, dwell_time, hfw, reduced_area, line_integration,
         frame_integration, autocontrast); ``reduced_area=[0, 0, 1, 1]`` is the full frame.
     """
-    unknown = set(settings) - set(_SETTINGS)
-    if unknown:
-        raise ValueError(f"unknown image setting(s) {sorted(unknown)}; known: {list(_SETTINGS)}")
-    checked = {k: getattr(detector, k).check_value(v) for k, v in settings.items()}
+    validate.known_keys("the image settings", settings, _SETTINGS, what="image setting")
+    if not settings:  # nothing to write (a chamber camera has no image settings)
+        return
+    checked = check_settings((yield from read_limits(detector)), settings)
     if checked.get("reduced_area") == [0.0, 0.0, 1.0, 1.0]:
         checked["reduced_area"] = None
     for key, value in checked.items():
@@ -205,8 +206,7 @@ def take_reference_images(
     def inner():
         for det in dets:
             # Validate for both detectors before either frame is taken.
-            for k, v in settings.items():
-                getattr(det, k).check_value(v)
+            check_settings((yield from read_limits(det)), settings)
         for det in dets:
             yield from apply_image_settings(det, settings)
             yield from bps.trigger_and_read([det, microscope.stage], name=det.beam)

@@ -9,15 +9,16 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from .. import geometry
+from ..backend import MANIPULATOR_AXES
 from ..beams import as_beam
-from ._common import beam_device, finite
+from ._common import beam_device, check_needle_target, finite, read_needle
 from ._movement import read_axes, read_geometry
 from ._util import mv_raising_cause
 
 __all__ = ["insert_manipulator", "retract_manipulator", "move_manipulator_corrected",
            "move_manipulator_to_position_offset", "read_manipulator_position"]
 
-_AXES = ("x", "y", "z")
+_AXES = MANIPULATOR_AXES
 
 
 def read_manipulator_position(microscope: Readable) -> MsgGenerator[dict]:
@@ -47,7 +48,7 @@ def insert_manipulator(microscope: Readable, name: str = "PARK") -> MsgGenerator
     dict
         The tip position reached (RAW, m).
     """
-    microscope.manipulator.check_target(name)
+    check_needle_target((yield from read_needle(microscope)), name)
     yield from mv_raising_cause(microscope.manipulator, name)
     return (yield from read_manipulator_position(microscope))
 
@@ -90,8 +91,8 @@ def move_manipulator_corrected(microscope: Readable, dx: float = 0.0, dy: float 
     d = geometry.manipulator_corrected_delta(dx, dy, beam, geom,
                                              scan_rotation=math.radians(rot))
     pos = yield from read_manipulator_position(microscope)
-    target = microscope.manipulator.check_target(
-        {ax: pos[ax] + d[i] for i, ax in enumerate(_AXES)})
+    target = check_needle_target((yield from read_needle(microscope)),
+                                 {ax: pos[ax] + d[i] for i, ax in enumerate(_AXES)})
     yield from mv_raising_cause(microscope.manipulator, target)
     return target
 
@@ -116,11 +117,13 @@ def move_manipulator_to_position_offset(microscope: Readable, offset: dict[str, 
         The tip target (RAW, m).
     """
     needle = microscope.manipulator
-    needle.check_target(name)
-    saved = needle.saved_positions()
+    known = yield from read_needle(microscope)
+    check_needle_target(known, name)
+    saved = known[0]
     if name not in saved:
         raise ValueError(f"{name!r} is not a saved manipulator position: {sorted(saved)}")
-    offset = needle.check_target(dict(offset))
-    target = needle.check_target({ax: saved[name][ax] + offset.get(ax, 0.0) for ax in _AXES})
+    offset = check_needle_target(known, dict(offset))
+    target = check_needle_target(known, {ax: saved[name][ax] + offset.get(ax, 0.0)
+                                         for ax in _AXES})
     yield from mv_raising_cause(needle, target)
     return target

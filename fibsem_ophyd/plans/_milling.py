@@ -8,7 +8,7 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from ..alignment.masks import check_boxes
-from ..milling import as_stages, estimate_stage_time
+from ..milling import as_stages, check_stages, estimate_stage_time
 from ._common import run_md
 
 __all__ = ["mill_stages", "mill_fiducial", "mill_lamella", "LAMELLA_ORDER"]
@@ -97,7 +97,7 @@ def mill_stages(
     from ._alignment import align_loop, resolve_reference
 
     objs = as_stages(stages)
-    microscope.milling.check([s for s in objs if s.enabled])  # refuse before any run/beam
+    check_stages([s for s in objs if s.enabled])  # refuse before any run/beam
     boxes = check_boxes(exclude)
     ref = (yield from resolve_reference(microscope.fib, reference)) if align else None
     imaging_current = yield from bps.rd(microscope.ion_beam.current)
@@ -244,7 +244,7 @@ def lamella_protocol(microscope, protocol) -> tuple[dict, list[str]]:
     sections = load_protocol(protocol)
     for name, stages in sections.items():
         try:
-            microscope.milling.check([s for s in stages if s.enabled])
+            check_stages([s for s in stages if s.enabled])
         except ValueError as exc:
             raise ValueError(f"protocol section {name!r}: {exc}") from None
     order = [k for k in LAMELLA_ORDER if k in sections]

@@ -13,8 +13,9 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from .. import geometry
+from ..backend import STAGE_AXES
 from ..beams import as_beam
-from ._common import beam_device, finite
+from ._common import beam_device, check_stage_position, finite, read_stage_limits
 
 __all__ = [
     "read_stage_position",
@@ -28,7 +29,7 @@ __all__ = [
     "read_geometry",
 ]
 
-_AXES = ("x", "y", "z", "r", "t")
+_AXES = STAGE_AXES
 
 
 def read_stage_position(microscope: Readable) -> MsgGenerator[dict]:
@@ -72,7 +73,7 @@ def read_geometry(microscope: Readable) -> MsgGenerator[geometry.SystemGeometry]
 
 
 def _move(microscope, target: Mapping[str, float]) -> MsgGenerator[dict]:
-    target = microscope.stage.check_position(target)
+    target = check_stage_position((yield from read_stage_limits(microscope)), target)
     yield from bps.mv(microscope.stage, target)
     return target
 
@@ -150,7 +151,8 @@ def safe_absolute_move(microscope: Readable, position: dict) -> MsgGenerator[dic
     target are validated before the first move.
     """
     stage = microscope.stage
-    target = stage.check_position(position)
+    limits = yield from read_stage_limits(microscope)
+    target = check_stage_position(limits, position)
     pos = yield from read_stage_position(microscope)
     steps = []
     if "r" in target:
@@ -161,7 +163,7 @@ def safe_absolute_move(microscope: Readable, position: dict) -> MsgGenerator[dic
             steps.append({"r": target["r"]})
     steps.append(target)
     for step in steps:
-        stage.check_position(step)
+        check_stage_position(limits, step)
     for step in steps:
         yield from bps.mv(stage, step)
     return {**pos, **target}

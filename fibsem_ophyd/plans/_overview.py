@@ -19,10 +19,18 @@ import numpy as np
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
-from .. import geometry
+from .. import geometry, validate
 from ..alignment.stitch import stitch_tiles
 from ..beams import as_beam
-from ._common import beam_device, count, in_run, positive, run_md
+from ._common import (
+    beam_device,
+    check_stage_position,
+    count,
+    in_run,
+    positive,
+    read_stage_limits,
+    run_md,
+)
 from ._imaging import apply_image_settings
 from ._movement import read_geometry, read_stage_position
 
@@ -98,11 +106,10 @@ def acquire_overview(
     """
     rows, cols = count("rows", rows), count("cols", cols)
     hfw = positive("hfw", hfw)
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or \
-            not math.isfinite(overlap) or not 0.02 <= overlap <= 0.5:
-        raise ValueError(f"overlap must be a fraction in [0.02, 0.5], got {overlap!r}")
+    validate.in_range("overlap", overlap, (0.02, 0.5), rule="a fraction in [0.02, 0.5]")
     beam = as_beam(beam)
     detector = microscope.sem if beam == "electron" else microscope.fib
+    # before the first message (tests step the plan with next()): the one synchronous check left
     detector.hfw.check_value(hfw)
     stage = microscope.stage
     tile_rec = microscope.recorders.overview_tile
@@ -119,6 +126,7 @@ def acquire_overview(
         w, h = (int(v) for v in (yield from bps.rd(detector.resolution)))
         geom = yield from read_geometry(microscope)
         pos0 = yield from read_stage_position(microscope)
+        stage_limits = yield from read_stage_limits(microscope)
         rot = math.radians(float((yield from bps.rd(beam_device(microscope, beam).scan_rotation))))
         r, t = math.radians(pos0["r"]), math.radians(pos0["t"])
         pixel = hfw / w
@@ -136,7 +144,7 @@ def acquire_overview(
                 dx, dy, dz = delta(u, v)
                 target = {"x": pos0["x"] + dx, "y": pos0["y"] + dy, "z": pos0["z"] + dz}
                 try:
-                    target = stage.check_position(target)
+                    target = check_stage_position(stage_limits, target)
                 except ValueError as exc:
                     raise ValueError(f"overview tile (row {i}, col {j}) is out of the stage "
                                      f"limits: {exc}") from exc

@@ -1,21 +1,19 @@
 """Microscope state snapshot and restore (OpenFIBSEM's ``MicroscopeState``)."""
 
-from typing import Any
 
 import bluesky.plan_stubs as bps
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
-from ._movement import read_stage_position, safe_absolute_move
+from ..backend import DETECTOR_KEYS, STATE_BEAM_KEYS, STATE_SECTIONS
+from ._common import check_settings, check_stage_position, read_limits, read_stage_limits
+from ._movement import safe_absolute_move
 
 __all__ = ["snapshot_state", "restore_state", "STATE_BEAM_KEYS", "STATE_DETECTOR_KEYS"]
 
-#: beam settings in a state (OpenFIBSEM BeamSettings); units m, s, A, V, deg
-STATE_BEAM_KEYS = ("on", "blanked", "voltage", "current", "hfw", "working_distance",
-                   "dwell_time", "resolution", "scan_rotation", "shift", "stigmation")
 #: detector settings in a state (OpenFIBSEM FibsemDetectorSettings)
-STATE_DETECTOR_KEYS = ("detector_type", "detector_mode", "brightness", "contrast")
-_SECTIONS = ("electron_beam", "ion_beam", "electron_detector", "ion_detector")
+STATE_DETECTOR_KEYS = DETECTOR_KEYS
+_SECTIONS = tuple(s for s in STATE_SECTIONS if s != "stage")
 
 
 def _parts(microscope):
@@ -41,14 +39,9 @@ def snapshot_state(microscope: Readable) -> MsgGenerator[dict]:
         ``{"stage": {x, y, z (m), r, t (deg)}, "electron_beam": {...}, "ion_beam": {...},
         "electron_detector": {...}, "ion_detector": {...}}``.
     """
-    state: dict[str, Any] = {"stage": (yield from read_stage_position(microscope))}
-    for section, (device, keys) in _parts(microscope).items():
-        values = {}
-        for key in keys:
-            value = yield from bps.rd(getattr(device, key))
-            values[key] = list(value) if isinstance(value, tuple) else value
-        state[section] = values
-    return state
+    # one read, one builder: the state the TIFF metadata stores
+    state = yield from bps.rd(microscope.state)
+    return {section: state[section] for section in STATE_SECTIONS}
 
 
 def restore_state(microscope: Readable, state: dict) -> MsgGenerator[dict]:
@@ -78,11 +71,10 @@ def restore_state(microscope: Readable, state: dict) -> MsgGenerator[dict]:
         bad = set(values) - set(keys)
         if bad:
             raise ValueError(f"unknown key(s) {sorted(bad)} in state section {section!r}")
-        for key, value in values.items():
-            sig = getattr(device, key)
-            writes.append((sig, sig.check_value(value)))
+        checked = check_settings((yield from read_limits(device)), values)
+        writes += [(getattr(device, key), value) for key, value in checked.items()]
     if state.get("stage"):
-        microscope.stage.check_position(state["stage"])
+        check_stage_position((yield from read_stage_limits(microscope)), state["stage"])
     for sig, value in writes:
         yield from bps.abs_set(sig, value, wait=True)
     if state.get("stage"):

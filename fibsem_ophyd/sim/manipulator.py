@@ -28,6 +28,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .. import validate
 from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS, BackendError
 from ..geometry import image_to_pixel, pixel_to_image
 from .materials import MATERIAL_IDS
@@ -103,10 +104,8 @@ class NeedleModel:
         self._go(self._checked({**self.position, **dict(position)}))
 
     def _checked(self, position: Mapping[str, float]) -> dict[str, float]:
-        unknown = set(position) - set(MANIPULATOR_AXES)
-        if unknown:
-            raise ValueError(f"unknown manipulator axis {sorted(unknown)}; "
-                             f"axes: {list(MANIPULATOR_AXES)}")
+        validate.known_keys("the manipulator position", position, MANIPULATOR_AXES,
+                            what="manipulator axis")
         out = {}
         for ax in MANIPULATOR_AXES:
             out[ax] = check_number(f"manipulator.{ax}", position[ax], MANIPULATOR_LIMITS)

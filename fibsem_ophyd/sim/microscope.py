@@ -24,13 +24,13 @@ Faults (:meth:`SimulatedMicroscope.inject_fault`):
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from .. import validate
 from ..backend import (
     BEAM_KEYS,
     CHAMBER_KEYS,
@@ -42,6 +42,7 @@ from ..backend import (
     SPUTTER_CURRENT_LIMITS,
     STAGE_AXES,
     STAGE_KEYS,
+    STATE_BEAM_KEYS,
     STOPPABLE,
     BackendError,
     MissingSubsystemError,
@@ -71,7 +72,6 @@ from .state import (
     Drift,
     SimState,
     check_number,
-    is_number,
 )
 from .truth import Truth
 
@@ -92,9 +92,6 @@ _CURRENTS = {
 _VOLTAGES = {ELECTRON: [500, 1000, 2000, 3000, 5000, 10000, 15000, 20000, 30000],
              ION: [500, 2000, 5000, 8000, 16000, 30000]}
 _RESOLUTIONS = [[384, 256], [768, 512], [1536, 1024], [3072, 2048], [6144, 4096]]
-
-_is_number = is_number
-
 
 class SimulatedMicroscope:
     """Physically modelled dual-beam FIB-SEM (see the package docstring).
@@ -302,20 +299,11 @@ class SimulatedMicroscope:
         if not isinstance(position, Mapping):
             raise ValueError(f"stage position must be a mapping of axes, got {position!r}")
         target = dict(self.world.stage)
+        validate.known_keys("the stage position", position, STAGE_AXES, what="stage axis")
         for ax, v in position.items():
-            if ax not in STAGE_AXES:
-                raise ValueError(
-                    f"unknown stage axis {ax!r}; expected a subset of {list(STAGE_AXES)}")
             unit = "deg" if ax in ("r", "t") else "m"
-            lo, hi = self.world.stage_limits[ax]
-            if not _is_number(v):
-                raise ValueError(f"stage.{ax} must be a number ({unit}), got {v!r}")
-            fv = float(v)
-            if not math.isfinite(fv):
-                raise ValueError(f"stage.{ax} must be finite, got {v!r}")
-            if not lo <= fv <= hi:
-                raise ValueError(f"stage.{ax} = {fv!r} {unit} is outside the limit [{lo}, {hi}]")
-            target[ax] = fv
+            target[ax] = validate.in_range(f"stage.{ax}", v, self.world.stage_limits[ax],
+                                           units=unit, limits_name="the limit", exact=True)
         start = dict(self.world.stage)
         if self.needle.inserted:
             # the sample must not be driven into the inserted needle (end pose checked)
@@ -381,9 +369,7 @@ class SimulatedMicroscope:
         the scene by the local material's sputter rate and the incidence angle (see
         :mod:`fibsem_ophyd.sim.milling`). ``progress(fraction)`` is called per pass.
         """
-        if isinstance(current, bool) or not isinstance(current, (int, float)) \
-                or not math.isfinite(current) or current <= 0:
-            raise ValueError(f"milling current must be > 0 A, got {current!r}")
+        validate.positive("milling current", current, units="A", rule="a number > 0 A")
         shapes = list(shapes)
         if not shapes:
             raise ValueError("nothing to mill: no shapes")
@@ -528,7 +514,7 @@ class SimulatedMicroscope:
         for beam in BEAMS:
             st = self.world.beams[beam]
             out[f"{beam}_beam"] = {k: (list(st[k]) if isinstance(st[k], list) else st[k])
-                                   for k in BEAM_KEYS if k != "column_tilt"}
+                                   for k in STATE_BEAM_KEYS}
             out[f"{beam}_detector"] = {k: st[k] for k in DETECTOR_KEYS}
         return out
 
@@ -585,10 +571,7 @@ class SimulatedMicroscope:
         st = self.world.beams[beam]
         lim = self.world.limits[beam]
         s = dict(settings or {})
-        for k in s:
-            if k not in IMAGE_SETTING_KEYS:
-                raise ValueError(f"unknown image setting {k!r}; expected a subset of "
-                                 f"{list(IMAGE_SETTING_KEYS)}")
+        validate.known_keys("the image settings", s, IMAGE_SETTING_KEYS, what="image setting")
         out = {
             "resolution": list(st["resolution"]),
             "dwell_time": st["dwell_time"],
@@ -609,10 +592,9 @@ class SimulatedMicroscope:
             v = s.get(k)
             if v is None:
                 continue
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) \
-                    or not 1 <= int(v) <= 1024:
+            out[k] = validate.integer(k, v, minimum=1, rule="an integer in [1, 1024]")
+            if out[k] > 1024:
                 raise ValueError(f"{k} must be an integer in [1, 1024], got {v!r}")
-            out[k] = int(v)
         ac = s.get("autocontrast")
         if ac is not None:
             if not isinstance(ac, (bool, np.bool_)):

@@ -10,13 +10,13 @@ take it; the microscope (the backend facade) validates requests and writes it.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from ..backend import STAGE_AXES
+from .. import validate
+from ..backend import BEAMS, STAGE_AXES
 from ..geometry import ELECTRON, ION, rx
 from .clock import SimClock
 from .motion import Motion
@@ -26,7 +26,6 @@ from .view import BeamView, intersect_surface
 __all__ = ["SimState", "Drift", "BEAMS", "HIGH_VACUUM", "ATMOSPHERE", "DETECTOR_TYPES",
            "DETECTOR_MODES", "is_number", "check_number", "sim_number"]
 
-BEAMS = (ELECTRON, ION)
 HIGH_VACUUM = 1e-4          # Pa
 ATMOSPHERE = 1.0e5          # Pa
 
@@ -35,22 +34,13 @@ DETECTOR_MODES = {ELECTRON: ["SecondaryElectrons", "BackscatterElectrons"],
                   ION: ["SecondaryElectrons"]}
 
 
-def is_number(v: Any) -> bool:
-    """A real number that is not a bool."""
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+is_number = validate.is_real
 
 
 def check_number(name: str, value: Any, limits: tuple[float, float] | None = None) -> float:
     """``value`` as a float; ``ValueError`` naming ``name``, the value and the limit if it is
     not a finite number within ``limits``."""
-    if not is_number(value):
-        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if limits is not None and not limits[0] <= v <= limits[1]:
-        raise ValueError(f"{name} = {v!r} is outside the limit [{limits[0]}, {limits[1]}]")
-    return v
+    return validate.in_range(name, value, limits, limits_name="the limit", exact=True)
 
 
 def sim_number(sim: Mapping, key: str, default: float, lo: float = -math.inf,
@@ -58,11 +48,8 @@ def sim_number(sim: Mapping, key: str, default: float, lo: float = -math.inf,
     """The number ``sim[key]`` of the config's ``sim:`` section (``default`` if absent);
     ``ValueError`` naming the key, value and range if it is not a finite number in it."""
     v = sim.get(key, default)
-    if v is None:
-        v = default
-    if not is_number(v) or not math.isfinite(float(v)) or not lo <= float(v) <= hi:
-        raise ValueError(f"sim.{key} = {v!r} must be a finite number in [{lo}, {hi}]")
-    return float(v)
+    return validate.in_range(f"sim.{key}", default if v is None else v, (lo, hi),
+                             rule=f"a finite number in [{lo}, {hi}]")
 
 
 class Drift:

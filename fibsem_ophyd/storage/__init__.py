@@ -46,6 +46,8 @@ from .metadata import (
     image_metadata,
     image_settings,
     microscope_state,
+    read_state,
+    state_metadata,
     system_info,
 )
 from .reader import (
@@ -91,6 +93,8 @@ __all__ = [
     # metadata
     "METADATA_VERSION",
     "microscope_state",
+    "read_state",
+    "state_metadata",
     "image_settings",
     "image_metadata",
     "system_info",

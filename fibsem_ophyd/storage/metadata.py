@@ -31,10 +31,15 @@ import time as _time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .. import backend as _backend
+from ..backend import STAGE_AXES, STATE_SECTIONS
+
 __all__ = [
     "METADATA_VERSION",
     "BEAMS",
     "microscope_state",
+    "read_state",
+    "state_metadata",
     "image_settings",
     "image_metadata",
     "system_info",
@@ -53,10 +58,10 @@ __all__ = [
 #: OpenFIBSEM metadata version whose layout :func:`image_metadata` writes
 METADATA_VERSION = "v8"
 #: our beam names, and OpenFIBSEM's ``BeamType`` member names for them
-BEAMS = {"electron": "ELECTRON", "ion": "ION"}
+BEAMS = {beam: beam.upper() for beam in _backend.BEAMS}
 _BEAM_FROM_TYPE = {v: k for k, v in BEAMS.items()}
 
-_STAGE_AXES = ("x", "y", "z", "r", "t")
+_STAGE_AXES = STAGE_AXES
 _INFO_KEYS = (
     "name", "ip_address", "manufacturer", "model", "serial_number",
     "hardware_version", "software_version",
@@ -214,6 +219,53 @@ def microscope_state(
         out[f"{beam}_detector"] = None if det is None else _detector_settings(det)
     out["objective_position"] = _float(objective_position)
     return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    return value
+
+
+def read_state(raw: Mapping) -> dict:
+    """The microscope state, from a backend's one-call ``state()``: the one state vocabulary.
+
+    Parameters
+    ----------
+    raw : Mapping
+        ``backend.state()`` (see :meth:`fibsem_ophyd.backend.MicroscopeBackend.state`).
+
+    Returns
+    -------
+    dict
+        ``{"timestamp": s, "stage": {x, y, z (m), r, t (deg)}, "electron_beam": {...},
+        "ion_beam": {...}, "electron_detector": {...}, "ion_detector": {...}}``: exactly the
+        keys of :data:`fibsem_ophyd.backend.STATE_SECTIONS`, units of the backend, plain
+        Python values (tuples and numpy values become lists and scalars). ``KeyError``
+        naming a key the backend left out.
+    """
+    state: dict[str, Any] = {"timestamp": float(raw["timestamp"])}
+    for section, keys in STATE_SECTIONS.items():
+        part = raw[section]
+        missing = [k for k in keys if k not in part]
+        if missing:
+            raise KeyError(f"the backend's state() has no {missing} in {section!r}")
+        state[section] = {k: _plain(part[k]) for k in keys}
+    state["stage"] = {k: float(v) for k, v in state["stage"].items()}
+    return state
+
+
+def state_metadata(state: Mapping) -> dict:
+    """A :func:`read_state` state in OpenFIBSEM's ``MicroscopeState`` layout (what every
+    TIFF stores; see :func:`microscope_state`)."""
+    return microscope_state(
+        state["stage"],
+        {beam: state[f"{beam}_beam"] for beam in BEAMS},
+        {beam: state[f"{beam}_detector"] for beam in BEAMS},
+        state["timestamp"],
+    )
 
 
 def image_settings(beam: str, settings: Mapping) -> dict:
