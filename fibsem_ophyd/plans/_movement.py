@@ -60,6 +60,7 @@ def read_geometry(microscope: Readable) -> MsgGenerator[geometry.SystemGeometry]
     pre = yield from bps.rd(st.shuttle_pre_tilt)
     r_ref = yield from bps.rd(st.rotation_reference)
     r_180 = yield from bps.rd(st.rotation_180)
+    stage_type = yield from bps.rd(st.stage_type)
     ion_tilt = yield from bps.rd(microscope.ion_beam.column_tilt)
     e_tilt = yield from bps.rd(microscope.electron_beam.column_tilt)
     return geometry.SystemGeometry(
@@ -68,6 +69,7 @@ def read_geometry(microscope: Readable) -> MsgGenerator[geometry.SystemGeometry]
         shuttle_pre_tilt=math.radians(pre),
         rotation_reference=math.radians(r_ref),
         rotation_180=math.radians(r_180),
+        stage_type=str(stage_type),
     )
 
 
