@@ -115,7 +115,8 @@ def vertical_move(microscope: Readable, dy: float, dx: float = 0.0) -> MsgGenera
     """Move the sample chamber-vertically so it shifts by ``dy`` (m, +up) in the ion image.
 
     The feature stays put in the electron image: this is how coincidence is restored.
-    Exact form: m = dy / sin(ion column tilt); stage (dy, dz) = (m sin t, m cos t).
+    Exact form: m = dy / sin(ion column tilt); stage (dy, dz) = (m sin t, m cos t) where y, z
+    ride the tilt (shuttle, compustage), dz = -m on a TESCAN stage (z vertical, down).
 
     Parameters
     ----------
