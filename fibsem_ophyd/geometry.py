@@ -12,6 +12,11 @@ Frames (see ``shared`` physics notes, section 1):
   ``q = Rx(t) @ ((x, y, z - z0) + Rz(r) @ Rx(-pretilt) @ s)`` maps a point ``s`` in the
   sample frame to the chamber for stage position ``(x, y, z, r, t)``; ``z0`` is the stage z
   that puts the nominal sample surface on the tilt axis.
+* other stage types (``SystemGeometry.stage_type``): ``"tescan"``, whose z axis is
+  chamber-vertical (``+z`` down) below the tilt while x, y ride it, and ``"compustage"``
+  (Arctis), the Thermo Fisher chain without rotation, normally without pre-tilt, that
+  faces the ion beam by tilting 180 degrees further (the ion beam then sees the grid's
+  back side). See :func:`stage_axes`.
 * image frame: metres from the image centre, ``+x`` right, ``+y`` up (OpenFIBSEM's
   convention); pixel ``(col, row)`` from the top-left corner.
 
@@ -29,7 +34,10 @@ import numpy as np
 __all__ = [
     "ELECTRON",
     "ION",
+    "STAGE_TYPES",
     "SystemGeometry",
+    "stage_axes",
+    "stage_translation",
     "rx",
     "rz",
     "sample_to_chamber_matrix",
@@ -51,6 +59,8 @@ ION = "ion"
 
 _ANGLE_TOL = math.radians(5.0)
 
+STAGE_TYPES = ("shuttle", "tescan", "compustage")
+
 
 @dataclass(frozen=True)
 class SystemGeometry:
@@ -61,6 +71,13 @@ class SystemGeometry:
     shuttle_pre_tilt: float = math.radians(35.0)
     rotation_reference: float = 0.0
     rotation_180: float = math.pi
+    stage_type: str = "shuttle"
+
+    def __post_init__(self):
+        if self.stage_type not in STAGE_TYPES:
+            raise ValueError(
+                f"unknown stage type {self.stage_type!r}; expected one of {', '.join(STAGE_TYPES)}"
+            )
 
     def column_tilt(self, beam: str) -> float:
         return self.ion_column_tilt if beam == ION else self.electron_column_tilt
@@ -81,6 +98,25 @@ def rz(a: float) -> np.ndarray:
 def sample_to_chamber_matrix(r: float, t: float, pretilt: float) -> np.ndarray:
     """Rotation part of the sample -> chamber map: ``Rx(t) Rz(r) Rx(-pretilt)``."""
     return rx(t) @ rz(r) @ rx(-pretilt)
+
+
+def stage_axes(t: float, geom: SystemGeometry) -> np.ndarray:
+    """Chamber displacement (columns) of a unit stage x, y, z move at tilt ``t`` (rad).
+
+    Shuttle and compustage: all three axes ride the tilt (``Rx(t)``). TESCAN: x and y ride
+    the tilt, z is chamber-vertical and points down.
+    """
+    m = rx(t)
+    if geom.stage_type == "tescan":
+        m[:, 2] = (0.0, 0.0, -1.0)
+    return m
+
+
+def stage_translation(x: float, y: float, z: float, t: float, z0: float,
+                      geom: SystemGeometry) -> np.ndarray:
+    """Chamber position (m) of the sample-frame origin for stage ``(x, y, z)`` (m), tilt ``t``
+    (rad); ``z0`` is the stage z putting the nominal surface on the tilt axis."""
+    return stage_axes(t, geom) @ np.array([x, y, z - z0])
 
 
 def beam_axes(beam: str, geom: SystemGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,7 +166,22 @@ def stable_move_delta(
             "the sample plane is edge-on to that beam"
         )
     s = dy / c
-    return dx, s * math.cos(p), -s * math.sin(p)
+    if geom.stage_type == "shuttle":
+        return dx, s * math.cos(p), -s * math.sin(p)
+    # the in-plane y line runs along (0, cos(t - P'), sin(t - P')) in the chamber
+    d = np.linalg.solve(_stage_axes_checked(t, geom),
+                        [dx, s * math.cos(t - p), s * math.sin(t - p)])
+    return float(d[0]), float(d[1]), float(d[2])
+
+
+def _stage_axes_checked(t: float, geom: SystemGeometry) -> np.ndarray:
+    m = stage_axes(t, geom)
+    if abs(np.linalg.det(m)) < 1e-3:
+        raise ValueError(
+            f"{geom.stage_type} stage axes are degenerate at tilt {math.degrees(t):.1f} deg "
+            "(y parallel to z)"
+        )
+    return m
 
 
 def vertical_move_delta(
@@ -144,6 +195,9 @@ def vertical_move_delta(
     """
     dx, dy = rotate_image_vector(dx, dy, scan_rotation)
     m = dy / math.sin(geom.ion_column_tilt)
+    if geom.stage_type == "tescan":
+        # a pure z move: TESCAN's z is chamber-vertical, pointing down
+        return dx, 0.0, -m
     return dx, m * math.sin(t), m * math.cos(t)
 
 
@@ -175,7 +229,14 @@ def manipulator_corrected_delta(
 
 
 def flat_to_beam(beam: str, geom: SystemGeometry) -> tuple[float, float]:
-    """Stage (r, t) that puts the pre-tilted sample surface perpendicular to ``beam``."""
+    """Stage (r, t) that puts the pre-tilted sample surface perpendicular to ``beam``.
+
+    The compustage has no rotation: it reaches the ion beam by tilting 180 degrees further
+    (the ion beam then faces the grid's other side)."""
+    if geom.stage_type == "compustage":
+        if beam == ION:
+            return geom.rotation_reference, geom.ion_column_tilt - geom.shuttle_pre_tilt - math.pi
+        return geom.rotation_reference, geom.shuttle_pre_tilt + geom.electron_column_tilt
     if beam == ION:
         return geom.rotation_180, geom.ion_column_tilt - geom.shuttle_pre_tilt
     return geom.rotation_reference, geom.shuttle_pre_tilt + geom.electron_column_tilt
@@ -188,6 +249,9 @@ def milling_tilt(angle: float, geom: SystemGeometry) -> float:
 
 def milling_angle(t: float, geom: SystemGeometry) -> float:
     """Ion-beam-to-surface angle at the reference rotation for stage tilt ``t``."""
+    if geom.stage_type == "compustage" and t < -math.pi / 2:
+        # past -90 deg the compustage faces the ion beam from the grid's back side
+        t += math.pi
     return math.pi / 2 - geom.ion_column_tilt + t - geom.shuttle_pre_tilt
 
 

@@ -50,3 +50,15 @@ def test_bad_config_gives_precise_error(tmp_path, text, match):
 def test_missing_file():
     with pytest.raises(ConfigError, match="cannot read configuration file"):
         load_config("/nonexistent/scope.yaml")
+
+
+def test_stage_type_selects_the_stage_frame():
+    assert load_config().geometry().stage_type == "shuttle"
+    for stage_type in ("shuttle", "tescan", "compustage"):
+        cfg = load_config({"stage": {"type": stage_type}})
+        assert cfg.geometry().stage_type == stage_type
+
+
+def test_bad_stage_type_names_the_allowed_ones():
+    with pytest.raises(ConfigError, match=r"stage.type = 'hitachi'.*shuttle, tescan, compustage"):
+        load_config({"stage": {"type": "hitachi"}})

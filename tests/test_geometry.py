@@ -134,3 +134,60 @@ def test_corrected_electron_needle_move_and_scan_rotation():
     assert flipped == pytest.approx((-4e-6, 2e-6, 0.0), abs=1e-18)
     with pytest.raises(ValueError, match="unknown beam"):
         g.manipulator_corrected_delta(0.0, 1e-6, "optical", GEOM)
+
+
+TESCAN = g.SystemGeometry(ion_column_tilt=D(55), stage_type="tescan")
+COMPUSTAGE = g.SystemGeometry(shuttle_pre_tilt=0.0, stage_type="compustage")
+
+
+def _stage_image_shift(delta, beam, t, geom):
+    """Image shift (m) of a stage move ``delta`` through the stage type's axes."""
+    dq = g.stage_axes(D(t), geom) @ np.asarray(delta)
+    right, up, _ = g.beam_axes(beam, geom)
+    return float(dq @ right), float(dq @ up)
+
+
+@pytest.mark.parametrize("r, t", [(0, 35), (180, 20), (0, 12), (0, -10)])
+@pytest.mark.parametrize("beam", ["electron", "ion"])
+def test_tescan_stable_move_has_openfibsem_tescan_split(r, t, beam):
+    """TESCAN (z chamber-vertical, +down; y on the tilt): y = y_s cos(T - P') / cos T and
+    z = y_s sin P' / cos T, with y_s = dy_img / cos(T - P' - view tilt)."""
+    delta = g.stable_move_delta(4e-6, -7e-6, beam, D(r), D(t), TESCAN)
+    p = -TESCAN.shuttle_pre_tilt if r == 180 else TESCAN.shuttle_pre_tilt
+    y_s = -7e-6 / math.cos(D(t) - p - TESCAN.column_tilt(beam))
+    assert delta == pytest.approx((4e-6, y_s * math.cos(D(t) - p) / math.cos(D(t)),
+                                   y_s * math.sin(p) / math.cos(D(t))), rel=1e-12)
+    assert _stage_image_shift(delta, beam, t, TESCAN) == pytest.approx((4e-6, -7e-6), abs=1e-15)
+
+
+def test_tescan_vertical_move_is_a_pure_z_move():
+    for t in (0, 20, 35):
+        delta = g.vertical_move_delta(10e-6, D(t), TESCAN)
+        assert delta == pytest.approx((0.0, 0.0, -10e-6 / math.sin(D(55))))
+        assert _stage_image_shift(delta, "electron", t, TESCAN) == pytest.approx((0, 0), abs=1e-15)
+        assert _stage_image_shift(delta, "ion", t, TESCAN)[1] == pytest.approx(10e-6)
+
+
+def test_tescan_axes_degenerate_at_90_deg_tilt_are_refused():
+    with pytest.raises(ValueError, match="degenerate at tilt 90.0"):
+        g.stable_move_delta(0.0, 1e-6, "electron", 0.0, D(90), TESCAN)
+
+
+def test_compustage_poses_and_milling_angle():
+    """No rotation: flat to the ion beam is 180 deg further down the tilt (the ion beam faces
+    the grid's back side); milling happens on the electron side at OpenFIBSEM's tilt."""
+    assert np.degrees(g.flat_to_beam("electron", COMPUSTAGE)) == pytest.approx((0, 0))
+    r, t = g.flat_to_beam("ion", COMPUSTAGE)
+    assert np.degrees((r, t)) == pytest.approx((0, -128))
+    normal = g.sample_to_chamber_matrix(r, t, 0.0) @ np.array([0, 0, 1.0])
+    assert float(normal @ g.beam_axes("ion", COMPUSTAGE)[2]) == pytest.approx(-1.0)
+    assert g.orientation_name(r, t, COMPUSTAGE) == "FIB"
+    t15 = g.milling_tilt(D(15), COMPUSTAGE)
+    assert math.degrees(t15) == pytest.approx(-23)
+    assert math.degrees(g.milling_angle(t15, COMPUSTAGE)) == pytest.approx(15)
+    assert math.degrees(g.milling_angle(t15 - math.pi, COMPUSTAGE)) == pytest.approx(15)
+
+
+def test_unknown_stage_type_is_refused():
+    with pytest.raises(ValueError, match="'tfs'.*shuttle, tescan, compustage"):
+        g.SystemGeometry(stage_type="tfs")

@@ -18,7 +18,7 @@ import yaml
 
 from .. import validate
 from ..backend import BEAMS, STAGE_AXES
-from ..geometry import SystemGeometry
+from ..geometry import STAGE_TYPES, SystemGeometry
 
 __all__ = ["ConfigError", "MicroscopeConfig", "load_config", "default_config_path"]
 
@@ -100,6 +100,12 @@ class MicroscopeConfig:
         for section in ("stage", "electron", "ion"):
             if not isinstance(d.get(section), Mapping):
                 raise ConfigError(f"configuration section {section!r} must be a mapping")
+        stype = d["stage"].get("type", "shuttle")
+        if stype not in STAGE_TYPES:
+            raise ConfigError(
+                f"stage.type = {stype!r} is not a stage type; expected one of "
+                f"{', '.join(STAGE_TYPES)}"
+            )
         _number(d, "stage.rotation_reference")
         _number(d, "stage.rotation_180")
         pre = _number(d, "stage.shuttle_pre_tilt")
@@ -144,6 +150,7 @@ class MicroscopeConfig:
             shuttle_pre_tilt=math.radians(d["stage"]["shuttle_pre_tilt"]),
             rotation_reference=math.radians(d["stage"]["rotation_reference"]),
             rotation_180=math.radians(d["stage"]["rotation_180"]),
+            stage_type=d["stage"].get("type", "shuttle"),
         )
 
     def stage_limits(self) -> dict[str, tuple[float, float]]:

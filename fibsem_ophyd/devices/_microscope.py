@@ -145,6 +145,7 @@ def make_microscope(backend: MicroscopeBackend, images_dir: str | Path,
     cfg = backend.config
     for key in ("shuttle_pre_tilt", "rotation_reference", "rotation_180"):
         getattr(scope.stage, key).put(float(cfg["stage"][key]), _init=True)
+    scope.stage.stage_type.put(str(cfg["stage"].get("type", "shuttle")), _init=True)
     positions_file = Path(images_dir).parent / "positions.yaml"
     scope.stage.positions.load(positions_file)
     for beam, det in (("electron", scope.sem), ("ion", scope.fib)):

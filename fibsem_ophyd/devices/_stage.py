@@ -230,11 +230,18 @@ class _ConstSignal(Signal):
                             "dtype_numpy": "<f8", "units": self._units}}
 
 
+class _ConstStringSignal(_ConstSignal):
+    """A fixed configuration string, read-only."""
+
+    def describe(self):
+        return {self.name: {"source": "config:stage", "dtype": "string", "shape": []}}
+
+
 class Stage(Device):
     """Five-axis stage. ``set({"x": .., "z": ..})`` validates every axis, then moves once.
 
     Configuration (read-only, degrees): ``shuttle_pre_tilt``, ``rotation_reference``,
-    ``rotation_180``.
+    ``rotation_180``; ``stage_type`` ("shuttle", "tescan" or "compustage") names the frame.
     """
 
     x = Cpt(StageAxis, axis="x")
@@ -246,6 +253,7 @@ class Stage(Device):
     shuttle_pre_tilt = Cpt(_ConstSignal, value=35.0, kind="config")
     rotation_reference = Cpt(_ConstSignal, value=0.0, kind="config")
     rotation_180 = Cpt(_ConstSignal, value=180.0, kind="config")
+    stage_type = Cpt(_ConstStringSignal, value="shuttle", kind="config")
 
     def __init__(self, *args, limits: Mapping[str, tuple[float, float]] | None = None, **kwargs):
         self.axis_limits = dict(limits or dict.fromkeys(AXES, (-math.inf, math.inf)))

@@ -61,6 +61,7 @@ def read_geometry(microscope: Readable) -> MsgGenerator[geometry.SystemGeometry]
     pre = yield from bps.rd(st.shuttle_pre_tilt)
     r_ref = yield from bps.rd(st.rotation_reference)
     r_180 = yield from bps.rd(st.rotation_180)
+    stage_type = yield from bps.rd(st.stage_type)
     ion_tilt = yield from bps.rd(microscope.ion_beam.column_tilt)
     e_tilt = yield from bps.rd(microscope.electron_beam.column_tilt)
     return geometry.SystemGeometry(
@@ -69,6 +70,7 @@ def read_geometry(microscope: Readable) -> MsgGenerator[geometry.SystemGeometry]
         shuttle_pre_tilt=math.radians(pre),
         rotation_reference=math.radians(r_ref),
         rotation_180=math.radians(r_180),
+        stage_type=str(stage_type),
     )
 
 
@@ -114,7 +116,8 @@ def vertical_move(microscope: Readable, dy: float, dx: float = 0.0) -> MsgGenera
     """Move the sample chamber-vertically so it shifts by ``dy`` (m, +up) in the ion image.
 
     The feature stays put in the electron image: this is how coincidence is restored.
-    Exact form: m = dy / sin(ion column tilt); stage (dy, dz) = (m sin t, m cos t).
+    Exact form: m = dy / sin(ion column tilt); stage (dy, dz) = (m sin t, m cos t) where y, z
+    ride the tilt (shuttle, compustage), dz = -m on a TESCAN stage (z vertical, down).
 
     Parameters
     ----------

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import validate
 from ..backend import BEAMS, STAGE_AXES
-from ..geometry import ELECTRON, ION, rx
+from ..geometry import ELECTRON, ION, stage_axes
 from .clock import SimClock
 from .motion import Motion
 from .scene import Scene
@@ -208,10 +208,11 @@ class SimState:
     def drift_in_stage(self) -> np.ndarray:
         """Current drift (m) expressed in the (tilted) stage axes."""
         t = math.radians(self.stage["t"])
-        return rx(t).T @ self.drift.offset(self.clock.now())
+        return np.linalg.solve(stage_axes(t, self.geometry), self.drift.offset(self.clock.now()))
 
     def stage_moved(self, start: Mapping[str, float]) -> None:
         """The stage went from ``start`` to :attr:`stage`: restart the drift's settling."""
         d = np.array([self.stage[a] - start[a] for a in ("x", "y", "z")])
         if np.any(d):
-            self.drift.moved(self.clock.now(), rx(math.radians(self.stage["t"])) @ d)
+            self.drift.moved(self.clock.now(),
+                             stage_axes(math.radians(self.stage["t"]), self.geometry) @ d)

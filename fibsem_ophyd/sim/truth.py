@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry import ELECTRON, pixel_to_image, rx, rz
+from ..geometry import ELECTRON, pixel_to_image, rx, rz, stage_axes
 from .cuts import BeamCut, lamella_profile
 from .erosion import ImagingErosion
 from .materials import MATERIALS
@@ -236,7 +236,7 @@ class Truth:
         if s is None:
             raise ValueError("the electron beam does not reach the sample at this pose")
         q = v.sample_to_chamber(s)
-        stage_frame = rx(math.radians(st.stage["t"])).T @ q
+        stage_frame = np.linalg.solve(stage_axes(math.radians(st.stage["t"]), st.geometry), q)
         return st.stage["z"] - float(stage_frame[2])
 
     def stage_position_for(self, sample_xy) -> dict[str, float]:
@@ -247,7 +247,8 @@ class Truth:
         s = np.array([sx, sy, st.offset + float(st.scene.height(sx, sy))])
         r = math.radians(st.stage["r"])
         ms = rz(r) @ rx(-st.geometry.shuttle_pre_tilt) @ s
-        tv = -ms - st.drift_in_stage()
+        t = math.radians(st.stage["t"])
+        tv = -np.linalg.solve(stage_axes(t, st.geometry), rx(t) @ ms) - st.drift_in_stage()
         return {"x": float(tv[0]), "y": float(tv[1]), "z": float(tv[2] + st.eucentric_z),
                 "r": st.stage["r"], "t": st.stage["t"]}
 

@@ -11,8 +11,8 @@ from ..geometry import (
     SystemGeometry,
     beam_axes,
     image_to_pixel,
-    rx,
     sample_to_chamber_matrix,
+    stage_translation,
 )
 from .scene import Scene
 
@@ -72,8 +72,8 @@ class BeamView:
         r = math.radians(stage["r"])
         t = math.radians(stage["t"])
         a = sample_to_chamber_matrix(r, t, geom.shuttle_pre_tilt)
-        tvec = np.array([stage["x"], stage["y"], stage["z"] - eucentric_z])
-        c0 = rx(t) @ tvec + np.asarray(drift, dtype=float)
+        tvec = stage_translation(stage["x"], stage["y"], stage["z"], t, eucentric_z, geom)
+        c0 = tvec + np.asarray(drift, dtype=float)
         right, up, source = beam_axes(beam, geom)
         return cls(beam, int(width), int(height), hfw / width, math.radians(scan_rotation_deg),
                    (float(shift[0]), float(shift[1])), right, up, source, a, c0, float(offset))

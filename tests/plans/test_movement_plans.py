@@ -34,6 +34,74 @@ def _image(session, det, **kw):
     return img
 
 
+#: the three stage frames (``stage.type``) with the column and holder they come with
+STAGES = {
+    "shuttle": {},
+    "tescan": {"stage": {"type": "tescan"}, "ion": {"column_tilt": 55.0}},
+    "compustage": {"stage": {"type": "compustage", "shuttle_pre_tilt": 0.0,
+                             "limits": {"t": [-195.0, 30.0]},
+                             "initial_position": {"t": 0.0}}},
+}
+
+
+@pytest.fixture(params=list(STAGES))
+def staged(request, tmp_path):
+    """A simulator session configured as each stage type, flat to the electron beam."""
+    from fibsem_ophyd import setup_session
+
+    cfg = {"electron": {"resolution": [384, 256]}, "ion": {"resolution": [384, 256]}}
+    for key, value in STAGES[request.param].items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    s = setup_session(config=cfg, data_dir=tmp_path / "data", seed=1)
+    s.RE(move_flat_to_beam(s.microscope, "electron"))
+    yield s, request.param
+    s.close()
+
+
+def test_stage_type_reaches_the_plans(staged):
+    session, stage_type = staged
+    assert session.microscope.stage.stage_type.get() == stage_type
+    read = session.microscope.stage.read_configuration()
+    assert read[session.microscope.stage.stage_type.name]["value"] == stage_type
+
+
+@pytest.mark.parametrize("beam", ["electron", "ion"])
+def test_stable_and_vertical_moves_for_each_stage_type(staged, beam):
+    """Each stage frame: a stable move in ``beam``'s view shifts that image by d / pixel, at
+    the electron-flat pose and at a 15 deg milling angle; a vertical move then shifts the FIB
+    image by the asked h and leaves the SEM image still."""
+    session, stage_type = staged
+    microscope = session.microscope
+    det = microscope.sem if beam == "electron" else microscope.fib
+    for _ in ("flat", "milling"):
+        ref = _image(session, det)
+        d = (4e-6, -3e-6)
+        session.RE(stable_move(microscope, *d, beam))
+        reg = register(ref.data, _image(session, det).data)
+        assert (reg.dx, reg.dy) == pytest.approx((d[0] / ref.pixel_size, d[1] / ref.pixel_size),
+                                                 abs=0.3), stage_type
+        sem0, fib0 = _image(session, microscope.sem), _image(session, microscope.fib)
+        h = 3e-6  # ion-image shift asked for: a chamber-vertical h / sin(ion tilt)
+        session.RE(vertical_move(microscope, h))
+        rs = register(sem0.data, _image(session, microscope.sem).data)
+        rf = register(fib0.data, _image(session, microscope.fib).data)
+        assert (rs.dx, rs.dy) == pytest.approx((0.0, 0.0), abs=0.3), stage_type
+        assert (rf.dx, rf.dy) == pytest.approx((0.0, h / fib0.pixel_size), abs=0.3), stage_type
+        session.RE(move_to_milling_angle(microscope, 15.0))
+
+
+def test_compustage_faces_the_ion_beam_by_tilting_180(staged):
+    """OpenFIBSEM's Arctis poses: flat to the ion beam at r = 0, t = ion tilt - 180 deg; the
+    other stages rotate to rotation_180 and tilt ion tilt - pre-tilt."""
+    session, stage_type = staged
+    microscope = session.microscope
+    session.RE(move_flat_to_beam(microscope, "ion"))
+    r, t = microscope.stage.r.position, microscope.stage.t.position
+    want = {"shuttle": (180.0, 52.0 - 35.0), "tescan": (180.0, 55.0 - 35.0),
+            "compustage": (0.0, 52.0 - 180.0)}[stage_type]
+    assert (r, t) == pytest.approx(want)
+
+
 def test_stable_move_shifts_sem_image_as_geometry_predicts(session, microscope):
     ref = _image(session, microscope.sem)
     d = (6e-6, -4e-6)

@@ -19,6 +19,27 @@ from ._helpers import SMALL, laplacian_variance, small_sim
 HIGH_DOSE = {"dwell_time": 3e-6}
 TOL_PX = 0.3
 
+#: the three stage frames (``stage.type``), with the column and holder they come with
+STAGES = {
+    "shuttle": None,
+    "tescan": {"stage": {"type": "tescan"}, "ion": {"column_tilt": 55.0}},
+    "compustage": {"stage": {"type": "compustage", "shuttle_pre_tilt": 0.0,
+                             "limits": {"t": [-195.0, 30.0]},
+                             "initial_position": {"t": 0.0}}},
+}
+
+
+def _stage_sim(stage_type, seed, config=None):
+    """A small simulator configured as ``stage_type``, flat to the electron beam."""
+    cfg = dict(STAGES[stage_type] or {})
+    for key, value in (config or {}).items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    sim = small_sim(seed=seed, config=cfg or None)
+    assert sim.geometry.stage_type == stage_type
+    r, t = G.flat_to_beam(G.ELECTRON, sim.geometry)
+    sim.move_stage_absolute({"r": math.degrees(r), "t": math.degrees(t)})
+    return sim
+
 
 def _pixel(sim, beam):
     return sim.get("hfw", beam) / sim.get("resolution", beam)[0]
@@ -39,9 +60,10 @@ def _stable_shift(sim, move_beam, view_beam, d):
     return np.array([reg.dx, reg.dy]), np.array(d) / p
 
 
+@pytest.mark.parametrize("stage_type", list(STAGES))
 @pytest.mark.parametrize("orientation", ["SEM", "MILLING"])
-def test_stable_move_shifts_sem_image_by_d(orientation):
-    sim = small_sim(seed=2)
+def test_stable_move_shifts_sem_image_by_d(orientation, stage_type):
+    sim = _stage_sim(stage_type, seed=2)
     if orientation == "MILLING":
         t = math.degrees(G.milling_tilt(math.radians(15.0), sim.geometry))
         sim.move_stage_absolute({"t": t})
@@ -50,10 +72,14 @@ def test_stable_move_shifts_sem_image_by_d(orientation):
     np.testing.assert_allclose(got, want, atol=TOL_PX)
 
 
-@pytest.mark.parametrize("tilt", [35.0, 12.0])
-def test_stable_move_in_ion_view_shifts_ion_image_by_d(tilt):
-    sim = small_sim(seed=3)
-    sim.move_stage_absolute({"t": tilt})
+@pytest.mark.parametrize("stage_type", list(STAGES))
+@pytest.mark.parametrize("milling_angle", [None, 15.0])
+def test_stable_move_in_ion_view_shifts_ion_image_by_d(milling_angle, stage_type):
+    """Flat to the electron beam and at a 15 deg milling angle, for each stage frame."""
+    sim = _stage_sim(stage_type, seed=3)
+    if milling_angle is not None:
+        t = G.milling_tilt(math.radians(milling_angle), sim.geometry)
+        sim.move_stage_absolute({"t": math.degrees(t)})
     got, want = _stable_shift(sim, "ion", "ion", (-5.2e-6, 4.4e-6))
     np.testing.assert_allclose(got, want, atol=TOL_PX)
 
@@ -75,8 +101,13 @@ def test_stable_move_in_scan_rotated_ion_view(rotation):
     np.testing.assert_allclose([reg.dx, reg.dy], np.array(d) / p, atol=TOL_PX)
 
 
-def test_vertical_move_shifts_ion_image_only():
-    sim = small_sim(seed=4)
+@pytest.mark.parametrize("stage_type", list(STAGES))
+@pytest.mark.parametrize("milling_angle", [None, 15.0])
+def test_vertical_move_shifts_ion_image_only(milling_angle, stage_type):
+    sim = _stage_sim(stage_type, seed=4)
+    if milling_angle is not None:
+        t = G.milling_tilt(math.radians(milling_angle), sim.geometry)
+        sim.move_stage_absolute({"t": math.degrees(t)})
     h = 3e-6
     pos = sim.get_stage_position()
     ion0, sem0 = sim.acquire_image("ion", HIGH_DOSE), sim.acquire_image("electron", HIGH_DOSE)
@@ -92,19 +123,23 @@ def test_vertical_move_shifts_ion_image_only():
     assert math.hypot(r_sem.dx, r_sem.dy) < TOL_PX
 
 
-def test_sample_height_offset_is_an_eucentric_error():
-    """A sample sitting h too high: the FIB image is displaced by h sin(52 deg), the SEM not."""
+@pytest.mark.parametrize("stage_type", list(STAGES))
+def test_sample_height_offset_is_an_eucentric_error(stage_type):
+    """A sample sitting h too high: the FIB image is displaced by h sin(ion tilt), the SEM not."""
     h = 4e-6
-    ref = small_sim(seed=5)
-    high = small_sim(seed=5, config={"sim": {"sample_height_offset": h}})
+    ref = _stage_sim(stage_type, seed=5)
+    high = _stage_sim(stage_type, seed=5, config={"sim": {"sample_height_offset": h}})
     r_ion = register(ref.render_clean("ion"), high.render_clean("ion"))
     r_sem = register(ref.render_clean("electron"), high.render_clean("electron"))
-    assert r_ion.dy == pytest.approx(h * math.sin(math.radians(52)) / _pixel(ref, "ion"),
-                                     abs=TOL_PX)
+    tilt = ref.geometry.ion_column_tilt
+    assert r_ion.dy == pytest.approx(h * math.sin(tilt) / _pixel(ref, "ion"), abs=TOL_PX)
     assert math.hypot(r_sem.dx, r_sem.dy) < TOL_PX
-    # and the true eucentric height moved by h along the (pre-tilted) stage z
+    # the true eucentric height moved by h along the stage z: tilted by the pre-tilt on the
+    # shuttle, chamber-vertical and pointing down on the TESCAN stage
     dz = ref.truth.eucentric_z() - high.truth.eucentric_z()
-    assert dz == pytest.approx(h * math.cos(ref.geometry.shuttle_pre_tilt), rel=0.02)
+    want = {"shuttle": h * math.cos(ref.geometry.shuttle_pre_tilt), "tescan": -h,
+            "compustage": h}[stage_type]
+    assert dz == pytest.approx(want, rel=0.02)
 
 
 def test_defocus_lowers_sharpness_monotonically():
