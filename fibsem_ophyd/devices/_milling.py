@@ -160,6 +160,9 @@ class Milling(Device):
                     self.milling_time.put(float(t))
                     done += est
                     status.report(done)
+            except StoppedError as exc:
+                # the microscope ended it on our stop(): the same abort as between passes
+                error = MillingAborted(f"milling stopped: {exc}") if self._stop.is_set() else exc
             except Exception as exc:
                 error = exc
             else:
