@@ -15,10 +15,11 @@ from fibsem_ophyd.plans import (
 
 
 def _start(plan) -> dict:
-    """The start-document metadata a plan opens its run with (read from its messages)."""
+    """The start-document metadata a plan opens its run with (read from its messages; the
+    plan's reads before the run, e.g. of limits, are answered by the devices)."""
     msg = next(plan)
     while msg.command != "open_run":
-        msg = plan.send(None)
+        msg = plan.send(msg.obj.read() if msg.command == "read" else None)
     plan.close()
     return msg.kwargs
 
