@@ -26,6 +26,7 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from ..detection import FEATURES, detect_features_in_mask, get_feature, load_model
@@ -71,7 +72,7 @@ def _model(model):
 
 
 def detect(
-    detector,
+    detector: Readable,
     features: list[str] | None = None,
     model: str | None = None,
     image: Any = None,
@@ -221,7 +222,8 @@ def detect(
     return {"uid": uid, **(result or out)}
 
 
-def move_based_on_detection(microscope, detector, detection: dict, feature_from: str,
+def move_based_on_detection(microscope: Readable, detector: Readable, detection: dict,
+                            feature_from: str,
                             feature_to: str) -> MsgGenerator[dict]:
     """Move so ``feature_from`` lands on ``feature_to`` (OpenFIBSEM's rule): a needle feature
     moves the manipulator by a corrected move in ``detector``'s beam; a lamella or landing
