@@ -123,6 +123,10 @@ def test_demo_milling_stops_through_stop_milling(tmp_path, monkeypatch):
         assert ticks[-1]["remaining_time"] > 0
         assert len(ticks) < ticks[0]["estimated_time"]
         assert be.microscope.get_milling_state() is MillingState.IDLE
+        # the device's milling thread ends once their mill call returns from its tick
+        deadline = time.monotonic() + 10
+        while milling.state.get() == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert milling.state.get() == "aborted"
         assert be.get("blanked", "ion") is True  # left safe
     finally:
