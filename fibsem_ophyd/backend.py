@@ -57,6 +57,8 @@ import numpy as np
 from . import validate
 
 __all__ = [
+    "BEAM_UNITS",
+    "describe_beam_key",
     "MicroscopeBackend",
     "SUBSYSTEMS",
     "STOPPABLE",
@@ -153,6 +155,36 @@ def describe_value(units: str | None = None, limits: tuple[float, float] | None 
             "limits": None if limits is None else (float(limits[0]), float(limits[1])),
             "choices": None if choices is None else list(choices),
             "read_only": bool(read_only)}
+
+
+#: units of the beam settings that have them
+BEAM_UNITS = {"voltage": "V", "current": "A", "hfw": "m", "working_distance": "m",
+              "dwell_time": "s", "shift": "m", "resolution": "px", "scan_rotation": "deg",
+              "column_tilt": "deg"}
+
+
+def describe_beam_key(key: str, beam: str, limits: Any, max_resolution: int,
+                      choices: Any) -> dict:
+    """``describe(key, beam)`` of a beam or detector setting, for backends: ``limits`` the
+    beam's ``{setting: (low, high)}``, ``choices(key)`` the allowed values of an enumerated
+    setting. ``ValueError`` naming an unknown key."""
+    if key in ("on", "blanked"):
+        return describe_value()
+    if key in ("voltage", "current", "hfw", "working_distance", "dwell_time", "shift",
+               "stigmation"):
+        return describe_value(BEAM_UNITS.get(key), limits.get(key))
+    if key == "resolution":
+        return describe_value("px", (1, max_resolution))
+    if key == "scan_rotation":
+        return describe_value("deg", (-360.0, 360.0))
+    if key == "column_tilt":
+        return describe_value("deg", read_only=True)
+    if key in ("detector_type", "detector_mode"):
+        return describe_value(choices=choices(key))
+    if key in ("brightness", "contrast"):
+        return describe_value(None, (0.0, 1.0))
+    raise ValueError(f"unknown {beam} key {key!r}; expected one of "
+                     f"{list(BEAM_KEYS) + list(DETECTOR_KEYS)}")
 
 
 class BackendError(RuntimeError):

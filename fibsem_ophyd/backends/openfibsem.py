@@ -52,6 +52,7 @@ import numpy as np
 from .. import validate
 from ..backend import (
     BEAM_KEYS,
+    BEAM_UNITS,
     BEAMS,
     DETECTOR_KEYS,
     IMAGE_SETTING_KEYS,
@@ -65,6 +66,7 @@ from ..backend import (
     StoppedError,
     check_deposition_time,
     check_subsystem,
+    describe_beam_key,
     describe_value,
 )
 from ..config import MicroscopeConfig, load_config
@@ -77,9 +79,6 @@ FIBSEM_VERSION = "0.5.3"
 #: manufacturers the bridge drives (OpenFIBSEM's canonical spellings) and their ports
 SUPPORTED_MANUFACTURERS = {"Demo": 7520, "ThermoFisher": 7520, "Tescan": 8300, "Odemis": None}
 _BEAMS = BEAMS
-_UNITS = {"voltage": "V", "current": "A", "hfw": "m", "working_distance": "m",
-          "dwell_time": "s", "shift": "m", "resolution": "px", "scan_rotation": "deg",
-          "column_tilt": "deg"}
 #: our key -> OpenFIBSEM's, where they differ
 _THEIR_KEY = {"brightness": "detector_brightness", "contrast": "detector_contrast"}
 _RESOLUTIONS = [[384, 256], [768, 512], [1536, 1024], [3072, 2048], [6144, 4096]]
@@ -351,21 +350,9 @@ class OpenFibsemBackend:
         if key in ("current", "voltage"):
             values = self.available_values(key, beam)
             limits = (min(values), max(values)) if values else lim[key]
-            return describe_value(_UNITS[key], limits, values or None)
-        if key in ("hfw", "working_distance", "dwell_time", "shift", "stigmation"):
-            return describe_value(_UNITS.get(key), lim[key])
-        if key == "resolution":
-            return describe_value("px", (1, 6144))
-        if key == "scan_rotation":
-            return describe_value("deg", (-360.0, 360.0))
-        if key == "column_tilt":
-            return describe_value("deg", read_only=True)
-        if key in ("detector_type", "detector_mode"):
-            return describe_value(choices=self.available_values(key, beam))
-        if key in ("brightness", "contrast"):
-            return describe_value(None, (0.0, 1.0))
-        raise ValueError(f"unknown {beam} key {key!r}; expected one of "
-                         f"{list(BEAM_KEYS) + list(DETECTOR_KEYS)}")
+            return describe_value(BEAM_UNITS[key], limits, values or None)
+        return describe_beam_key(key, beam, lim, 6144,
+                                 lambda k: self.available_values(k, beam))
 
     def available_values(self, key: str, beam: str | None = None) -> list:
         """Allowed values of an enumerated setting, as the vendor lists them."""

@@ -46,6 +46,7 @@ from ..backend import (
     STOPPABLE,
     BackendError,
     MissingSubsystemError,
+    describe_beam_key,
     describe_value,
 )
 from ..config import load_config
@@ -464,27 +465,8 @@ class SimulatedMicroscope:
                              f"{list(CHAMBER_KEYS + GIS_KEYS + _NEEDLE_KEYS + STAGE_KEYS)} "
                              f"or {list(MANIPULATOR_KEYS)}")
         beam = self._check_beam(beam)
-        lim = self.world.limits[beam]
-        units = {"voltage": "V", "current": "A", "hfw": "m", "working_distance": "m",
-                 "dwell_time": "s", "shift": "m", "resolution": "px", "scan_rotation": "deg",
-                 "column_tilt": "deg"}
-        if key in ("on", "blanked"):
-            return describe_value()
-        if key in ("voltage", "current", "hfw", "working_distance", "dwell_time", "shift",
-                   "stigmation"):
-            return describe_value(units.get(key), lim.get(key))
-        if key == "resolution":
-            return describe_value("px", (1, _MAX_RESOLUTION))
-        if key == "scan_rotation":
-            return describe_value("deg", (-360.0, 360.0))
-        if key == "column_tilt":
-            return describe_value("deg", read_only=True)
-        if key in ("detector_type", "detector_mode"):
-            return describe_value(choices=self.available_values(key, beam))
-        if key in ("brightness", "contrast"):
-            return describe_value(None, (0.0, 1.0))
-        raise ValueError(f"unknown {beam} key {key!r}; expected one of "
-                         f"{list(BEAM_KEYS) + list(DETECTOR_KEYS)}")
+        return describe_beam_key(key, beam, self.world.limits[beam], _MAX_RESOLUTION,
+                                 lambda k: self.available_values(k, beam))
 
     def missing(self) -> dict[str, str]:
         """Subsystems this simulated microscope lacks (by configuration), with why."""
