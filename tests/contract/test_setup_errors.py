@@ -28,9 +28,10 @@ def test_unknown_backend_name(tmp_path):
 def test_fibsem_not_installed(tmp_path, monkeypatch):
     from fibsem_ophyd.backends.openfibsem import OpenFibsemError
 
+    config = demo_config()  # read while fibsem still imports
     monkeypatch.setitem(sys.modules, "fibsem", None)  # import fibsem now fails
     with pytest.raises(OpenFibsemError, match=r"fibsem-ophyd\[openfibsem\]"):
-        setup_session(config=demo_config(), backend="openfibsem", data_dir=tmp_path / "d")
+        setup_session(config=config, backend="openfibsem", data_dir=tmp_path / "d")
     assert not (tmp_path / "d").exists()
 
 
