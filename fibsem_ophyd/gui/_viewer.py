@@ -70,7 +70,7 @@ class MicroscopeViewer:
         self.patterns = PatternModel(self.viewer, self.frames["ion"])
         self.viewer.layers.selection.active = self.layers["electron"]
         self.viewer.mouse_move_callbacks.append(self._follow_mouse)
-        self.viewer.scale_bar.visible = True  # in metres: the layers' units
+        self.viewer.canvas.overlays.scale_bar.visible = True  # in metres: the layers' units
         self.viewer.reset_view()
         driver.frame.connect(self.show_frame)
         driver.message.connect(self.notify)
