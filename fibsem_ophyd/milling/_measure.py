@@ -7,13 +7,18 @@ import math
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["measure_lamella_thickness", "LEVEL", "MIN_WIDTH", "MAX_WIDTH"]
+__all__ = ["measure_lamella_thickness", "LEVEL", "MIN_WIDTH", "MAX_WIDTH", "MIN_CONTRAST"]
 
 #: where an edge is placed between the grey level just inside it (the lamella's bright
 #: edge) and the trench floor just outside it: half way, the middle of the blurred step
 LEVEL = 0.5
 #: the thinnest and thickest lamella looked for, as fractions of the expected thickness
 MIN_WIDTH, MAX_WIDTH = 0.25, 4.0
+#: how far the lamella's middle must stand above the trench floors beyond its edges, as a
+#: fraction of the frame's grey range (1st-99th percentile): polished lamellae at 1536x1024
+#: stand at 14-22 %; a frame that shows only a trench (the lamella drifted out of view)
+#: offers "strips" of 1 % among curtaining streaks (``benchmarks/bench_overnight.py``)
+MIN_CONTRAST = 0.05
 
 
 def _nan(reason: str, contrast: float = math.nan) -> dict:
@@ -50,8 +55,9 @@ def measure_lamella_thickness(image: np.ndarray, pixel_size: float, spacing: flo
        1/40 of ``spacing``); the lamella is the pair of edges, a fall above (walking up, out
        of the lamella) and a fall below, ``MIN_WIDTH``-``MAX_WIDTH`` x ``spacing`` apart,
        centred within ``search`` of the image centre (it may have drifted since the last
-       alignment), whose whole middle is brighter than the grey level beyond both edges;
-       of those, the one with the strongest weaker edge;
+       alignment), whose whole middle is brighter than the grey level beyond both edges by
+       at least :data:`MIN_CONTRAST` of the frame's grey range; of those, the one with the
+       strongest weaker edge;
     3. each edge is where the profile crosses :data:`LEVEL` of the way from the trench
        floor just outside it to the brightest grey level just inside it (linear between
        rows): the middle of the step, whatever the brightness inside the lamella.
@@ -107,7 +113,10 @@ def measure_lamella_thickness(image: np.ndarray, pixel_size: float, spacing: flo
     bottoms = np.flatnonzero(ext & (g[1:-1] < -3 * noise)) + 1
     lo, hi = MIN_WIDTH * spacing / pixel_size, MAX_WIDTH * spacing / pixel_size
     margin = int(math.ceil(3 * sigma))
+    p1, p99 = np.percentile(img, [1, 99])
+    need = MIN_CONTRAST * float(p99 - p1)
     best, best_score, best_contrast = None, 0.0, math.nan
+    faint = -math.inf  # the best contrast among strips too faint to count
     for r0 in tops:
         for r1 in bottoms[(bottoms - r0 >= lo) & (bottoms - r0 <= hi)]:
             if abs(0.5 * (y[r0] + y[r1])) > search:
@@ -122,12 +131,19 @@ def measure_lamella_thickness(image: np.ndarray, pixel_size: float, spacing: flo
                          float(np.median(smooth[r1 + margin + 1:a1 + 1])))
             contrast = float(np.percentile(middle, 20)) - beyond
             score = min(g[r0], -g[r1])
-            if contrast > 0 and score > best_score:
+            if 0 < contrast < need or (contrast > 0 and need <= 0):
+                faint = max(faint, contrast)
+            elif contrast > 0 and score > best_score:
                 best, best_score, best_contrast = (r0, r1), score, contrast
     if best is None:
+        why = ""
+        if faint > -math.inf:
+            why = (f" (the brightest stands {100 * faint / max(p99 - p1, 1e-12):.1f} % of the "
+                   f"frame's grey range above the trenches, {100 * MIN_CONTRAST:.0f} % needed)")
         return _nan(f"no lamella: no bright strip {MIN_WIDTH * spacing * 1e9:.0f}-"
                     f"{MAX_WIDTH * spacing * 1e9:.0f} nm wide between two edges falling "
-                    f"into trenches within {search * 1e9:.0f} nm of the image centre")
+                    f"into trenches within {search * 1e9:.0f} nm of the image centre{why}",
+                    contrast=faint if faint > -math.inf else math.nan)
     r0, r1 = best
     reach = max(3, int(round(0.15 * (r1 - r0))))
 

@@ -191,3 +191,25 @@ def test_lamella_thickness_measurement_on_a_synthetic_profile_and_bad_input():
         measure_lamella_thickness(img[250:350], px, 500e-9)
     assert math.isnan(measure_lamella_thickness(np.full((600, 400), 7.0), px, 500e-9)
                       ["thickness"])
+
+
+def test_lamella_measurement_refuses_a_strip_too_faint_to_be_the_lamella():
+    """A frame inside a trench (the lamella drifted out of view): curtaining streaks over a
+    dark floor. A 2-grey-level band there is not a lamella (polished lamellae stand 14-22 %
+    of the frame's range above the trenches); the same band at 30 % is measured."""
+    from fibsem_ophyd.milling import MIN_CONTRAST, measure_lamella_thickness
+
+    rng = np.random.default_rng(3)
+    px = 10e-9
+    rows = (np.arange(600) + 0.5 - 300) * -px
+    streaks = np.where(rng.random(400) < 0.2, rng.uniform(80, 255, 400), 0.0)
+    floor = 40.0 + streaks[None, :] * np.ones((600, 1))
+    band = np.abs(rows) <= 250e-9
+    faint = floor + 2.0 * band[:, None]
+    m = measure_lamella_thickness(faint, px, 500e-9)
+    assert math.isnan(m["thickness"])
+    assert f"{100 * MIN_CONTRAST:.0f} % needed" in m["reason"], m["reason"]
+    assert m["contrast"] == pytest.approx(2.0, abs=0.5)
+    bright = floor + 0.3 * np.ptp(np.percentile(floor, [1, 99])) * band[:, None]
+    m = measure_lamella_thickness(bright, px, 500e-9)
+    assert m["thickness"] == pytest.approx(500e-9, abs=px) and m["reason"] == ""
