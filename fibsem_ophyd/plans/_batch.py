@@ -29,6 +29,10 @@ __all__ = ["mill_lamellae", "measure_lamella", "import_experiment"]
 #: score or by ``correct_drift``'s 5 um ``max_step``.
 REVISIT_MIN_SCORE = 0.3
 
+#: how much wider the second frame of :func:`measure_lamella` is when the first does not show
+#: the lamella (3x: 7 nm pixels for a 300 nm gap at 1536 px, 43 px across the lamella)
+WIDEN = 3.0
+
 #: what makes a site lost (the batch goes on without it); anything else stops the batch
 SITE_ERRORS = (AlignmentError, RegistrationError, FailedStatus)
 
@@ -408,7 +412,10 @@ def measure_lamella(microscope: Readable, spacing: float, width: float | None = 
     "ion") with the measurement (stream "lamella": ``thickness``, its ``top`` and ``bottom``
     edges in m from the centre, +y up, the grey-level ``contrast``, the ``expected``
     thickness and the ``reason`` when there is no measurement), see
-    :func:`fibsem_ophyd.milling.measure_lamella_thickness`. The ion field width is restored.
+    :func:`fibsem_ophyd.milling.measure_lamella_thickness`. When the lamella is not within
+    2.5 x ``spacing`` of the centre, it is looked for within 45 % of the frame's height,
+    then on a second frame :data:`WIDEN` x wider (both frames stored), and measured where
+    found. The ion field width is restored.
 
     Parameters
     ----------
@@ -444,11 +451,27 @@ def measure_lamella(microscope: Readable, spacing: float, width: float | None = 
         try:
             yield from bps.mv(fib.hfw, hfw, microscope.ion_beam.blanked, False)
             frame, pixel = yield from read_frame(fib, microscope.stage)
+            if frame is None:
+                return {}
+            m = measure_lamella_thickness(frame, pixel, spacing, width=width)
+            if not math.isfinite(m["thickness"]):
+                # not near the centre: drifted, or under a mound of ice it stands microns
+                # higher than its trenches' reference (from the milling angle, microns off
+                # the centre). First the whole frame, then a wider one.
+                m = measure_lamella_thickness(frame, pixel, spacing, width=width,
+                                              search=0.45 * pixel * frame.shape[0])
+            if not math.isfinite(m["thickness"]):
+                yield from bps.mv(fib.hfw, WIDEN * hfw)
+                frame, pixel = yield from read_frame(fib, microscope.stage)
+                half = 0.45 * pixel * frame.shape[0]
+                wide = measure_lamella_thickness(frame, pixel, spacing, width=width,
+                                                 search=half)
+                if math.isfinite(wide["thickness"]):
+                    m = wide
+                else:
+                    m["reason"] += f"; nor within {half * 1e9:.0f} nm in a {WIDEN:g}x field"
         finally:
             yield from bps.mv(fib.hfw, hfw0)
-        if frame is None:
-            return {}
-        m = measure_lamella_thickness(frame, pixel, spacing, width=width)
         yield from bps.mv(rec.thickness, m["thickness"], rec.top, m["top"], rec.bottom,
                           m["bottom"], rec.contrast, m["contrast"], rec.expected, spacing,
                           rec.reason, m["reason"])
