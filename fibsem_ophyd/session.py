@@ -18,7 +18,13 @@ from .backend import MicroscopeBackend
 from .config import MicroscopeConfig, load_config
 from .devices import CatalogLookup, FibsemMicroscope, make_microscope
 from .plans.stored_runs import batch_coating, batch_state
-from .storage import CatalogWriter, open_catalog, open_remote_catalog, serve_catalog
+from .storage import (
+    CatalogWriter,
+    StorageError,
+    open_catalog,
+    open_remote_catalog,
+    serve_catalog,
+)
 
 __all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR", "BACKENDS"]
 
@@ -32,23 +38,40 @@ SWITCH_INTERVAL = 0.001
 
 
 class _StoringRunEngine(RunEngine):
-    """A RunEngine that returns only once the catalog holds everything the plan produced."""
+    """A RunEngine that returns only once the catalog holds everything the plan produced.
+
+    A run the catalog did not store completely raises ``StorageError`` (its backup file and
+    the recovering call in the message; the RunEngine's result in ``.result``) instead of
+    returning a uid that is not in the catalog. When the plan itself raised, its exception
+    is the one raised, with the storage failure added as a note.
+    """
 
     _writer: CatalogWriter | None = None
 
     def __call__(self, *args, **kwargs):
-        try:
-            return super().__call__(*args, **kwargs)
-        finally:
-            if self._writer is not None:
-                self._writer.wait()
+        return self._stored(super().__call__, *args, **kwargs)
 
     def resume(self):
+        return self._stored(super().resume)
+
+    def _stored(self, call, *args, **kwargs):
+        if self._writer is None:
+            return call(*args, **kwargs)
         try:
-            return super().resume()
-        finally:
-            if self._writer is not None:
-                self._writer.wait()
+            result = call(*args, **kwargs)
+        except BaseException as exc:
+            try:
+                self._writer.wait(raise_errors=True)
+            except Exception as storage_exc:  # never in place of the plan's own error
+                exc.add_note(f"Storing the run(s) also failed: "
+                             f"{type(storage_exc).__name__}: {storage_exc}")
+            raise
+        try:
+            self._writer.wait(raise_errors=True)
+        except StorageError as exc:
+            exc.result = result
+            raise
+        return result
 
 
 @dataclass

@@ -25,7 +25,11 @@ document handed over longer ago than that is still unwritten.
 Errors in the background thread are logged, recorded in :attr:`CatalogWriter.errors`, and
 the failing run is abandoned by the catalog writer (no further writes, in particular no
 ``stop``, so a partial run never looks complete); its JSON-lines backup stays complete and
-can be replayed into a catalog with :func:`fibsem_ophyd.storage.replay_backup`.
+:func:`fibsem_ophyd.storage.recover_run` (or :func:`~fibsem_ophyd.storage.replay_backup`)
+writes it into the catalog once the catalog accepts writes again. Acquisition is not
+interrupted by a catalog failure (the backup holds every document, so beam time is not
+lost to a catalog hiccup); ``wait(raise_errors=True)`` raises :class:`StorageError` naming
+each such run, its backup file and the call that recovers it.
 
 Call :meth:`CatalogWriter.wait` after ``RE(...)`` returns to block until the catalog has
 caught up, and :meth:`CatalogWriter.close` at the end of the session.
@@ -67,7 +71,8 @@ from ._tiled_private import (
     stop_deferring_stream_close,
 )
 
-__all__ = ["CatalogWriter", "WriteError", "BufferedTiledWriter", "flush_run_writer"]
+__all__ = ["CatalogWriter", "WriteError", "StorageError", "BufferedTiledWriter",
+           "flush_run_writer"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +110,32 @@ class WriteError:
 
     def __str__(self) -> str:
         return f"run {self.run_uid}: {self.name}: {self.exception!r}"
+
+
+class StorageError(RuntimeError):
+    """Runs that are not completely stored in the catalog.
+
+    Raised by :meth:`CatalogWriter.wait` (``raise_errors=True``) and so by the session's
+    ``RE(...)``: the RunEngine finished the plan, but the catalog refused (part of) a run.
+    The message names each run, its JSON-lines backup and the call that writes it into
+    the catalog.
+
+    Attributes
+    ----------
+    errors : list of WriteError
+        The failures, oldest first.
+    backups : dict
+        ``run uid -> pathlib.Path`` of each failed run's JSON-lines backup.
+    result : object
+        What the RunEngine returned (a ``RunEngineResult``: uids, exit status), set by
+        the session's RunEngine; ``None`` otherwise.
+    """
+
+    def __init__(self, message: str, errors: list[WriteError], backups: dict[str, Path]):
+        super().__init__(message)
+        self.errors = errors
+        self.backups = backups
+        self.result: Any = None
 
 
 class _RunGuard:
@@ -490,13 +521,17 @@ class CatalogWriter:
                 self._cond.wait(remaining if remaining is not None else 1.0)
         return True
 
-    def wait(self, timeout: float | None = None) -> list[WriteError]:
+    def wait(self, timeout: float | None = None, *,
+             raise_errors: bool = False) -> list[WriteError]:
         """Wait for the catalog to catch up (call after ``RE(...)`` returns).
 
         Parameters
         ----------
         timeout : float, optional
             Seconds to wait at most; ``None`` waits indefinitely.
+        raise_errors : bool
+            Raise :class:`StorageError` if a run was not completely stored (errors of
+            ``close_stream`` requests, sent after a run is complete, are only logged).
 
         Returns
         -------
@@ -509,6 +544,9 @@ class CatalogWriter:
             If the catalog did not catch up within ``timeout``.
         RuntimeError
             If the writer was closed or its thread is gone.
+        StorageError
+            With ``raise_errors``: runs the catalog did not store completely (their
+            backups, and how to recover them, are in the message).
         """
         if not self.flush(timeout):
             if not self._thread.is_alive():
@@ -525,7 +563,32 @@ class CatalogWriter:
         for err in new:
             logger.warning("catalog write error: %s (backup: %s)", err,
                            self.backup_path(err.run_uid) if err.run_uid else self.backup_dir)
+        if raise_errors:
+            failed = [e for e in new if e.name != "close_stream"]
+            if failed:
+                raise self._storage_error(failed)
         return new
+
+    def _storage_error(self, errors: list[WriteError]) -> StorageError:
+        """A :class:`StorageError` whose message says, per run, how to recover it."""
+        backups: dict[str, Path] = {}
+        lines = []
+        for err in errors:
+            if err.run_uid is None:
+                lines.append(f"- a catalog write failed ({err.name}: {err.exception!r})")
+                continue
+            if err.run_uid in backups:
+                continue
+            path = backups[err.run_uid] = self.backup_path(err.run_uid)
+            lines.append(
+                f"- run {err.run_uid} is not complete in the catalog ({err.name} document: "
+                f"{err.exception!r}); its JSON-lines backup {path} holds every document: "
+                f"once the catalog accepts writes, "
+                f"fibsem_ophyd.storage.recover_run(catalog, {str(path)!r}) writes it (or "
+                f"replay_backup({str(path)!r}, TiledWriter(catalog)))")
+        n = len(backups) or len(errors)
+        msg = f"the catalog did not store {n} run(s) completely:\n" + "\n".join(lines)
+        return StorageError(msg, errors, backups)
 
     def close(self, timeout: float | None = None) -> bool:
         """Drain the queue, send what is left (stream closes), stop the thread, close files.
