@@ -9,7 +9,10 @@ holds everything emitted up to the kill, and the TIFF files are on disk.
 (``exit_status="fail"``, the reason, the event counts) to the backup, removes the partial
 entry from the catalog (catalog records and server-written tables only; Tiled never deletes
 externally written files such as the TIFF series) and writes the complete run from the
-backup. :func:`unfinished_backups` lists the backups that have no ``stop``.
+backup. The same repairs a run the catalog writer abandoned (the catalog refused a write:
+its entry lacks the stop, or the whole run) although the backup holds the run's ``stop``.
+:func:`unfinished_backups` lists the backups whose run is not complete in the catalog (or,
+without a catalog, that have no ``stop``).
 
 Recover only runs whose writer is gone: a run still being acquired also has no ``stop``.
 """
@@ -34,19 +37,67 @@ logger = logging.getLogger(__name__)
 RECOVERED_REASON = "run not closed by its writer; closed from the JSON-lines backup"
 
 
-def unfinished_backups(backup_dir: str | os.PathLike) -> list[Path]:
-    """The run backups (``<run uid>.jsonl``) in ``backup_dir`` that have no ``stop``.
+def unfinished_backups(backup_dir: str | os.PathLike, catalog=None) -> list[Path]:
+    """The run backups (``<run uid>.jsonl``) in ``backup_dir`` still to recover.
 
-    Oldest first (by modification time).
+    Parameters
+    ----------
+    backup_dir : str or PathLike
+        The backup directory (``<data_dir>/backup``).
+    catalog : tiled client, optional
+        The catalog the runs were written to. Given: every backup whose run the catalog
+        does not hold complete (absent, or without its ``stop``), whether or not the
+        backup has a ``stop``: this finds the runs whose writer was killed *and* those
+        the catalog refused (the writer abandoned them; their backup is complete). Not
+        given: only the backups without a ``stop`` (the killed writers).
+
+    Returns
+    -------
+    list of pathlib.Path
+        Oldest first (by modification time). A run still being acquired (or whose last
+        batch is still being written) is listed too: recover only runs whose writer is gone.
     """
     out = []
     for path in Path(backup_dir).glob("*.jsonl"):
         if path.name == "orphans.jsonl":
             continue
-        names = [name for name, _ in iter_backup(path)]
-        if names and names[0] == "start" and "stop" not in names:
+        docs = iter_backup(path)
+        first = next(docs, None)
+        if first is None or first[0] != "start":
+            continue
+        if catalog is not None:
+            if _catalog_stop(catalog, first[1]["uid"]) is None:
+                out.append(path)
+        elif not any(name == "stop" for name, _ in docs):
             out.append(path)
     return sorted(out, key=lambda p: p.stat().st_mtime)
+
+
+def _catalog_stop(catalog, uid: str) -> dict | None:
+    """The stop document of run ``uid`` in the catalog; ``None`` if absent or not closed."""
+    if uid not in catalog:
+        return None
+    return (catalog[uid].metadata or {}).get("stop") or None
+
+
+def clear_partial_run(catalog, uid: str) -> dict | None:
+    """Make room for rewriting run ``uid``: delete a partial catalog entry, keep a whole one.
+
+    Returns the catalog's stop document if the catalog holds the run complete (then
+    nothing is changed: the writer writes ``stop`` last, so such an entry has every
+    frame); otherwise deletes what the catalog holds of the run (catalog records and
+    server-written tables only: Tiled never deletes externally written files such as the
+    TIFF series) and returns ``None``: writing the run's documents then succeeds instead
+    of answering HTTP 409 (the run exists).
+    """
+    if uid not in catalog:
+        return None
+    stop = _catalog_stop(catalog, uid)
+    if stop is not None:
+        return stop
+    catalog.delete_contents(uid, recursive=True, external_only=False)
+    logger.info("deleted the partial catalog entry of run %s before rewriting it", uid)
+    return None
 
 
 def _drop_truncated_tail(path: Path) -> None:
@@ -112,8 +163,8 @@ def recover_run(
     Returns
     -------
     dict
-        The stop document now in the backup and the catalog (the existing one if the run
-        was already closed in both: then nothing is changed).
+        The stop document now in the backup and the catalog (the catalog's own if it
+        already holds the run complete: then nothing is changed).
 
     Raises
     ------
@@ -131,8 +182,13 @@ def recover_run(
         raise ValueError(f"{path} does not begin with a start document")
     uid = docs[0][1]["uid"]
     stop = next((doc for name, doc in docs if name == "stop"), None)
-    if stop is not None and uid in catalog and (catalog[uid].metadata or {}).get("stop"):
-        return stop
+    stored = _catalog_stop(catalog, uid)
+    if stored is not None:  # complete in the catalog (its stop is written last)
+        if stop is None:
+            logger.warning("run %s is complete in the catalog but its backup %s has no stop "
+                           "(its last documents were lost); the backup is left as it is",
+                           uid, path)
+        return stored
     if stop is None:
         if reason is None:
             reason = f"{RECOVERED_REASON} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
@@ -143,9 +199,7 @@ def recover_run(
             f.flush()
             os.fsync(f.fileno())
         docs.append(("stop", stop))
-    if uid in catalog:
-        # records and server-written tables only: externally written files stay
-        catalog.delete_contents(uid, recursive=True, external_only=False)
+    clear_partial_run(catalog, uid)
     writer = TiledWriter(catalog)
     for name, doc in docs:
         writer(name, doc)

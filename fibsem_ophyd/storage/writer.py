@@ -586,6 +586,8 @@ class CatalogWriter:
                 f"once the catalog accepts writes, "
                 f"fibsem_ophyd.storage.recover_run(catalog, {str(path)!r}) writes it (or "
                 f"replay_backup({str(path)!r}, TiledWriter(catalog)))")
+        lines.append(f"fibsem_ophyd.storage.unfinished_backups({str(self.backup_dir)!r}, "
+                     "catalog) lists every run of that directory still to recover")
         n = len(backups) or len(errors)
         msg = f"the catalog did not store {n} run(s) completely:\n" + "\n".join(lines)
         return StorageError(msg, errors, backups)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
 import pytest
 from bluesky.plans import count
+from bluesky_tiled_plugins import TiledWriter
 
 from fibsem_ophyd import setup_session
 from fibsem_ophyd.storage import (
@@ -14,6 +17,8 @@ from fibsem_ophyd.storage import (
     iter_backup,
     load_images,
     recover_run,
+    replay_backup,
+    unfinished_backups,
 )
 from fibsem_ophyd.storage.catalog import CATALOG_FILE
 
@@ -29,7 +34,7 @@ def small_session(tmp_path):
 
 def _lock(db_path) -> sqlite3.Connection:
     """Another connection holding an exclusive transaction on the catalog's database."""
-    con = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+    con = sqlite3.connect(db_path, timeout=0, isolation_level=None, check_same_thread=False)
     con.execute("BEGIN EXCLUSIVE")
     return con
 
@@ -72,3 +77,77 @@ def test_a_run_the_locked_catalog_refuses_raises_and_is_recovered(small_session)
     # the next run is stored normally and returns normally
     ok = s.RE(count([sem], 1))
     assert s.catalog[ok.run_start_uids[0]].metadata["stop"]["exit_status"] == "success"
+
+
+def _refused_and_abandoned(s) -> tuple[str, str, str]:
+    """(good, refused, abandoned) run uids: one stored run; one refused at its start
+    (the catalog's database locked before it); one abandoned half-way (the database
+    locked after its start and first frames were written). Both failed runs' backups are
+    complete (they end with the RunEngine's stop)."""
+    sem = s.microscope.sem
+    db = s.data_dir / CATALOG_FILE
+    good = s.RE(count([sem], 1)).run_start_uids[0]
+
+    con = _lock(db)
+    try:
+        with pytest.raises(StorageError) as refused:
+            s.RE(count([sem], 2), sample="refused")
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+
+    held = {}
+
+    @bpp.stage_decorator([sem])
+    @bpp.run_decorator(md={"sample": "abandoned"})
+    def half_then_locked():
+        for _ in range(2):
+            yield from bps.trigger_and_read([sem])
+        assert s.writer.flush(timeout=60)  # start and the first 2 frames are in the catalog
+        held["con"] = _lock(db)
+        for _ in range(2):
+            yield from bps.trigger_and_read([sem])
+
+    try:
+        with pytest.raises(StorageError) as abandoned:
+            s.RE(half_then_locked())
+    finally:
+        held["con"].execute("ROLLBACK")
+        held["con"].close()
+    return good, *refused.value.backups, *abandoned.value.backups
+
+
+@pytest.mark.parametrize("tool", ["recover_run", "replay_backup"])
+def test_refused_and_abandoned_runs_are_listed_and_rewritten(small_session, tool):
+    """Runs the writer abandoned (the catalog refused the whole run, or the run half-way)
+    have a complete backup, with its stop: unfinished_backups finds them when given the
+    catalog (not without: their backups have a stop), and both recover_run and
+    replay_backup rewrite them in full; replay_backup no longer fails with HTTP 409 on the
+    half-written one, whose partial entry it replaces."""
+    s = small_session
+    good, refused, abandoned = _refused_and_abandoned(s)
+    backups = s.data_dir / "backup"
+    assert refused not in s.catalog
+    assert abandoned in s.catalog and "stop" not in s.catalog[abandoned].metadata
+    assert 0 < len(load_images(s.catalog[abandoned])) < 4  # the first frames only
+
+    assert unfinished_backups(backups) == []  # every backup has its stop
+    listed = unfinished_backups(backups, s.catalog)
+    assert [p.stem for p in listed] == [refused, abandoned]
+
+    for uid, n in ((refused, 2), (abandoned, 4)):
+        path = s.writer.backup_path(uid)
+        if tool == "recover_run":
+            stop = recover_run(s.catalog, path)
+            assert stop["exit_status"] == "success"
+        else:
+            assert replay_backup(path, TiledWriter(s.catalog)) == len(list(iter_backup(path)))
+        run = s.catalog[uid]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        assert len(load_images(run)) == n
+        assert run["primary"].read()["microscope_sem_hfw"].shape == (n,)
+    assert unfinished_backups(backups, s.catalog) == []
+    # a complete run is left as it is by both
+    good_path = s.writer.backup_path(good)
+    assert replay_backup(good_path, TiledWriter(s.catalog)) == 0
+    assert recover_run(s.catalog, good_path) == s.catalog[good].metadata["stop"]
