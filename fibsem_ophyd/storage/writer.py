@@ -71,8 +71,8 @@ from ._tiled_private import (
     stop_deferring_stream_close,
 )
 
-__all__ = ["CatalogWriter", "WriteError", "StorageError", "BufferedTiledWriter",
-           "flush_run_writer"]
+__all__ = ["CatalogWriter", "WriteError", "StorageError", "BackupWriteError",
+           "BufferedTiledWriter", "flush_run_writer"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,9 @@ class WriteError:
         Its formatted traceback.
     time : float
         POSIX time (s) of the failure.
+    raised : bool
+        Whether it was also raised into the RunEngine (a failed backup write fails its
+        run there), so :class:`StorageError` does not report it a second time.
     """
 
     run_uid: str | None
@@ -107,9 +110,39 @@ class WriteError:
     exception: BaseException
     traceback: str = ""
     time: float = field(default_factory=time.time)
+    raised: bool = False
 
     def __str__(self) -> str:
         return f"run {self.run_uid}: {self.name}: {self.exception!r}"
+
+
+class BackupWriteError(RuntimeError):
+    """A document could not be appended to its run's JSON-lines backup (disk full, ...).
+
+    Raised into the RunEngine from the writer's callback, which fails the run there (its
+    stop document has ``exit_status="fail"`` and this message as its reason): a run
+    whose backup is incomplete could not be rebuilt if the catalog failed too. Once the
+    backup of a run failed, no further document of that run is appended (the file stays
+    a prefix of the run; a partly written last line is what the recovery tools skip);
+    the catalog still receives every document except a failed ``stream_datum`` (its
+    event never comes: the RunEngine fails the run first).
+
+    Attributes
+    ----------
+    run_uid : str or None
+        The run (``None`` for a document of no known run).
+    path : pathlib.Path
+        The backup file.
+    """
+
+    def __init__(self, run_uid: str | None, path: Path, name: str, exc: BaseException):
+        super().__init__(
+            f"the JSON-lines backup of run {run_uid} could not be written ({name} document "
+            f"to {path}: {exc}); the run is stopped, since without a complete backup it "
+            "could not be rebuilt if the catalog failed too: free space (or repair the "
+            "backup directory) before the next run")
+        self.run_uid = run_uid
+        self.path = path
 
 
 class StorageError(RuntimeError):
@@ -288,6 +321,7 @@ class _Backup:
         self._files: dict[str, Any] = {}
         self._run_of: dict[str, str] = {}  # descriptor/resource uid -> run uid
         self._orphans = None
+        self._failed: set[str] = set()  # runs whose backup failed: not appended to any more
 
     def path(self, run_uid: str) -> Path:
         return self.directory / f"{run_uid}.jsonl"
@@ -312,23 +346,61 @@ class _Backup:
         return None
 
     def __call__(self, name: str, doc: dict) -> str | None:
+        """Append one document; raise :class:`BackupWriteError` if it cannot be written."""
         uid = self._run_uid(name, doc)
-        line = dumps({"name": name, "doc": doc}) + "\n"
-        if uid is None:
-            if self._orphans is None:
-                self._orphans = open(self.directory / "orphans.jsonl", "a", encoding="utf-8")
-            f = self._orphans
-        else:
-            f = self._files.get(uid)
-            if f is None:
-                f = self._files[uid] = open(self.path(uid), "a", encoding="utf-8")
-        f.write(line)
-        f.flush()
-        if name == "stop" and uid is not None:
-            f.close()
-            del self._files[uid]
-            self._run_of = {k: v for k, v in self._run_of.items() if v != uid}
+        if uid is not None and uid in self._failed:
+            if name == "stop":
+                self._end(uid)
+            return uid
+        try:
+            line = dumps({"name": name, "doc": doc}) + "\n"
+            if uid is None:
+                if self._orphans is None:
+                    self._orphans = open(self.directory / "orphans.jsonl", "a",
+                                         encoding="utf-8")
+                f = self._orphans
+            else:
+                f = self._files.get(uid)
+                if f is None:
+                    f = self._files[uid] = open(self.path(uid), "a", encoding="utf-8")
+            f.write(line)
+            f.flush()
+            if name == "stop" and uid is not None:
+                self._end(uid, raise_errors=True)
+        except Exception as exc:
+            path = self.path(uid) if uid is not None else self.directory / "orphans.jsonl"
+            if uid is not None and name != "stop":
+                self._failed.add(uid)
+            self._discard(uid)
+            raise BackupWriteError(uid, path, name, exc) from exc
         return uid
+
+    def _end(self, uid: str, raise_errors: bool = False) -> None:
+        """Close a stopped run's file and forget its descriptors and resources."""
+        self._failed.discard(uid)
+        self._run_of = {k: v for k, v in self._run_of.items() if v != uid}
+        f = self._files.pop(uid, None)
+        if f is not None:
+            if raise_errors:
+                f.close()
+            else:
+                self._close_quietly(f)
+
+    def _discard(self, uid: str | None) -> None:
+        """Drop the file of a failed write (its buffer cannot be written either)."""
+        if uid is None:
+            f, self._orphans = self._orphans, None
+        else:
+            f = self._files.pop(uid, None)
+        if f is not None:
+            self._close_quietly(f)
+
+    @staticmethod
+    def _close_quietly(f) -> None:
+        try:
+            f.close()
+        except OSError:  # the unwritten buffer: the write already failed and was reported
+            pass
 
     def close(self) -> None:
         for f in self._files.values():
@@ -438,12 +510,33 @@ class CatalogWriter:
 
         Waits first if the catalog is more than ``max_lag`` seconds behind. After
         :meth:`close` documents are still backed up, but not written to the catalog.
+
+        Raises
+        ------
+        BackupWriteError
+            The first document of a run that could not be backed up (after handing it to
+            the catalog, unless it is a stream_datum, whose event will not come): the
+            RunEngine then fails the run. Later documents of that run are not backed up
+            and raise nothing.
         """
+        failed: BackupWriteError | None = None
         try:
             self._backup(name, doc)
-        except Exception as exc:  # never break the RunEngine over the backup
-            logger.exception("JSON-lines backup failed for a %r document", name)
-            self._record(None, f"backup:{name}", exc)
+        except BackupWriteError as exc:
+            logger.error("%s", exc, exc_info=exc.__cause__)
+            self._record(exc.run_uid, f"backup:{name}", exc, raised=True)
+            failed = exc
+        if failed is not None and name == "stream_datum":
+            # raising here, the RunEngine fails the run before it composes this frame's
+            # event: handed over, the frame would be in the catalog without its event
+            raise failed
+        try:
+            self._hand_over(name, doc)
+        finally:
+            if failed is not None:  # the catalog has the document; the RunEngine fails the run
+                raise failed
+
+    def _hand_over(self, name: str, doc: dict) -> None:
         if self._closed:  # keep the backup going; the catalog is no longer written
             if name == "start":
                 logger.warning("CatalogWriter is closed: run %s goes to the JSON-lines "
@@ -564,7 +657,7 @@ class CatalogWriter:
             logger.warning("catalog write error: %s (backup: %s)", err,
                            self.backup_path(err.run_uid) if err.run_uid else self.backup_dir)
         if raise_errors:
-            failed = [e for e in new if e.name != "close_stream"]
+            failed = [e for e in new if e.name != "close_stream" and not e.raised]
             if failed:
                 raise self._storage_error(failed)
         return new
@@ -618,8 +711,10 @@ class CatalogWriter:
         self.close()
 
     # -- background side --------------------------------------------------------------
-    def _record(self, run_uid: str | None, name: str, exc: BaseException) -> None:
-        err = WriteError(run_uid, name, exc, "".join(traceback.format_exception(exc)))
+    def _record(self, run_uid: str | None, name: str, exc: BaseException,
+                raised: bool = False) -> None:
+        err = WriteError(run_uid, name, exc, "".join(traceback.format_exception(exc)),
+                         raised=raised)
         with self._lock:
             self.errors.append(err)
 

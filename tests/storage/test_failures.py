@@ -4,6 +4,7 @@ and is recovered from it."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
@@ -151,3 +152,116 @@ def test_refused_and_abandoned_runs_are_listed_and_rewritten(small_session, tool
     good_path = s.writer.backup_path(good)
     assert replay_backup(good_path, TiledWriter(s.catalog)) == 0
     assert recover_run(s.catalog, good_path) == s.catalog[good].metadata["stop"]
+
+
+def test_the_plans_own_error_is_raised_with_the_storage_failure_noted(small_session):
+    """A plan that fails while the catalog refuses its run: RE(...) raises the plan's
+    exception, not the writer's; the storage failure (run, backup, recover_run) is a note
+    on it; the backup's stop says "fail" with the plan's reason."""
+    s = small_session
+    sem = s.microscope.sem
+    uids = []
+    s.RE.subscribe(lambda name, doc: uids.append(doc["uid"]), "start")
+
+    @bpp.stage_decorator([sem])
+    @bpp.run_decorator()
+    def fails_after_a_frame():
+        yield from bps.trigger_and_read([sem])
+        raise ValueError("the plan's own failure")
+
+    con = _lock(s.data_dir / CATALOG_FILE)
+    try:
+        with pytest.raises(ValueError, match="the plan's own failure") as info:
+            s.RE(fails_after_a_frame())
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    (uid,) = uids
+    path = s.writer.backup_path(uid)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "StorageError" in notes and uid in notes and str(path) in notes
+    assert "recover_run(catalog, " in notes
+    stop = list(iter_backup(path))[-1][1]
+    assert stop["exit_status"] == "fail" and "the plan's own failure" in stop["reason"]
+    assert recover_run(s.catalog, path) == stop  # the backup's stop, now in the catalog
+    assert s.catalog[uid].metadata["stop"]["exit_status"] == "fail"
+
+
+def test_a_backup_the_disk_refuses_fails_the_run(catalog, data_dir, det):
+    """The run's backup file is on a full device (/dev/full: every write ENOSPC): the
+    writer raises BackupWriteError into the RunEngine, which fails the run; the catalog,
+    which still receives every document, stores the run with exit_status "fail" and the
+    reason; the next run is backed up and stored normally."""
+    from bluesky import RunEngine
+
+    from fibsem_ophyd.storage import BackupWriteError, CatalogWriter, backup_dir
+
+    RE = RunEngine({}, call_returns_result=True)
+    bdir = backup_dir(data_dir)
+    bdir.mkdir(parents=True)
+    full = {"uid": None}
+
+    def full_disk(name, doc):  # subscribed before the writer: its start comes first
+        if full["uid"] is None:
+            full["uid"] = doc["uid"]
+            (bdir / f"{doc['uid']}.jsonl").symlink_to("/dev/full")
+
+    RE.subscribe(full_disk, "start")
+    writer = CatalogWriter(catalog, bdir, latency=0.1)
+    RE.subscribe(writer)
+    try:
+        with pytest.raises(BackupWriteError, match="No space left on device") as info:
+            RE(count([det], 3))
+        uid = full["uid"]
+        assert info.value.run_uid == uid and info.value.path == bdir / f"{uid}.jsonl"
+        assert writer.wait(timeout=60, raise_errors=True)[0].raised  # reported once: above
+        stop = catalog[uid].metadata["stop"]
+        assert stop["exit_status"] == "fail"
+        assert "JSON-lines backup" in stop["reason"] and "No space left" in stop["reason"]
+        assert catalog[uid].metadata["start"]["uid"] == uid
+
+        ok = RE(count([det], 2))
+        (ok_uid,) = ok.run_start_uids
+        assert ok.exit_status == "success"
+        assert writer.wait(timeout=60, raise_errors=True) == []
+        assert [n for n, _ in iter_backup(writer.backup_path(ok_uid))].count("event") == 2
+        assert catalog[ok_uid].metadata["stop"]["exit_status"] == "success"
+    finally:
+        writer.close(timeout=60)
+
+
+@pytest.fixture
+def small_backup_fs(tmp_path):
+    """``<tmp>/data/backup`` on a 32 KiB tmpfs (a disk that fills during a run)."""
+    target = tmp_path / "data" / "backup"
+    target.mkdir(parents=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(target)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"mounting a small tmpfs is not permitted here: {done.stderr.strip()}")
+    yield target
+    subprocess.run(["umount", "-l", str(target)], check=True)
+
+
+def test_a_disk_that_fills_mid_run_fails_the_run(tmp_path, small_backup_fs):
+    """The backup directory's disk fills during a long run: the run stops with
+    exit_status "fail" (reason: the backup, no space) at the frame whose backup failed,
+    instead of acquiring on without a backup; the catalog holds every frame acquired."""
+    from fibsem_ophyd.storage import BackupWriteError
+
+    s = setup_session(config=TINY, data_dir=tmp_path / "data", seed=2)
+    try:
+        with pytest.raises(BackupWriteError, match="No space left on device") as info:
+            s.RE(count([s.microscope.sem], 2000))
+        uid = info.value.run_uid
+        run = s.catalog[uid]
+        stop = run.metadata["stop"]
+        assert stop["exit_status"] == "fail" and "No space left" in stop["reason"]
+        n = stop["num_events"]["primary"]
+        assert 0 < n < 2000
+        assert len(load_images(run)) == n
+        backed_up = [name for name, _ in iter_backup(s.writer.backup_path(uid))]
+        assert backed_up[0] == "start" and "stop" not in backed_up
+        assert backed_up.count("event") <= n
+    finally:
+        s.close()
