@@ -25,6 +25,7 @@ from .storage import (
     open_remote_catalog,
     serve_catalog,
 )
+from .storage.writer import FSYNC_EVERY, checked_fsync_every
 
 __all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR", "BACKENDS"]
 
@@ -148,6 +149,7 @@ def setup_session(
     tiled_uri: str | None = None,
     api_key: str | None = None,
     serve: bool = False,
+    backup_fsync_every: int = FSYNC_EVERY,
 ) -> Session:
     """Build a session: microscope devices on a backend, a RunEngine, a Tiled catalog.
 
@@ -172,7 +174,12 @@ def setup_session(
         Serve the embedded catalog (same files) from a child process on localhost instead of
         a thread of this process: the catalog's work then no longer competes with the
         RunEngine for the GIL (faster acquisition; a few seconds more to start).
+    backup_fsync_every : int
+        fsync each run's JSON-lines backup every this many documents and at its stop
+        (default 100: a power cut loses at most that many; why 100: ``FSYNC_EVERY`` in
+        ``fibsem_ophyd.storage.writer``); 0 never fsyncs.
     """
+    checked_fsync_every(backup_fsync_every)
     cfg = load_config(config)
     be = _make_backend(backend, cfg, seed, config)  # before any directory is made
     cfg = be.config
@@ -198,7 +205,7 @@ def setup_session(
     # The embedded catalog (in-process or served by us) has no live-streaming cache, so
     # Tiled's close_stream requests (4 per run) would do nothing there: skip them.
     writer = CatalogWriter(catalog, backup_dir=data_dir / "backup",
-                           close_streams=bool(tiled_uri))
+                           close_streams=bool(tiled_uri), fsync_every=backup_fsync_every)
     # RE(plan) returns a RunEngineResult: .plan_result (e.g. a state or a uid),
     # .run_start_uids, .exit_status.
     RE = _StoringRunEngine({}, call_returns_result=True)
