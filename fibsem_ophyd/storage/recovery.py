@@ -3,7 +3,11 @@
 A process killed during a run (``SIGKILL``, power loss, an out-of-memory kill of the queue
 server's worker) leaves its run open: the catalog has no ``stop`` document and lacks the
 frames of the last unwritten batch, while the JSON-lines backup, flushed per document,
-holds everything emitted up to the kill, and the TIFF files are on disk.
+holds everything emitted up to the kill, and the TIFF files are on disk. A writer killed
+between a frame's stream_datum and its event leaves a frame without its event (no
+timestamps, no other readings): recovery leaves such frames out of the run and its backup
+(logged; their files stay), so that the recovered run is self-consistent: frames = events
+= ``num_events``.
 
 :func:`recover_run` makes the catalog whole again: it appends a ``stop`` document
 (``exit_status="fail"``, the reason, the event counts) to the backup, removes the partial
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 import uuid
 from collections import Counter
@@ -121,6 +126,63 @@ def _drop_truncated_tail(path: Path) -> None:
         f.truncate(0)
 
 
+def _unmatched_stream_datums(docs: list[tuple[str, dict]]
+                             ) -> tuple[list[tuple[str, dict]], list[dict]]:
+    """Drop the stream_datums announced after the last event of their stream.
+
+    The RunEngine emits a frame's stream_datum(s) and then its event; a writer killed in
+    between leaves a stream_datum whose event (timestamps, the other readings) never came.
+    Kept, the recovered run would hold one more frame than events and ``num_events``.
+    Returns the documents without them (a stream_datum covering several events, some of
+    them written, is cut to those) and the dropped or cut stream_datums as they were.
+    """
+    last_seq: Counter = Counter()  # descriptor uid -> seq_num of its last event
+    for name, doc in docs:
+        if name == "event":
+            last_seq[doc["descriptor"]] = max(last_seq[doc["descriptor"]], doc["seq_num"])
+        elif name == "event_page" and doc["seq_num"]:
+            last_seq[doc["descriptor"]] = max(last_seq[doc["descriptor"]],
+                                              max(doc["seq_num"]))
+    kept: list[tuple[str, dict]] = []
+    dropped: list[dict] = []
+    for name, doc in docs:
+        seq = doc.get("seq_nums") if name == "stream_datum" else None
+        if not seq or not seq.get("start"):  # not a stream_datum, or not tied to events
+            kept.append((name, doc))
+            continue
+        last = last_seq[doc.get("descriptor")]
+        if seq["stop"] - 1 <= last:
+            kept.append((name, doc))
+            continue
+        dropped.append(doc)
+        n_seq = seq["stop"] - seq["start"]
+        n_idx = doc["indices"]["stop"] - doc["indices"]["start"]
+        keep = last + 1 - seq["start"]  # events of this stream_datum that were written
+        if keep > 0 and n_idx % n_seq == 0:
+            cut = dict(doc, seq_nums={"start": seq["start"], "stop": last + 1},
+                       indices={"start": doc["indices"]["start"],
+                                "stop": doc["indices"]["start"] + keep * (n_idx // n_seq)})
+            kept.append((name, cut))
+    return kept, dropped
+
+
+def _rewrite(path: Path, docs: list[tuple[str, dict]]) -> None:
+    """Replace the backup with ``docs``, atomically (temporary file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for name, doc in docs:
+            f.write(dumps({"name": name, "doc": doc}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _stop_document(docs: list[tuple[str, dict]], reason: str, exit_status: str) -> dict:
     start = docs[0][1]
     streams = {d["uid"]: d.get("name", "primary") for n, d in docs if n == "descriptor"}
@@ -190,6 +252,15 @@ def recover_run(
                            uid, path)
         return stored
     if stop is None:
+        docs, dropped = _unmatched_stream_datums(docs)
+        if dropped:
+            logger.warning(
+                "run %s: %d stream_datum document(s) announced frames whose event never "
+                "came (the writer died in between): left out of the recovered run, which "
+                "keeps only frames with their events (the files stay on disk): %s",
+                uid, len(dropped),
+                [(d.get("stream_resource"), d["indices"]) for d in dropped])
+            _rewrite(path, docs)
         if reason is None:
             reason = f"{RECOVERED_REASON} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
         stop = _stop_document(docs, reason, exit_status)
