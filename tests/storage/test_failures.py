@@ -265,3 +265,53 @@ def test_a_disk_that_fills_mid_run_fails_the_run(tmp_path, small_backup_fs):
         assert backed_up.count("event") <= n
     finally:
         s.close()
+
+
+def test_a_run_whose_tiled_server_stops_mid_run_raises_and_is_recovered(tmp_path,
+                                                                         monkeypatch):
+    """The served catalog's server process stops half-way through a run: RE(...) raises
+    StorageError naming the run and its backup (not "success"); a server started again
+    on the same data directory lists the run as unfinished, and recover_run completes it."""
+    import tiled.client.utils
+
+    # the Tiled client retries a refused connection for up to 45 s by default
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", 2)
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_TIMEOUT", 5.0)
+    from fibsem_ophyd.storage import serve_catalog
+
+    s = setup_session(config=TINY, data_dir=tmp_path / "data", seed=2, serve=True)
+    sem = s.microscope.sem
+
+    @bpp.stage_decorator([sem])
+    @bpp.run_decorator(md={"sample": "server stopped"})
+    def server_stops_half_way():
+        for _ in range(2):
+            yield from bps.trigger_and_read([sem])
+        assert s.writer.flush(timeout=60)  # the run and its first frames are stored
+        s.extras["catalog_server"].close()
+        for _ in range(3):
+            yield from bps.trigger_and_read([sem])
+
+    try:
+        with pytest.raises(StorageError, match="ConnectError") as info:
+            s.RE(server_stops_half_way())
+    finally:
+        s.close()
+    (uid,) = info.value.result.run_start_uids
+    path = info.value.backups[uid]
+    assert info.value.result.exit_status == "success" and str(path) in str(info.value)
+
+    with serve_catalog(tmp_path / "data") as server:
+        catalog = server.client()
+        try:
+            assert "stop" not in catalog[uid].metadata
+            assert unfinished_backups(path.parent, catalog) == [path]
+            stop = recover_run(catalog, path)
+            assert stop["exit_status"] == "success"
+            run = catalog[uid]
+            assert run.metadata["stop"] == stop
+            assert run.metadata["start"]["sample"] == "server stopped"
+            assert len(load_images(run)) == 5
+            assert unfinished_backups(path.parent, catalog) == []
+        finally:
+            catalog.context.close()
