@@ -5,6 +5,7 @@ The only module that chooses a backend: devices and plans never import the simul
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -18,11 +19,25 @@ from .backend import MicroscopeBackend
 from .config import MicroscopeConfig, load_config
 from .devices import CatalogLookup, FibsemMicroscope, make_microscope
 from .plans.stored_runs import batch_coating, batch_state
-from .storage import CatalogWriter, open_catalog, open_remote_catalog, serve_catalog
+from .storage import (
+    CatalogWriter,
+    StorageError,
+    open_catalog,
+    open_remote_catalog,
+    serve_catalog,
+)
+from .storage.writer import FSYNC_EVERY, checked_fsync_every
 
 __all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR", "BACKENDS"]
 
 DEFAULT_DATA_DIR = "fibsem_data"
+
+logger = logging.getLogger(__name__)
+
+#: process umask while a session runs: new files 0o640 and directories 0o750 (owner
+#: read-write, group read, others nothing), so images, backups and the catalog's database
+#: files are not readable by every account of the machine
+DEFAULT_UMASK = 0o027
 
 #: seconds between the interpreter's thread switches (Python's default is 0.005). The
 #: RunEngine thread waits on detector threads and shares the interpreter with the catalog
@@ -32,23 +47,40 @@ SWITCH_INTERVAL = 0.001
 
 
 class _StoringRunEngine(RunEngine):
-    """A RunEngine that returns only once the catalog holds everything the plan produced."""
+    """A RunEngine that returns only once the catalog holds everything the plan produced.
+
+    A run the catalog did not store completely raises ``StorageError`` (its backup file and
+    the recovering call in the message; the RunEngine's result in ``.result``) instead of
+    returning a uid that is not in the catalog. When the plan itself raised, its exception
+    is the one raised, with the storage failure added as a note.
+    """
 
     _writer: CatalogWriter | None = None
 
     def __call__(self, *args, **kwargs):
-        try:
-            return super().__call__(*args, **kwargs)
-        finally:
-            if self._writer is not None:
-                self._writer.wait()
+        return self._stored(super().__call__, *args, **kwargs)
 
     def resume(self):
+        return self._stored(super().resume)
+
+    def _stored(self, call, *args, **kwargs):
+        if self._writer is None:
+            return call(*args, **kwargs)
         try:
-            return super().resume()
-        finally:
-            if self._writer is not None:
-                self._writer.wait()
+            result = call(*args, **kwargs)
+        except BaseException as exc:
+            try:
+                self._writer.wait(raise_errors=True)
+            except Exception as storage_exc:  # never in place of the plan's own error
+                exc.add_note(f"Storing the run(s) also failed: "
+                             f"{type(storage_exc).__name__}: {storage_exc}")
+            raise
+        try:
+            self._writer.wait(raise_errors=True)
+        except StorageError as exc:
+            exc.result = result
+            raise
+        return result
 
 
 @dataclass
@@ -85,11 +117,49 @@ class Session:
             self.writer.close()
             self.microscope.close()
         finally:
+            _restore_umask(self.extras.pop("umask", None))
             server = self.extras.get("catalog_server")
             if server is not None:
                 # the HTTP client's pooled connections, else they leak (ResourceWarning)
                 self.catalog.context.close()
                 server.close()
+
+
+def _checked_umask(umask: Any) -> int | None:
+    if umask is not None and (isinstance(umask, bool) or not isinstance(umask, int)
+                              or not 0 <= umask <= 0o777):
+        raise ValueError(f"umask must be None or an integer 0..0o777 (e.g. 0o027), "
+                         f"not {umask!r}")
+    return umask
+
+
+def _apply_umask(umask: int, dirs: list[Path]) -> tuple[int, int]:
+    """Set the process umask; take what it withholds from the existing ``dirs`` too.
+
+    Returns ``(umask, previous umask)``. A data directory made by an earlier session with
+    a looser umask is tightened (``mode & ~umask``), so what it holds is no longer
+    reachable by the accounts the umask excludes; directories of another owner are left
+    as they are (logged).
+    """
+    previous = os.umask(umask)
+    for d in dirs:
+        try:
+            mode = d.stat().st_mode & 0o7777
+            if mode & umask:
+                d.chmod(mode & ~umask)
+        except OSError as exc:
+            logger.warning("could not restrict the permissions of %s: %s", d, exc)
+    return umask, previous
+
+
+def _restore_umask(applied: tuple[int, int] | None) -> None:
+    """Give the process its umask back, unless it was changed since the session set it."""
+    if applied is None:
+        return
+    ours, previous = applied
+    current = os.umask(previous)
+    if current != ours:
+        os.umask(current)
 
 
 #: backends ``setup_session`` builds by name
@@ -125,6 +195,8 @@ def setup_session(
     tiled_uri: str | None = None,
     api_key: str | None = None,
     serve: bool = False,
+    backup_fsync_every: int = FSYNC_EVERY,
+    umask: int | None = DEFAULT_UMASK,
 ) -> Session:
     """Build a session: microscope devices on a backend, a RunEngine, a Tiled catalog.
 
@@ -149,7 +221,19 @@ def setup_session(
         Serve the embedded catalog (same files) from a child process on localhost instead of
         a thread of this process: the catalog's work then no longer competes with the
         RunEngine for the GIL (faster acquisition; a few seconds more to start).
+    backup_fsync_every : int
+        fsync each run's JSON-lines backup every this many documents and at its stop
+        (default 100: a power cut loses at most that many; why 100: ``FSYNC_EVERY`` in
+        ``fibsem_ophyd.storage.writer``); 0 never fsyncs.
+    umask : int or None
+        The process umask while the session runs (restored by ``close``): default 0o027,
+        files 0o640 and directories 0o750, private to the owner and group (images,
+        backups, the catalog's database files, a served catalog's files); existing
+        directories of the data directory are tightened alike. 0o007 shares write access
+        with the group; ``None`` leaves the process's umask and modes alone.
     """
+    checked_fsync_every(backup_fsync_every)
+    _checked_umask(umask)
     cfg = load_config(config)
     be = _make_backend(backend, cfg, seed, config)  # before any directory is made
     cfg = be.config
@@ -159,9 +243,12 @@ def setup_session(
     data_dir = Path(data_dir or os.environ.get("FIBSEM_OPHYD_DATA_DIR", DEFAULT_DATA_DIR))
     data_dir = data_dir.expanduser().resolve()
     images_dir = data_dir / "images"
+    extras: dict[str, Any] = {}
+    if umask is not None:
+        owned = [data_dir, images_dir, data_dir / "backup", data_dir / "data"]
+        extras["umask"] = _apply_umask(umask, [d for d in owned if d.is_dir()])
     images_dir.mkdir(parents=True, exist_ok=True)
     microscope = make_microscope(be, images_dir)
-    extras = {}
     if tiled_uri:
         catalog = open_remote_catalog(tiled_uri, api_key=api_key)
     elif serve:
@@ -175,7 +262,7 @@ def setup_session(
     # The embedded catalog (in-process or served by us) has no live-streaming cache, so
     # Tiled's close_stream requests (4 per run) would do nothing there: skip them.
     writer = CatalogWriter(catalog, backup_dir=data_dir / "backup",
-                           close_streams=bool(tiled_uri))
+                           close_streams=bool(tiled_uri), fsync_every=backup_fsync_every)
     # RE(plan) returns a RunEngineResult: .plan_result (e.g. a state or a uid),
     # .run_start_uids, .exit_status.
     RE = _StoringRunEngine({}, call_returns_result=True)

@@ -73,7 +73,8 @@ from .validate import validate_document, validate_documents
 
 # The writer imports bluesky_tiled_plugins/tiled (several seconds): load it on first use so
 # that detectors importing the metadata/TIFF helpers stay light.
-_LAZY = {"CatalogWriter": ".writer", "WriteError": ".writer"}
+_LAZY = {"CatalogWriter": ".writer", "WriteError": ".writer", "StorageError": ".writer",
+         "BackupWriteError": ".writer"}
 
 
 def __getattr__(name: str):
@@ -130,6 +131,8 @@ __all__ = [
     # writer
     "CatalogWriter",
     "WriteError",
+    "StorageError",
+    "BackupWriteError",
     # reader
     "load_images",
     "image_files",

@@ -295,15 +295,35 @@ def iter_backup(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
 def replay_backup(path: str | os.PathLike, callback: Callable[[str, dict], object]) -> int:
     """Feed the documents of a JSON-lines backup to ``callback(name, doc)``.
 
-    Use ``replay_backup(path, TiledWriter(client))`` to rebuild a run in a catalog.
+    Use ``replay_backup(path, TiledWriter(client))`` to rebuild a run in a catalog. With a
+    ``TiledWriter``, a partial entry of the run in its catalog (a run the catalog writer
+    abandoned, or whose writer died) is deleted first (as
+    :func:`~fibsem_ophyd.storage.recover_run` does; the TIFF files stay), so the replay
+    does not fail with HTTP 409; a run the catalog already holds complete (with its
+    ``stop``) is left as it is and nothing is replayed. A backup without a ``stop`` (a
+    killed writer) is replayed as it is and stays open: :func:`recover_run` closes it.
 
     Returns
     -------
     int
-        Number of documents replayed.
+        Number of documents replayed (0 if the catalog already held the run complete).
     """
-    n = 0
-    for name, doc in iter_backup(path):
+    from bluesky_tiled_plugins import TiledWriter
+
+    docs = iter_backup(path)
+    first = next(docs, None)
+    if first is None:
+        return 0
+    if isinstance(callback, TiledWriter) and first[0] == "start":
+        from .recovery import clear_partial_run
+
+        if clear_partial_run(callback.client, first[1]["uid"]) is not None:
+            logger.info("run %s is already complete in the catalog; %s not replayed",
+                        first[1]["uid"], path)
+            return 0
+    callback(*first)
+    n = 1
+    for name, doc in docs:
         callback(name, doc)
         n += 1
     return n
