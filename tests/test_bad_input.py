@@ -402,6 +402,25 @@ for i, (text, match) in enumerate((
         (GOOD + GOOD, r"'a'.*twice"),
         ("- name: a\n  x: [unclosed\n", r"malformed"))):
     add("positions", f"positions-{i}-{match}", positions_yaml(text), match)
+def session_with_positions(text: str) -> Callable:
+    """``setup_session`` on a data directory holding only a positions.yaml of ``text``: a
+    refusal must leave that file alone in it (no images/, catalog or backup made)."""
+    def call(c):
+        d = c.tmp / "with-positions"
+        d.mkdir()
+        (d / "positions.yaml").write_text(text)
+        try:
+            setup_session(config=SMALL, data_dir=d).close()
+        finally:
+            c.made = sorted(p.name for p in d.iterdir())
+    return call
+
+
+for i, (text, match) in enumerate((
+        (GOOD + "  coordinate_system: SPECIMEN\n", r"coordinate_system.*'SPECIMEN'.*'RAW'"),
+        ("- name: a\n  x: 0.0\n", r"a.*missing"),
+        (GOOD.replace("x: 0.0", "x: 1.0"), r"'a'.*stage\.x = 1 m is outside"))):
+    add("positions", f"setup_session-positions-{i}", session_with_positions(text), match)
 add("positions", "save_position-name=5", plan(P.save_position, "scope", 5), r"name.*5")
 add("positions", "go_to_position-unknown", plan(P.go_to_position, "scope", "nowhere"),
     r"'nowhere'")
@@ -577,6 +596,8 @@ class Ctx:
         self.s, self.RE, self.scope, self.tmp = session, session.RE, session.microscope, tmp
         #: a data directory a refused setup_session must not make
         self.fresh = tmp / "fresh-data"
+        #: what a refused setup_session left in a data directory that held a positions.yaml
+        self.made: list[str] | None = None
 
     def target(self, name: str):
         return {"scope": self.scope, "sem": self.scope.sem, "fib": self.scope.fib}[name]
@@ -650,6 +671,7 @@ def test_bad_input_is_refused_before_anything_acts(case, live, tmp_path):
     changed = {k: (before[k], after[k]) for k in before if not _same(before[k], after[k])}
     assert not changed, changed
     assert not c.fresh.exists(), sorted(p.name for p in c.fresh.rglob("*"))
+    assert c.made in (None, ["positions.yaml"]), c.made
 
 
 def test_counts(capsys):

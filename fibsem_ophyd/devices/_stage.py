@@ -21,7 +21,8 @@ from ..backend import STAGE_AXES, STAGE_UNITS, MissingSubsystemError
 from ._limits import LimitTravel
 from ._signals import ImmediateSignal, background_status, find_backend, validate_value
 
-__all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS", "stop_subsystem"]
+__all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS", "stop_subsystem",
+           "load_positions", "save_positions", "check_positions_file", "COORDINATE_SYSTEMS"]
 
 AXES = STAGE_AXES
 AXIS_UNITS = STAGE_UNITS
@@ -235,6 +236,20 @@ def load_positions(path: str | Path) -> dict[str, dict[str, float]]:
             pos[ax] = math.degrees(v) if ax in ("r", "t") else v
         out[name] = pos
     return out
+
+
+def check_positions_file(path: str | Path, limits: Mapping[str, tuple[float, float]]) -> None:
+    """Refuse a bad positions.yaml at ``path`` (if there is one) as :meth:`NamedPositions.load`
+    would, with the stage ``limits`` (m, deg) given: ``setup_session`` asks before it makes
+    any directory."""
+    path = Path(path)
+    if not path.exists():
+        return
+    for name, pos in load_positions(path).items():
+        try:
+            validate.position("stage", pos, limits, AXIS_UNITS, what="stage axis")
+        except ValueError as exc:
+            raise ValueError(f"positions file {path}: position {name!r}: {exc}") from None
 
 
 def save_positions(path: str | Path, positions: Mapping[str, Mapping[str, float]]) -> None:
