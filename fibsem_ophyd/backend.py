@@ -101,6 +101,8 @@ BEAM_KEYS = (
     "on", "blanked", "voltage", "current", "hfw", "working_distance", "dwell_time",
     "resolution", "scan_rotation", "shift", "stigmation", "column_tilt",
 )
+#: the largest frame side any backend is asked for, px (the devices' resolution limit)
+MAX_RESOLUTION = 16384
 DETECTOR_KEYS = ("detector_type", "detector_mode", "brightness", "contrast")
 #: the beam keys of a :meth:`MicroscopeBackend.state` (OpenFIBSEM's BeamSettings; column tilt
 #: is geometry, not state)
@@ -126,7 +128,7 @@ def check_deposition_time(name: str, seconds: Any) -> float:
     """A valve or sputter time in seconds, in (0, MAX_DEPOSITION_TIME]; ValueError naming it."""
     rule = f"a time in (0, {MAX_DEPOSITION_TIME:g}] s"
     if not 0 < validate.real(name, seconds, rule=rule) <= MAX_DEPOSITION_TIME:
-        raise ValueError(f"{name} must be {rule}, got {seconds!r}")
+        raise ValueError(f"{name} must be {rule}, got {validate.show(seconds)}")
     return float(seconds)
 
 

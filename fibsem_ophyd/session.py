@@ -17,7 +17,7 @@ from bluesky import RunEngine
 from . import _bluesky_compat
 from .backend import MicroscopeBackend
 from .config import MicroscopeConfig, load_config
-from .devices import CatalogLookup, FibsemMicroscope, make_microscope
+from .devices import CatalogLookup, FibsemMicroscope, check_positions_file, make_microscope
 from .plans.stored_runs import batch_coating, batch_state
 from .storage import (
     CatalogWriter,
@@ -242,6 +242,7 @@ def setup_session(
         sys.setswitchinterval(SWITCH_INTERVAL)
     data_dir = Path(data_dir or os.environ.get("FIBSEM_OPHYD_DATA_DIR", DEFAULT_DATA_DIR))
     data_dir = data_dir.expanduser().resolve()
+    check_positions_file(data_dir / "positions.yaml", cfg.stage_limits())  # before any mkdir
     images_dir = data_dir / "images"
     extras: dict[str, Any] = {}
     if umask is not None:

@@ -21,14 +21,21 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "show",
     "is_real",
     "real",
+    "fraction",
+    "boolean",
+    "text",
+    "mapping",
     "in_range",
     "positive",
     "non_negative",
     "integer",
+    "count",
     "int_pair",
     "choice",
+    "did_you_mean",
     "known_keys",
     "area",
     "setting",
@@ -40,6 +47,29 @@ __all__ = [
 
 def _unit(units: str | None) -> str:
     return f" {units}" if units else ""
+
+
+#: longest ``repr`` a message quotes in full
+_SHOWN = 60
+
+
+def show(value: Any) -> str:
+    """``repr(value)`` for a message, a huge one shortened (``10**400`` is
+    ``1000000000...0000 (401 digits)``, a long string its first and last characters)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        digits = str(abs(int(value)))
+        if len(digits) > _SHOWN:
+            sign = "-" if value < 0 else ""
+            return f"{sign}{digits[:10]}...{digits[-4:]} ({len(digits)} digits)"
+        return repr(value)
+    if isinstance(value, (list, tuple)) and len(value) <= 8:
+        inner = ", ".join(show(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else \
+            f"({inner}{',' if len(value) == 1 else ''})"
+    text = repr(value)
+    if len(text) > _SHOWN:
+        return f"{text[:40]}...{text[-12:]} ({len(text)} characters)"
+    return text
 
 
 def is_real(value: Any) -> bool:
@@ -63,11 +93,51 @@ def real(name: str, value: Any, *, units: str | None = None, rule: str | None = 
     """
     if not is_real(value):
         raise ValueError(f"{name} must be {rule or 'a number' + (' in ' + units if units else '')}"
-                         f", got {value!r}")
-    v = float(value)
+                         f", got {show(value)}")
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond a float (10**400)
+        v = math.inf
     if not math.isfinite(v):
-        raise ValueError(f"{name} must be {rule or 'finite'}, got {value!r}")
+        raise ValueError(f"{name} must be {rule or 'finite'}, got {show(value)}")
     return v
+
+
+def fraction(name: str, value: Any, *, rule: str | None = None) -> float:
+    """``value`` as a finite float in [0, 1] (a score, a fraction); ``rule`` as in
+    :func:`real`. NaN is refused: compared with a threshold it is never below it, so a NaN
+    threshold would accept every match."""
+    rule = rule or "a number in [0, 1]"
+    v = real(name, value, rule=rule)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be {rule}, got {show(value)}")
+    return v
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``value`` if it is True or False (numpy bools count). Strings, numbers and None are
+    refused: ``bool("false")`` is True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {show(value)}")
+    return bool(value)
+
+
+def text(name: str, value: Any, *, empty: bool = False) -> str:
+    """``value`` if it is a string (non-empty unless ``empty``)."""
+    if not isinstance(value, str) or (not empty and not value.strip()):
+        kind = "a string" if empty else "a non-empty string"
+        raise ValueError(f"{name} must be {kind}, got {show(value)}")
+    return value
+
+
+def mapping(name: str, value: Any, *, none: bool = False) -> dict:
+    """``value`` as a dict if it is a mapping (``None`` -> ``{}`` if ``none``); a string, a
+    list or a number is refused by name (``dict("cryo")`` would fail without one)."""
+    if value is None and none:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a mapping, got {show(value)}")
+    return dict(value)
 
 
 def in_range(name: str, value: Any, limits: tuple[float, float] | None, *,
@@ -109,8 +179,10 @@ def non_negative(name: str, value: Any, *, units: str | None = None,
 
 
 def integer(name: str, value: Any, *, minimum: int | None = None,
-            integral_float: bool = False, rule: str | None = None) -> int:
-    """``value`` as an int (numpy integers count, bools do not), ``>= minimum`` if given.
+            maximum: int | None = None, integral_float: bool = False,
+            rule: str | None = None) -> int:
+    """``value`` as an int (numpy integers count, bools do not), within ``minimum`` and
+    ``maximum`` if given.
 
     ``integral_float`` also accepts a float with no fractional part (``2.0``), as YAML
     files write them.
@@ -119,21 +191,46 @@ def integer(name: str, value: Any, *, minimum: int | None = None,
         not isinstance(value, (bool, np.bool_))
     if not ok and integral_float and is_real(value):
         ok = math.isfinite(float(value)) and float(value).is_integer()
-    if not ok or (minimum is not None and value < minimum):
-        default = "an integer" + (f" >= {minimum}" if minimum is not None else "")
-        raise ValueError(f"{name} must be {rule or default}, got {value!r}")
+    if not ok or (minimum is not None and value < minimum) \
+            or (maximum is not None and value > maximum):
+        if maximum is None:
+            default = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+        else:
+            default = f"an integer in [{minimum}, {maximum}]" if minimum is not None \
+                else f"an integer <= {maximum}"
+        raise ValueError(f"{name} must be {rule or default}, got {show(value)}")
     return int(value)
 
 
-def int_pair(name: str, value: Any, *, minimum: int | None = 1,
+#: the largest count :func:`count` takes unless told (iterations, frames, tiles)
+MAX_COUNT = 100_000
+
+
+def count(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """``value`` as an int in [``minimum``, ``maximum``] (iterations, frames, steps); a
+    float such as ``2.5``, a bool, a string or an absurd count is refused, not truncated."""
+    return integer(name, value, minimum=minimum, maximum=maximum)
+
+
+def int_pair(name: str, value: Any, *, minimum: int | None = 1, maximum: int | None = None,
              units: str | None = None, rule: str | None = None) -> list[int]:
-    """``value`` as ``[int, int]`` (e.g. a resolution in px), each ``>= minimum``."""
-    rule = rule or f"a pair of integers{' >= ' + str(minimum) if minimum is not None else ''}" \
-        f"{' in ' + units if units else ''}"
+    """``value`` as ``[int, int]`` (e.g. a resolution in px), each within ``minimum`` and
+    ``maximum``. A string is refused, not read as its characters (``"12"`` is not
+    ``[1, 2]``)."""
+    if rule is None:
+        bounds = f" in [{minimum}, {maximum}]" if minimum is not None and maximum is not None \
+            else f" >= {minimum}" if minimum is not None else \
+            f" <= {maximum}" if maximum is not None else ""
+        rule = f"a pair of integers{bounds}{' in ' + units if units else ''}"
     if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__") \
             or len(value) != 2:
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
-    return [integer(name, v, minimum=minimum, rule=rule) for v in value]
+        raise ValueError(f"{name} must be {rule}, got {show(value)}")
+    for v in value:
+        try:
+            integer(name, v, minimum=minimum, maximum=maximum)
+        except ValueError:
+            raise ValueError(f"{name} must be {rule}, got {show(value)}") from None
+    return [int(v) for v in value]
 
 
 def choice(name: str, value: Any, choices: Collection, *, what: str = "") -> Any:
@@ -145,8 +242,18 @@ def choice(name: str, value: Any, choices: Collection, *, what: str = "") -> Any
         ok = False
     if not ok:
         what = f"{what} " if what else ""
-        raise ValueError(f"{name}: unknown {what}{value!r}; choose one of {list(choices)}")
+        raise ValueError(f"{name}: unknown {what}{show(value)}; choose one of {list(choices)}"
+                         f"{did_you_mean(value, choices)}")
     return value
+
+
+def did_you_mean(value: Any, allowed: Collection) -> str:
+    """``" (did you mean 'x'?)"`` for the allowed name closest to ``value`` (difflib), or
+    ``""`` if none is close or ``value`` is not a string."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [str(a) for a in allowed], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def known_keys(name: str, keys: Any, allowed: Collection[str], *,
@@ -160,10 +267,7 @@ def known_keys(name: str, keys: Any, allowed: Collection[str], *,
     unknown = [k for k in keys if k not in allowed]
     if not unknown:
         return
-    named = []
-    for k in sorted(unknown, key=str):
-        close = difflib.get_close_matches(str(k), [str(a) for a in allowed], n=1)
-        named.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    named = [f"{show(k)}{did_you_mean(str(k), allowed)}" for k in sorted(unknown, key=str)]
     raise ValueError(f"unknown {what} {', '.join(named)} in {name}; "
                      f"expected a subset of {list(allowed)}")
 
@@ -179,17 +283,25 @@ def area(name: str, value: Any) -> list[float] | None:
             value = [value["left"], value["top"], value["width"], value["height"]]
         except KeyError as exc:
             raise ValueError(f"{name} needs left, top, width, height; missing {exc}") from None
-    try:
-        left, top, width, height = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be (left, top, width, height) in 0..1, got {value!r}") \
-            from None
-    if not all(math.isfinite(v) for v in (left, top, width, height)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+    rule = "(left, top, width, height), four finite numbers in 0..1"
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 4 \
+            or not all(is_real(v) for v in value):
+        raise ValueError(f"{name} must be {rule}, got {show(value)}")
+    left, top, width, height = (_finite_element(name, v, value) for v in value)
     if width <= 0 or height <= 0 or left < 0 or top < 0 or left + width > 1 + 1e-9 \
             or top + height > 1 + 1e-9:
         raise ValueError(f"{name} = {value!r} must lie inside the frame (0..1, width/height > 0)")
     return [left, top, width, height]
+
+
+def _finite_element(name: str, v: Any, value: Any) -> float:
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {show(value)}")
+    return f
 
 
 #: what a setting's specification holds (see :func:`setting`)
@@ -235,22 +347,25 @@ def setting(name: str, value: Any, spec: Mapping) -> Any:
     if vtype == "area":
         return area(name, value)
     if vtype in ("pair", "intpair"):
-        try:
-            arr = [float(v) for v in value]
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a pair of numbers in{unit}, got {value!r}") from None
-        if length is not None and len(arr) != length:
-            raise ValueError(f"{name} must have {length} elements, got {value!r}")
+        what = "integers" if vtype == "intpair" else "numbers"
+        n = length or 2
+        if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__"):
+            raise ValueError(f"{name} must be a pair of {what} in{unit}, got {show(value)}")
+        if len(value) != n:
+            raise ValueError(f"{name} must have {n} elements, got {show(value)}")
+        if vtype == "intpair":
+            if not all(isinstance(v, (numbers.Integral, np.integer))
+                       and not isinstance(v, (bool, np.bool_)) for v in value):
+                raise ValueError(f"{name} must hold integers, got {show(value)}")
+        elif not all(is_real(v) for v in value):
+            raise ValueError(f"{name} must be a pair of numbers in{unit}, got {show(value)}")
+        arr = [_finite_element(name, v, value) for v in value]
         for v in arr:
-            if not math.isfinite(v):
-                raise ValueError(f"{name} must be finite, got {value!r}")
             if limits is not None and not limits[0] <= v <= limits[1]:
-                raise ValueError(f"{name} = {value!r}{unit} is outside its limits "
+                raise ValueError(f"{name} = {show(value)}{unit} is outside its limits "
                                  f"[{limits[0]:g}, {limits[1]:g}]{unit}")
         if vtype == "intpair":
-            if any(v != int(v) for v in arr):
-                raise ValueError(f"{name} must hold integers, got {value!r}")
-            return [int(v) for v in arr]
+            return [int(v) for v in value]
         return arr
     raise TypeError(f"unknown value type {vtype!r}")
 

@@ -76,7 +76,8 @@ def test_int_pair():
 def test_choice():
     assert validate.choice("beam", "ion", ("electron", "ion")) == "ion"
     with pytest.raises(ValueError,
-                       match=r"^beam: unknown 'iron'; choose one of \['electron', 'ion'\]$"):
+                       match=r"^beam: unknown 'iron'; choose one of \['electron', 'ion'\] "
+                             r"\(did you mean 'ion'\?\)$"):
         validate.choice("beam", "iron", ("electron", "ion"))
     with pytest.raises(ValueError, match=r"unknown \[1\]"):
         validate.choice("beam", [1], {"electron", "ion"})  # unhashable: refused, not TypeError

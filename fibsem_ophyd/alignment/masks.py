@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import validate
 from .registration import DEFAULT_BANDPASS
 
 __all__ = ["alignment_bandpass", "check_boxes", "exclusion_mask", "shifted_mask"]
@@ -26,14 +27,16 @@ def check_boxes(exclude: Any) -> list[tuple[float, float, float, float]]:
     """
     if exclude is None:
         return []
+    rule = "[x0, y0, x1, y1], four finite numbers in metres with x1 > x0 and y1 > y0"
+    if isinstance(exclude, (str, bytes)) or not hasattr(exclude, "__iter__"):
+        raise ValueError(f"exclude must be a list of boxes {rule}, got {validate.show(exclude)}")
     boxes: list[tuple[float, float, float, float]] = []
-    for box in exclude:
-        vals = [float(v) for v in box] if isinstance(box, (list, tuple)) else []
-        if len(vals) != 4 or not all(math.isfinite(v) for v in vals) or \
-                vals[2] <= vals[0] or vals[3] <= vals[1]:
-            raise ValueError(f"an excluded region is [x0, y0, x1, y1] in metres with x1 > x0 "
-                             f"and y1 > y0, got {box!r}")
-        boxes.append((vals[0], vals[1], vals[2], vals[3]))
+    for i, box in enumerate(exclude):
+        ok = isinstance(box, (list, tuple)) and len(box) == 4 and \
+            all(validate.is_real(v) and math.isfinite(v) for v in box)
+        if not ok or box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError(f"exclude[{i}] must be {rule}, got {validate.show(box)}")
+        boxes.append((float(box[0]), float(box[1]), float(box[2]), float(box[3])))
     return boxes
 
 

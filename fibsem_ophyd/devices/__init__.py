@@ -11,7 +11,15 @@ from ._milling import Milling, MillingAborted
 from ._plan_records import PLAN_RECORDS, PlanRecorders
 from ._recorder import RecordSignal, make_recorder
 from ._signals import BackendSignal, SettingSignal
-from ._stage import AXES, NamedPositions, Stage, StageAxis, load_positions, save_positions
+from ._stage import (
+    AXES,
+    NamedPositions,
+    Stage,
+    StageAxis,
+    check_positions_file,
+    load_positions,
+    save_positions,
+)
 from ._stored_image import StoredImage, make_stored_image
 
 __all__ = [
@@ -36,6 +44,7 @@ __all__ = [
     "StoredImage",
     "TIFF_TEMPLATE",
     "load_positions",
+    "check_positions_file",
     "make_microscope",
     "Milling",
     "MillingAborted",

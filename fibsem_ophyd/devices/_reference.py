@@ -40,8 +40,11 @@ class ReferenceSignal(ImmediateSignal):
 
     def put(self, value: Any, **kwargs):
         if isinstance(value, str):
-            value = _store(self, "loading a reference by run uid").frame(
-                value, self.parent.image_key)
+            try:
+                value = _store(self, "loading a reference by run uid").frame(
+                    value, self.parent.image_key)
+            except ValueError as exc:
+                raise ValueError(f"{self.name} = {value!r}: {exc}") from None
         if value is not None:
             arr = np.asarray(getattr(value, "data", value))
             if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number):

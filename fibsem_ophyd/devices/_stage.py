@@ -21,7 +21,8 @@ from ..backend import STAGE_AXES, STAGE_UNITS, MissingSubsystemError
 from ._limits import LimitTravel
 from ._signals import ImmediateSignal, background_status, find_backend, validate_value
 
-__all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS", "stop_subsystem"]
+__all__ = ["Stage", "StageAxis", "NamedPositions", "AXES", "AXIS_UNITS", "stop_subsystem",
+           "load_positions", "save_positions", "check_positions_file", "COORDINATE_SYSTEMS"]
 
 AXES = STAGE_AXES
 AXIS_UNITS = STAGE_UNITS
@@ -133,8 +134,18 @@ class NamedPositions(ImmediateSignal):
         self.path: Path | None = None
 
     def load(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._readback = load_positions(self.path) if self.path.exists() else {}
+        """Read ``path`` (OpenFIBSEM's positions.yaml; none yet: no positions) and use it
+        from now on. A bad file, or a position beyond the stage's limits, raises
+        ``ValueError`` naming the position, the axis and the value, and changes nothing."""
+        path = Path(path)
+        positions = load_positions(path) if path.exists() else {}
+        stage = _stage(self)
+        for name, pos in positions.items():
+            try:
+                stage.check_position(pos)
+            except ValueError as exc:
+                raise ValueError(f"positions file {path}: position {name!r}: {exc}") from None
+        self.path, self._readback = path, positions
 
     def get(self, **kwargs):
         return dict(self._readback)
@@ -167,8 +178,23 @@ class NamedPositions(ImmediateSignal):
         return {self.name: {"source": "file:positions.yaml", "dtype": "object", "shape": []}}
 
 
+#: the coordinate systems a positions.yaml entry may name: RAW (the stage's own axes, as
+#: OpenFIBSEM's ``save_positions`` writes them); a SPECIMEN or STAGE position is in another
+#: frame and would be moved to wrongly, so it is refused rather than read as RAW
+COORDINATE_SYSTEMS = ("RAW",)
+#: keys of a positions.yaml entry besides the axes (OpenFIBSEM's FibsemStagePosition)
+_POSITION_KEYS = ("name", "coordinate_system", *AXES)
+
+
 def load_positions(path: str | Path) -> dict[str, dict[str, float]]:
-    """Read an OpenFIBSEM positions.yaml (list of positions, r/t in radians)."""
+    """Read an OpenFIBSEM positions.yaml (a list of ``{name, x, y, z, r, t,
+    coordinate_system}``, r/t in radians) as ``{name: {x, y, z (m), r, t (deg)}}``.
+
+    Every entry names all five axes (``null``: that axis does not move, as OpenFIBSEM
+    writes it), each a finite number; ``coordinate_system`` is ``RAW`` (or absent); names
+    are non-empty and unique; unknown keys are refused. ``ValueError`` names the file, the
+    position, the key and the value.
+    """
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -179,21 +205,51 @@ def load_positions(path: str | Path) -> dict[str, dict[str, float]]:
     if not isinstance(data, list):
         raise ValueError(f"positions file {path} must hold a list of positions, got "
                          f"{type(data).__name__}")
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     for i, item in enumerate(data):
         if not isinstance(item, Mapping) or "name" not in item:
-            raise ValueError(f"positions file {path}: entry {i} has no name: {item!r}")
+            raise ValueError(f"positions file {path}: entry {i} must be a mapping with a "
+                             f"name, got {validate.show(item)}")
+        name = item["name"]
+        where = f"positions file {path}: position {validate.show(name)}"
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"positions file {path}: entry {i}: name must be a non-empty "
+                             f"string, got {validate.show(name)}")
+        if name in out:
+            raise ValueError(f"{where} appears twice")
+        validate.known_keys(where, item, _POSITION_KEYS)
+        system = item.get("coordinate_system", "RAW")
+        if system not in COORDINATE_SYSTEMS:
+            raise ValueError(f"{where}: coordinate_system {validate.show(system)} is not "
+                             f"supported; allowed: {list(COORDINATE_SYSTEMS)}")
+        missing = [ax for ax in AXES if ax not in item]
+        if missing:
+            raise ValueError(f"{where} is missing axes {missing} (write null for an axis that "
+                             "does not move)")
         pos = {}
         for ax in AXES:
-            v = item.get(ax)
+            v = item[ax]
             if v is None:
                 continue
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"positions file {path}: {item['name']}.{ax} = {v!r} "
-                                 "is not a finite number")
-            pos[ax] = math.degrees(v) if ax in ("r", "t") else float(v)
-        out[str(item["name"])] = pos
+            unit = "m" if ax in ("x", "y", "z") else "rad"
+            v = validate.real(f"{where}: {name}.{ax}", v, rule=f"a finite number in {unit}")
+            pos[ax] = math.degrees(v) if ax in ("r", "t") else v
+        out[name] = pos
     return out
+
+
+def check_positions_file(path: str | Path, limits: Mapping[str, tuple[float, float]]) -> None:
+    """Refuse a bad positions.yaml at ``path`` (if there is one) as :meth:`NamedPositions.load`
+    would, with the stage ``limits`` (m, deg) given: ``setup_session`` asks before it makes
+    any directory."""
+    path = Path(path)
+    if not path.exists():
+        return
+    for name, pos in load_positions(path).items():
+        try:
+            validate.position("stage", pos, limits, AXIS_UNITS, what="stage axis")
+        except ValueError as exc:
+            raise ValueError(f"positions file {path}: position {name!r}: {exc}") from None
 
 
 def save_positions(path: str | Path, positions: Mapping[str, Mapping[str, float]]) -> None:

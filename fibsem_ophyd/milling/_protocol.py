@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from .. import validate
 from ._materials import MATERIALS
 
 __all__ = ["APPLICATION_FILES", "PATTERN_FOR_SECTION", "material_for", "normalise_protocol",
@@ -240,7 +241,8 @@ def _split_lamella(milling: dict, options: Mapping) -> dict:
         return milling
     milling = dict(milling)
     stages, group = _group_stages(milling.pop("lamella"), "lamella", "milling.lamella")
-    n = int(options.get("num_polishing_stages", 1))
+    n = validate.integer("options.num_polishing_stages", options.get("num_polishing_stages", 1),
+                         minimum=0, integral_float=True)
     rough, polish = stages[:-n] if n else stages, stages[-n:] if n else []
     for key, part in (("mill_rough", rough), ("mill_polishing", polish)):
         if key in milling:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from .. import validate
 from . import _composites, _single_patterns
 from ._pattern import Pattern
 from ._validate import _is_number
@@ -33,7 +34,8 @@ def make_pattern(spec: dict) -> Pattern:
     if cls is None and isinstance(name, str):
         cls = {k.lower(): v for k, v in PATTERNS.items()}.get(name.lower())
     if cls is None:
-        raise ValueError(f"unknown pattern type {name!r}; known: {sorted(PATTERNS)}")
+        raise ValueError(f"unknown pattern type {validate.show(name)}"
+                         f"{validate.did_you_mean(name, PATTERNS)}; known: {sorted(PATTERNS)}")
     point = spec.pop("point", None)
     if point is not None:
         if not isinstance(point, dict):
@@ -51,8 +53,11 @@ def make_pattern(spec: dict) -> Pattern:
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = set(spec) - known
     if unknown:
-        raise ValueError(f"{name}: unknown parameter(s) {sorted(unknown)}; known: "
-                         f"{sorted(known | set(cls.openfibsem_defaults))}")
+        allowed = known | set(cls.openfibsem_defaults)
+        hints = "".join(f" {k!r}{validate.did_you_mean(k, allowed)}" for k in sorted(unknown)
+                        if validate.did_you_mean(k, allowed))
+        raise ValueError(f"{name}: unknown parameter(s) {sorted(unknown)};{hints} known: "
+                         f"{sorted(allowed)}")
     try:
         return cls(**spec)
     except TypeError as exc:

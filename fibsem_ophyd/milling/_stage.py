@@ -163,20 +163,17 @@ class MillingStage:
         if not isinstance(d, Mapping):
             raise ValueError(f"a milling stage must be a mapping, got {d!r}")
         name = str(d.get("name", "stage"))
-        unknown = set(d) - _STAGE_KEYS
-        if unknown:
-            raise ValueError(f"stage {name!r}: unknown stage setting(s) {sorted(unknown)}")
+        validate.known_keys(f"stage {name!r}", d, sorted(_STAGE_KEYS), what="stage setting")
         if "pattern" not in d:
             raise ValueError(f"stage {name!r} has no pattern")
         if d.get("reference_image") is not None:
             raise ValueError(f"stage {name!r}: a stored reference_image is not read (the "
                              "milling plans take their own reference)")
-        milling = dict(d.get("milling") or {})
+        milling = validate.mapping(f"stage {name!r}: milling", d.get("milling"), none=True)
         milling.update({k: d[k] for k in _FLAT_KEYS if k in d})
         extra: dict[str, Any] = {}
-        unknown = set(milling) - set(_MILLING_KEYS) - set(_RECORDED_MILLING)
-        if unknown:
-            raise ValueError(f"stage {name!r}: unknown milling setting(s) {sorted(unknown)}")
+        validate.known_keys(f"stage {name!r}", milling, _MILLING_KEYS + _RECORDED_MILLING,
+                            what="milling setting")
         channel = milling.get("milling_channel", "ION")
         if channel not in ("ION", 2):
             raise ValueError(f"stage {name!r}: milling_channel={channel!r} is not supported "
@@ -204,7 +201,7 @@ class MillingStage:
             material=material,
             patterning_mode=milling.get("patterning_mode", "Serial"),
             alignment=_alignment(d.get("alignment", True), name),
-            enabled=bool(d.get("enabled", True)),
+            enabled=validate.boolean(f"stage {name!r}: enabled", d.get("enabled", True)),
             extra=extra,
             strategy=strategy,
             overtilt=overtilt,
@@ -306,7 +303,8 @@ def as_stages(value) -> list[MillingStage]:
         elif isinstance(item, Mapping):
             stages.append(MillingStage.from_dict(item))
         else:
-            raise ValueError(f"a milling stage must be a MillingStage or a dict, got {item!r}")
+            raise ValueError(f"stages: a milling stage must be a MillingStage or a dict, got "
+                             f"{validate.show(item)}")
     if not stages:
         raise ValueError("no milling stages given")
     return stages

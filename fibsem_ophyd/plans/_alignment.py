@@ -24,6 +24,9 @@ from ..alignment import register
 from ..alignment.masks import alignment_bandpass, check_boxes, exclusion_mask, shifted_mask
 from ._common import (
     beam_device,
+    check_md,
+    count,
+    flag,
     in_run,
     microscope_of,
     positive,
@@ -31,8 +34,9 @@ from ._common import (
     read_limits,
     record,
     run_md,
+    score,
 )
-from ._imaging import apply_image_settings
+from ._imaging import check_image_settings, write_image_settings
 from ._movement import stable_move, vertical_move
 
 __all__ = [
@@ -99,9 +103,12 @@ def acquire_reference(detector: Readable, hfw: float | None = None,
     """
     stage = microscope_of(detector).stage
     settings = {} if hfw is None else {"hfw": hfw}
+    _md = run_md("acquire_reference", {"detector": detector, **settings}, md,
+                 detectors=[detector])
+    checked = yield from check_image_settings(detector, settings)  # before staging
 
     def body():
-        yield from apply_image_settings(detector, settings)
+        yield from write_image_settings(detector, checked)
         frame, _ = yield from read_frame(detector, stage)
         if frame is not None:
             yield from bps.mv(detector.reference, frame)
@@ -109,8 +116,6 @@ def acquire_reference(detector: Readable, hfw: float | None = None,
 
     @bpp.stage_decorator([detector])
     def inner():
-        _md = run_md("acquire_reference", {"detector": detector, **settings}, md,
-                     detectors=[detector])
         return (yield from in_run(body(), _md))
 
     _, frame = yield from inner()
@@ -270,7 +275,7 @@ def align_beam_shift(
     """
     return (yield from _aligned_run(
         "align_beam_shift", detector, reference, tolerance, max_iterations, min_score, max_step,
-        bool(use_stage), "beam_shift", md, exclude))
+        use_stage, "beam_shift", md, exclude))
 
 
 def _aligned_run(plan_name: str, detector, reference, tolerance, max_iterations, min_score,
@@ -281,8 +286,12 @@ def _aligned_run(plan_name: str, detector, reference, tolerance, max_iterations,
     boxes = check_boxes(exclude)
     tolerance = positive("tolerance", tolerance)
     max_step = positive("max_step", max_step)
-    if int(max_iterations) < 1:
-        raise ValueError(f"max_iterations must be >= 1, got {max_iterations!r}")
+    iterations_name = "steps" if plan_args is not None and "steps" in plan_args \
+        else "max_iterations"
+    max_iterations = count(iterations_name, max_iterations)
+    min_score = score("min_score", min_score)
+    use_stage = flag("use_stage", use_stage)
+    md = check_md(md)
     ref = yield from resolve_reference(detector, reference)
     rec = microscope_of(detector).recorders.alignment
     if plan_args is None:
@@ -292,8 +301,8 @@ def _aligned_run(plan_name: str, detector, reference, tolerance, max_iterations,
 
     @bpp.stage_decorator([detector])
     def inner():
-        loop = align_loop(detector, ref, rec, tolerance, int(max_iterations),
-                          float(min_score), max_step, use_stage, subsystem=subsystem,
+        loop = align_loop(detector, ref, rec, tolerance, max_iterations,
+                          min_score, max_step, use_stage, subsystem=subsystem,
                           exclude=boxes)
         return (yield from in_run(loop, run_md(plan_name, plan_args, md,
                                                detectors=[detector])))
@@ -438,6 +447,6 @@ def correct_drift(
     """
     return (yield from _aligned_run(
         "correct_drift", detector, reference, tolerance, max_iterations, min_score, max_step,
-        bool(use_stage), "beam_shift", {"alignment_kind": "drift", **(md or {})}, exclude))
+        use_stage, "beam_shift", {"alignment_kind": "drift", **(md or {})}, exclude))
 
 

@@ -43,7 +43,7 @@ def _grab(detector) -> MsgGenerator[np.ndarray | None]:
 
 
 def _steps(name: str, value: Any) -> int:
-    return validate.integer(name, value, minimum=3)
+    return validate.count(name, value, minimum=3)
 
 
 def _sweep_points(centre: float, half_range: float, steps: int, spec: dict) -> list[float]:
@@ -276,7 +276,7 @@ def auto_contrast_brightness(
         rule = f"a number in ({lo:g}, {hi:g})"
         if not lo < validate.real(name, value, rule=rule) < hi:
             raise ValueError(f"{name} must be {rule}, got {value!r}")
-    validate.integer("max_iterations", max_iterations, minimum=1)
+    max_iterations = validate.count("max_iterations", max_iterations)
     target_mean, max_saturation = float(target_mean), float(max_saturation)
     mean_tolerance = float(mean_tolerance)
     rec = microscope_of(detector).recorders.contrast_brightness

@@ -10,10 +10,20 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import FailedStatus, MsgGenerator
 
+from .. import validate
 from ..alignment import RegistrationError
 from ..backend import check_deposition_time
 from ._alignment import AlignmentError, acquire_reference, correct_drift
-from ._common import check_settings, in_run, positive, read_frame, read_limits, run_md
+from ._common import (
+    check_md,
+    check_settings,
+    flag,
+    in_run,
+    positive,
+    read_frame,
+    read_limits,
+    run_md,
+)
 from ._deposition import cryo_deposition, sputter_coat
 from ._milling import ALIGN_TOLERANCE, lamella_protocol, mill_stages, milled_boxes
 from ._movement import go_to_position, move_to_milling_angle
@@ -215,6 +225,10 @@ def mill_lamellae(
         raise ValueError(f"sites must not repeat, got {sites!r}")
     if not isinstance(batch, str) or not batch:
         raise ValueError(f"batch must be a non-empty string, got {batch!r}")
+    if coating is not None:
+        validate.mapping("coating", coating)
+    resume, supervised = flag("resume", resume), flag("supervised", supervised)
+    md = check_md(md)
     sections, order = lamella_protocol(microscope, protocol)
     positions = yield from bps.rd(microscope.stage.positions, default_value={})
     unknown = [s for s in sites if s not in positions]

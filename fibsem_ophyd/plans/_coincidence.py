@@ -20,7 +20,19 @@ from bluesky.utils import MsgGenerator
 from .. import geometry
 from ..alignment.locate import foreshorten, gaussian_weight, match_template, select_feature
 from ._alignment import AlignmentError
-from ._common import check_settings, in_run, positive, read_frame, read_limits, record, run_md
+from ._common import (
+    check_md,
+    check_settings,
+    count,
+    flag,
+    in_run,
+    positive,
+    read_frame,
+    read_limits,
+    record,
+    run_md,
+    score,
+)
 from ._imaging import apply_image_settings
 from ._movement import read_geometry, read_stage_position, stable_move, vertical_move
 
@@ -268,11 +280,11 @@ def _coincidence_run(plan_name: str, microscope, hfw_coarse, hfw_fine, max_itera
     restored however it ends."""
     s = _Settings(
         hfw_coarse=positive("hfw_coarse", hfw_coarse), hfw_fine=positive("hfw_fine", hfw_fine),
-        max_iterations=int(max_iterations), tolerance=positive("tolerance", tolerance),
-        select=select, template_sigma=positive("template_sigma", template_sigma),
-        min_score=min_score, max_step=positive("max_step", max_step))
-    if s.max_iterations < 1:
-        raise ValueError(f"max_iterations must be >= 1, got {max_iterations!r}")
+        max_iterations=count("max_iterations", max_iterations),
+        tolerance=positive("tolerance", tolerance), select=flag("select", select),
+        template_sigma=positive("template_sigma", template_sigma),
+        min_score=score("min_score", min_score), max_step=positive("max_step", max_step))
+    md = check_md(md)
     sem, fib = microscope.sem, microscope.fib
     for det in (sem, fib):
         det_limits = yield from read_limits(det)
@@ -280,8 +292,8 @@ def _coincidence_run(plan_name: str, microscope, hfw_coarse, hfw_fine, max_itera
         check_settings(det_limits, {"hfw": s.hfw_fine})
     rec = microscope.recorders.alignment
     args = {"microscope": microscope, "hfw_coarse": s.hfw_coarse, "hfw_fine": s.hfw_fine,
-            "max_iterations": max_iterations, "tolerance": s.tolerance, "select": select,
-            "template_sigma": s.template_sigma, "min_score": min_score,
+            "max_iterations": s.max_iterations, "tolerance": s.tolerance, "select": s.select,
+            "template_sigma": s.template_sigma, "min_score": s.min_score,
             "max_step": s.max_step}
     saved: dict = {}
 

@@ -18,9 +18,10 @@ from bluesky.utils import MsgGenerator
 from .. import validate
 from ..backend import STAGE_AXES, STAGE_UNITS
 
-__all__ = ["beam_device", "count", "finite", "in_run", "microscope_of", "plan_arg", "positive",
-           "read_frame", "record", "run_md", "read_limits", "check_settings",
-           "read_stage_limits", "check_stage_position", "read_needle", "check_needle_target"]
+__all__ = ["beam_device", "check_md", "count", "finite", "flag", "score", "in_run",
+           "microscope_of", "plan_arg", "positive", "read_frame", "record", "run_md",
+           "read_limits", "check_settings", "read_stage_limits", "check_stage_position",
+           "read_needle", "check_needle_target"]
 
 #: the manipulator target that retracts the needle (``Manipulator.set("retracted")``)
 RETRACTED = "retracted"
@@ -95,6 +96,7 @@ def run_md(plan_name: str, plan_args: dict, md: dict | None, *, detectors=None,
     and ``extra`` keys, then the caller's ``md`` on top (``_md.update(md or {})``), then each
     of the plan's ``hints`` only where the caller gave none (``setdefault``).
     """
+    md = check_md(md)
     _md: dict = {"plan_name": plan_name,
                  "plan_args": {k: plan_arg(v) for k, v in plan_args.items()}}
     if detectors is not None:
@@ -152,9 +154,27 @@ def record(recorder, stream: str, **values) -> MsgGenerator[dict]:
     return (yield from bps.trigger_and_read([recorder], name=stream))
 
 
-def count(name: str, value: Any) -> int:
-    """``value`` as an int; ``ValueError`` naming ``name`` unless an integer >= 1."""
-    return validate.integer(name, value, minimum=1)
+def count(name: str, value: Any, *, minimum: int = 1) -> int:
+    """``value`` as an int; ``ValueError`` naming ``name`` unless an integer in
+    [``minimum``, ``validate.MAX_COUNT``] (``2.5`` and ``True`` are refused, not truncated)."""
+    return validate.count(name, value, minimum=minimum)
+
+
+def score(name: str, value: Any) -> float:
+    """A threshold on a match score, in [0, 1]. NaN is refused: no score is below NaN, so a
+    NaN ``min_score`` would let every match, however bad, move the beam or stage."""
+    return validate.fraction(name, value, rule="a score in [0, 1]")
+
+
+def check_md(md: Any) -> dict:
+    """Run metadata: a mapping or None (``{}``); a string (a sample name given where the
+    metadata goes) is refused by name."""
+    return validate.mapping("md", md, none=True)
+
+
+def flag(name: str, value: Any) -> bool:
+    """A switch: True or False only (``bool("no")`` is True)."""
+    return validate.boolean(name, value)
 
 
 def finite(name: str, value: Any) -> float:

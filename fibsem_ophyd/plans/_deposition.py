@@ -12,8 +12,16 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from .. import validate
 from ..backend import check_deposition_time
-from ._common import check_settings, check_stage_position, read_limits, read_stage_limits
+from ._common import (
+    check_md,
+    check_settings,
+    check_stage_position,
+    flag,
+    read_limits,
+    read_stage_limits,
+)
 from ._movement import safe_absolute_move
 from ._util import mv_raising_cause
 
@@ -91,12 +99,11 @@ def cryo_deposition(
     str
         The run uid. Stream "deposition" holds the GIS settings and valve time.
     """
-    protocol = dict(protocol or {})
-    unknown = set(protocol) - set(GIS_PROTOCOL_KEYS)
-    if unknown:
-        raise ValueError(f"unknown GIS protocol key(s) {sorted(unknown)}; "
-                         f"known: {list(GIS_PROTOCOL_KEYS)}")
+    protocol = validate.mapping("protocol", protocol, none=True)
+    validate.known_keys("the GIS protocol", protocol, GIS_PROTOCOL_KEYS, what="GIS protocol key")
     time = check_deposition_time("time", protocol.get("time", time))
+    retract, images = flag("retract", retract), flag("images", images)
+    md = check_md(md)
     gis = microscope.gis
     checked = check_settings((yield from read_limits(gis)),
                              {"gas": protocol.get("gas", gas),
@@ -171,6 +178,8 @@ def sputter_coat(
         The run uid. Stream "deposition" holds the coater's current and the time taken.
     """
     time = check_deposition_time("time", time)
+    images = flag("images", images)
+    md = check_md(md)
     coater = microscope.sputter_coater
     current = check_settings((yield from read_limits(coater)), {"current": current})["current"]
     _md = {

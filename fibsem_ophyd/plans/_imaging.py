@@ -8,10 +8,10 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from .. import validate
-from ._common import check_settings, microscope_of, read_limits, run_md
+from ._common import check_settings, count, microscope_of, read_limits, run_md
 
 __all__ = ["acquire_image", "acquire_series", "take_reference_images",
-           "apply_image_settings"]
+           "apply_image_settings", "check_image_settings", "write_image_settings"]
 
 _SETTINGS = ("resolution", "dwell_time", "hfw", "reduced_area", "line_integration",
              "frame_integration", "autocontrast")
@@ -32,12 +32,25 @@ def apply_image_settings(detector: Readable, settings: dict) -> MsgGenerator[Non
         Image settings (resolution, dwell_time, hfw, reduced_area, line_integration,
         frame_integration, autocontrast); ``reduced_area=[0, 0, 1, 1]`` is the full frame.
     """
-    validate.known_keys("the image settings", settings, _SETTINGS, what="image setting")
+    checked = yield from check_image_settings(detector, settings)
+    yield from write_image_settings(detector, checked)
+
+
+def check_image_settings(detector: Readable, settings: dict) -> MsgGenerator[dict]:
+    """``settings`` validated against the detector's limits (read with ``bps.rd``), writing
+    nothing: a plan calls this before it stages a detector or opens a run."""
+    validate.known_keys("the image settings", validate.mapping("settings", settings),
+                        _SETTINGS, what="image setting")
     if not settings:  # nothing to write (a chamber camera has no image settings)
-        return
+        return {}
     checked = check_settings((yield from read_limits(detector)), settings)
     if checked.get("reduced_area") == [0.0, 0.0, 1.0, 1.0]:
         checked["reduced_area"] = None
+    return checked
+
+
+def write_image_settings(detector: Readable, checked: dict) -> MsgGenerator[None]:
+    """Write settings :func:`check_image_settings` returned."""
     for key, value in checked.items():
         yield from bps.abs_set(getattr(detector, key), value, wait=True)
 
@@ -92,11 +105,13 @@ def acquire_image(
     microscope = microscope_of(detector)
     _md = _image_md("acquire_image", [detector], {"detector": detector, **settings}, md,
                     hints={"dimensions": [(["time"], "primary")]})
+    # every setting checked before the detector is staged and the run opened
+    checked = yield from check_image_settings(detector, settings)
 
     @bpp.stage_decorator([detector])
     @bpp.run_decorator(md=_md)
     def inner():
-        yield from apply_image_settings(detector, settings)
+        yield from write_image_settings(detector, checked)
         yield from bps.trigger_and_read([detector, microscope.stage])
 
     return (yield from inner())
@@ -141,22 +156,20 @@ def acquire_series(
     str
         The run uid.
     """
-    num = int(num)
-    if num < 1:
-        raise ValueError(f"num = {num}: a series needs at least one frame")
-    if delay < 0:
-        raise ValueError(f"delay = {delay} s: must be >= 0")
+    num = count("num", num)
+    delay = validate.non_negative("delay", delay, units="s")
     settings = _settings_dict(resolution=resolution, dwell_time=dwell_time, hfw=hfw,
                               reduced_area=reduced_area)
     microscope = microscope_of(detector)
     _md = _image_md("acquire_series", [detector],
                     {"detector": detector, "num": num, "delay": delay, **settings}, md,
                     hints={"dimensions": [(["time"], "primary")]}, num_points=num)
+    checked = yield from check_image_settings(detector, settings)
 
     @bpp.stage_decorator([detector])
     @bpp.run_decorator(md=_md)
     def inner():
-        yield from apply_image_settings(detector, settings)
+        yield from write_image_settings(detector, checked)
         for i in range(num):
             if i and delay:
                 yield from bps.sleep(delay)
@@ -200,15 +213,16 @@ def take_reference_images(
                               autocontrast=autocontrast)
     dets = [microscope.sem, microscope.fib]
     _md = _image_md("take_reference_images", dets, {"microscope": microscope, **settings}, md)
+    # validated for both detectors before either is staged or the run opens
+    checked = []
+    for det in dets:
+        checked.append((yield from check_image_settings(det, settings)))
 
     @bpp.stage_decorator(dets)
     @bpp.run_decorator(md=_md)
     def inner():
-        for det in dets:
-            # Validate for both detectors before either frame is taken.
-            check_settings((yield from read_limits(det)), settings)
-        for det in dets:
-            yield from apply_image_settings(det, settings)
+        for det, values in zip(dets, checked, strict=True):
+            yield from write_image_settings(det, values)
             yield from bps.trigger_and_read([det, microscope.stage], name=det.beam)
 
     return (yield from inner())

@@ -8,7 +8,7 @@ import bluesky.plan_stubs as bps
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
-from .. import geometry
+from .. import geometry, validate
 from ..backend import MANIPULATOR_AXES
 from ..beams import as_beam
 from ._common import beam_device, check_needle_target, finite, read_needle
@@ -116,13 +116,14 @@ def move_manipulator_to_position_offset(microscope: Readable, offset: dict[str, 
     dict
         The tip target (RAW, m).
     """
+    offset = validate.mapping("offset", offset)
     needle = microscope.manipulator
     known = yield from read_needle(microscope)
     check_needle_target(known, name)
     saved = known[0]
     if name not in saved:
         raise ValueError(f"{name!r} is not a saved manipulator position: {sorted(saved)}")
-    offset = check_needle_target(known, dict(offset))
+    offset = check_needle_target(known, offset)
     target = check_needle_target(known, {ax: saved[name][ax] + offset.get(ax, 0.0)
                                          for ax in _AXES})
     yield from mv_raising_cause(needle, target)

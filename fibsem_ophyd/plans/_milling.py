@@ -7,9 +7,11 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from .. import validate
 from ..alignment.masks import check_boxes
 from ..milling import as_stages, check_stages, estimate_stage_time
-from ._common import run_md
+from ._common import check_md, flag, positive, run_md
+from ._movement import check_milling_angle
 
 __all__ = ["mill_stages", "mill_fiducial", "mill_lamella", "LAMELLA_ORDER"]
 
@@ -99,6 +101,10 @@ def mill_stages(
     objs = as_stages(stages)
     check_stages([s for s in objs if s.enabled])  # refuse before any run/beam
     boxes = check_boxes(exclude)
+    if imaging_hfw is not None:
+        imaging_hfw = positive("imaging_hfw", imaging_hfw)
+    align, supervised = flag("align", align), flag("supervised", supervised)
+    md = check_md(md)
     ref = (yield from resolve_reference(microscope.fib, reference)) if align else None
     imaging_current = yield from bps.rd(microscope.ion_beam.current)
     estimates = [estimate_stage_time(s, imaging_current) for s in objs]
@@ -295,8 +301,15 @@ def mill_lamella(
     from ._movement import go_to_position, move_to_milling_angle
 
     sections, order = lamella_protocol(microscope, protocol)
-    base = {"lamella": lamella, **(md or {})}
+    lamella = validate.text("lamella", lamella)
+    correct_drift_between_stages = flag("correct_drift_between_stages",
+                                        correct_drift_between_stages)
+    base = {"lamella": lamella, **check_md(md)}
+    if milling_angle is not None:  # checked before the first move
+        check_milling_angle(milling_angle)
     if position is not None:
+        positions = yield from bps.rd(microscope.stage.positions, default_value={})
+        validate.choice("position", position, sorted(positions), what="saved position")
         yield from go_to_position(microscope, position)
     if milling_angle is not None:
         yield from move_to_milling_angle(microscope, milling_angle)

@@ -12,7 +12,7 @@ import bluesky.plan_stubs as bps
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
-from .. import geometry
+from .. import geometry, validate
 from ..backend import STAGE_AXES
 from ..beams import as_beam
 from ._common import beam_device, check_stage_position, finite, read_stage_limits
@@ -27,6 +27,9 @@ __all__ = [
     "save_position",
     "go_to_position",
     "read_geometry",
+    "check_milling_angle",
+    "stable_move_target",
+    "vertical_move_target",
 ]
 
 _AXES = STAGE_AXES
@@ -99,17 +102,25 @@ def stable_move(microscope: Readable, dx: float, dy: float,
     dict
         The stage target moved to (x, y, z in m).
     """
+    target = yield from stable_move_target(microscope, dx, dy, beam)
+    return (yield from _move(microscope, target))
+
+
+def stable_move_target(microscope, dx: float, dy: float, beam: str = "electron",
+                       pos: dict | None = None) -> MsgGenerator[dict]:
+    """The stage target (x, y, z) of :func:`stable_move` from ``pos`` (default: the stage's
+    position now), computed and not moved to (a plan checks a sequence of moves first)."""
     beam = as_beam(beam)
     dx, dy = finite("dx", dx), finite("dy", dy)
     geom = yield from read_geometry(microscope)
-    pos = yield from read_stage_position(microscope)
+    if pos is None:
+        pos = yield from read_stage_position(microscope)
     rot = yield from bps.rd(beam_device(microscope, beam).scan_rotation)
     ddx, ddy, ddz = geometry.stable_move_delta(
         dx, dy, beam, math.radians(pos["r"]), math.radians(pos["t"]), geom,
         scan_rotation=math.radians(rot),
     )
-    target = {"x": pos["x"] + ddx, "y": pos["y"] + ddy, "z": pos["z"] + ddz}
-    return (yield from _move(microscope, target))
+    return {"x": pos["x"] + ddx, "y": pos["y"] + ddy, "z": pos["z"] + ddz}
 
 
 def vertical_move(microscope: Readable, dy: float, dx: float = 0.0) -> MsgGenerator[dict]:
@@ -128,15 +139,23 @@ def vertical_move(microscope: Readable, dy: float, dx: float = 0.0) -> MsgGenera
     dx : float
         Stage x move, metres (+x right in both views).
     """
+    target = yield from vertical_move_target(microscope, dy, dx)
+    return (yield from _move(microscope, target))
+
+
+def vertical_move_target(microscope, dy: float, dx: float = 0.0,
+                         pos: dict | None = None) -> MsgGenerator[dict]:
+    """The stage target (x, y, z) of :func:`vertical_move` from ``pos`` (default: the
+    stage's position now), computed and not moved to."""
     dx, dy = finite("dx", dx), finite("dy", dy)
     geom = yield from read_geometry(microscope)
-    pos = yield from read_stage_position(microscope)
+    if pos is None:
+        pos = yield from read_stage_position(microscope)
     rot = yield from bps.rd(microscope.ion_beam.scan_rotation)
     ddx, ddy, ddz = geometry.vertical_move_delta(
         dy, math.radians(pos["t"]), geom, dx=dx, scan_rotation=math.radians(rot)
     )
-    target = {"x": pos["x"] + ddx, "y": pos["y"] + ddy, "z": pos["z"] + ddz}
-    return (yield from _move(microscope, target))
+    return {"x": pos["x"] + ddx, "y": pos["y"] + ddy, "z": pos["z"] + ddz}
 
 
 def safe_absolute_move(microscope: Readable, position: dict) -> MsgGenerator[dict]:
@@ -201,14 +220,18 @@ def move_to_milling_angle(microscope: Readable, milling_angle: float = 15.0) -> 
     milling_angle : float
         Ion-beam-to-surface angle, degrees (AutoLamella's default: 15).
     """
-    angle = finite("milling_angle", milling_angle)
-    if not 0.0 <= angle <= 90.0:
-        raise ValueError(f"milling_angle must be within [0, 90] deg, got {angle}")
+    angle = check_milling_angle(milling_angle)
     geom = yield from read_geometry(microscope)
     t = geometry.milling_tilt(math.radians(angle), geom)
     return (yield from safe_absolute_move(
         microscope, {"r": math.degrees(geom.rotation_reference), "t": math.degrees(t)}
     ))
+
+
+def check_milling_angle(milling_angle) -> float:
+    """The ion-beam-to-surface angle, degrees in [0, 90]."""
+    return validate.in_range("milling_angle", milling_angle, (0.0, 90.0), units="deg",
+                             rule="a number of degrees in [0, 90]")
 
 
 def save_position(microscope: Readable, name: str) -> MsgGenerator[dict]:

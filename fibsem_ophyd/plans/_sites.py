@@ -6,9 +6,10 @@ import bluesky.plan_stubs as bps
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from .. import validate
 from ..alignment.sites import find_squares
 from ._coincidence import find_coincidence
-from ._common import count, in_run, run_md
+from ._common import check_md, count, flag, in_run, positive, run_md
 from ._movement import safe_absolute_move, save_position, stable_move
 from ._overview import acquire_overview, mosaic_pixel_to_stage
 
@@ -73,9 +74,12 @@ def select_sites(
     n_sites = count("n_sites", n_sites)
     if not isinstance(prefix, str) or not prefix.strip():
         raise ValueError(f"prefix must be a non-empty string, got {prefix!r}")
-    if not 0 < bare_fraction <= 1:
-        raise ValueError(f"bare_fraction must be in (0, 1], got {bare_fraction!r}")
-    base = dict(md or {})
+    rule = "a fraction in (0, 1]"
+    if not 0 < validate.real("bare_fraction", bare_fraction, rule=rule) <= 1:
+        raise ValueError(f"bare_fraction must be {rule}, got {validate.show(bare_fraction)}")
+    min_size = positive("min_size", min_size)
+    coincidence = flag("coincidence", coincidence)
+    base = check_md(md)
     overview = yield from acquire_overview(microscope, rows=rows, cols=cols, hfw=hfw, md=base)
     mapping = overview["mapping"]
     squares = find_squares(overview["mosaic"], float(mapping["pixel_size"]),

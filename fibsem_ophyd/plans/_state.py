@@ -5,6 +5,7 @@ import bluesky.plan_stubs as bps
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
+from .. import validate
 from ..backend import DETECTOR_KEYS, STATE_BEAM_KEYS, STATE_SECTIONS
 from ._common import check_settings, check_stage_position, read_limits, read_stage_limits
 from ._movement import safe_absolute_move
@@ -59,7 +60,8 @@ def restore_state(microscope: Readable, state: dict) -> MsgGenerator[dict]:
         :func:`snapshot_state`.
     """
     if not isinstance(state, dict):
-        raise ValueError(f"state must be a dict from snapshot_state, got {type(state).__name__}")
+        raise ValueError(f"state must be a dict from snapshot_state, got "
+                         f"{type(state).__name__} {validate.show(state)}")
     unknown = set(state) - set(_SECTIONS) - {"stage", "timestamp"}
     if unknown:
         raise ValueError(f"unknown state section(s) {sorted(unknown)}")

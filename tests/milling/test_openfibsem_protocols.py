@@ -220,7 +220,7 @@ def test_overtilt_mills_the_upper_cut_at_minus_and_the_lower_at_plus_the_overtil
     ({"milling": {"milling_current": 1e-9, "milling_channel": "ELECTRON"}},
      r"milling_channel='ELECTRON' is not supported"),
     ({"milling": {"milling_current": 1e-9, "spot_sise": 1e-8}},
-     r"unknown milling setting\(s\) \['spot_sise'\]"),
+     r"unknown milling setting 'spot_sise' \(did you mean 'spot_size'\?\)"),
 ])
 def test_what_cannot_be_honoured_is_refused_by_name(change, match):
     d = _stage()

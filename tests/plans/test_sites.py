@@ -55,9 +55,9 @@ def test_sites_are_on_iced_squares_at_the_coincidence_point(session, microscope)
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"n_sites": 0}, "n_sites must be an integer >= 1"),
+    ({"n_sites": 0}, r"n_sites must be an integer in \[1, 100000\], got 0"),
     ({"prefix": " "}, "prefix must be a non-empty string"),
-    ({"bare_fraction": 1.5}, "bare_fraction must be in"),
+    ({"bare_fraction": 1.5}, r"bare_fraction must be a fraction in \(0, 1\], got 1\.5"),
     ({"hfw": -1.0}, "hfw"),
 ])
 def test_bad_site_selection_refused_before_anything(session, microscope, kwargs, match):
