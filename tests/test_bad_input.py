@@ -629,7 +629,7 @@ def snapshot(session, starts: list) -> dict:
         "positions": (scope.stage.positions.get(), pos_path,
                       pos_path.read_text() if pos_path and pos_path.exists() else None),
         "starts": len(starts),
-        "runs": len(session.catalog),
+        "runs": sorted(session.catalog),  # the keys (len() is cached by the client for a while)
         "files": files,
     }
 
