@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from bluesky import RunEngine
+from bluesky.suspenders import SuspendBoolHigh
 
-from . import _bluesky_compat
+from . import _bluesky_compat, validate
 from .backend import MicroscopeBackend
 from .config import MicroscopeConfig, load_config
-from .devices import CatalogLookup, FibsemMicroscope, make_microscope
+from .devices import CatalogLookup, FaultWatch, FibsemMicroscope, make_microscope
+from .plans._safety import note_suspension
 from .plans.stored_runs import batch_coating, batch_state
 from .storage import CatalogWriter, open_catalog, open_remote_catalog, serve_catalog
 
-__all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR", "BACKENDS"]
+__all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR", "BACKENDS", "FaultSuspender"]
 
 DEFAULT_DATA_DIR = "fibsem_data"
 
@@ -51,6 +53,29 @@ class _StoringRunEngine(RunEngine):
                 self._writer.wait()
 
 
+class FaultSuspender(SuspendBoolHigh):
+    """Suspend while a :class:`~fibsem_ophyd.devices.FaultSignal` is high (vacuum lost, beam
+    tripped); the run records "suspended" and "resumed" events with the reason in its stream
+    "suspensions" (:func:`~fibsem_ophyd.plans._safety.note_suspension`)."""
+
+    def __init__(self, signal, microscope: FibsemMicroscope, what: str, **kwargs):
+        self.what = what
+        super().__init__(
+            signal, tripped_message=what,
+            pre_plan=lambda: note_suspension(microscope, "suspended", self.reason),
+            post_plan=lambda: note_suspension(microscope, "resumed", self.reason), **kwargs)
+
+    @property
+    def reason(self) -> str:
+        return f"{self.what} ({self._sig.name})"
+
+
+def _fault_suspenders(microscope: FibsemMicroscope) -> list[FaultSuspender]:
+    whats = ("vacuum lost", "electron beam tripped", "ion beam tripped")
+    return [FaultSuspender(sig, microscope, what)
+            for sig, what in zip(microscope.fault_signals(), whats, strict=True)]
+
+
 @dataclass
 class Session:
     """A ready microscope session.
@@ -78,10 +103,19 @@ class Session:
     config: MicroscopeConfig
     writer: CatalogWriter
     extras: dict = field(default_factory=dict)
+    #: the suspenders installed on ``RE`` (vacuum loss, beam trips); empty if opted out
+    suspenders: list = field(default_factory=list)
 
     def close(self) -> None:
-        """Flush the writer, stop its thread, close the detectors, stop a served catalog."""
+        """Remove the suspenders, stop the fault watch, flush the writer, stop its thread,
+        close the detectors, stop a served catalog."""
         try:
+            for sup in self.suspenders:
+                self.RE.remove_suspender(sup)
+            self.suspenders = []
+            if self.microscope.fault_watch is not None:
+                self.microscope.fault_watch.stop()
+                self.microscope.fault_watch = None
             self.writer.close()
             self.microscope.close()
         finally:
@@ -125,6 +159,8 @@ def setup_session(
     tiled_uri: str | None = None,
     api_key: str | None = None,
     serve: bool = False,
+    suspenders: bool = True,
+    fault_poll_period: float = 0.1,
 ) -> Session:
     """Build a session: microscope devices on a backend, a RunEngine, a Tiled catalog.
 
@@ -149,7 +185,13 @@ def setup_session(
         Serve the embedded catalog (same files) from a child process on localhost instead of
         a thread of this process: the catalog's work then no longer competes with the
         RunEngine for the GIL (faster acquisition; a few seconds more to start).
+    suspenders : bool
+        Suspend a running plan while the vacuum is lost or a beam has tripped, and resume it
+        when that clears (``Session.suspenders``; a thread polls the faults every
+        ``fault_poll_period`` s). ``False``: such a fault fails the run instead.
     """
+    if suspenders:
+        fault_poll_period = validate.positive("fault_poll_period", fault_poll_period, units="s")
     cfg = load_config(config)
     be = _make_backend(backend, cfg, seed, config)  # before any directory is made
     cfg = be.config
@@ -182,5 +224,17 @@ def setup_session(
     RE._writer = writer
     RE.subscribe(writer)
     RE.md["instrument"] = cfg["info"].get("name", "fibsem")
+    # which frames emitted events hold: a suspension takes the others again
+    RE.subscribe(microscope.note_document)
+    installed = []
+    if suspenders:
+        watch = FaultWatch(microscope.fault_signals(), period=fault_poll_period)
+        watch.hold_failures = True
+        microscope.fault_watch = watch
+        installed = _fault_suspenders(microscope)
+        for sup in installed:
+            RE.install_suspender(sup)
+        watch.start()
     return Session(RE=RE, microscope=microscope, catalog=catalog, backend=be,
-                   data_dir=data_dir, config=cfg, writer=writer, extras=extras)
+                   data_dir=data_dir, config=cfg, writer=writer, extras=extras,
+                   suspenders=installed)

@@ -3,6 +3,7 @@
 from ._beam import Beam, Chamber
 from ._chamber_camera import ChamberCamera
 from ._detector import TIFF_TEMPLATE, ImagingDetector
+from ._faults import FaultSignal, FaultWatch, WatchedSignal
 from ._gis import GasInjection, SputterCoater
 from ._lookup import CatalogLookup
 from ._manipulator import Manipulator
@@ -24,6 +25,8 @@ __all__ = [
     "CatalogLookup",
     "Chamber",
     "ChamberCamera",
+    "FaultSignal",
+    "FaultWatch",
     "FibsemMicroscope",
     "ImagingDetector",
     "NamedPositions",
@@ -35,6 +38,7 @@ __all__ = [
     "StageAxis",
     "StoredImage",
     "TIFF_TEMPLATE",
+    "WatchedSignal",
     "load_positions",
     "make_microscope",
     "Milling",
