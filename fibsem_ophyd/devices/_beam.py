@@ -6,11 +6,11 @@ from collections.abc import Mapping
 
 from ophyd import Component as Cpt
 from ophyd import Device
-from ophyd.status import DeviceStatus
 
 from ._faults import FaultSignal, WatchedSignal
 from ._limits import SettingLimits
-from ._signals import BackendSignal, find_backend
+from ._signals import BackendSignal, background_status, find_backend
+from ._stage import stop_subsystem
 
 __all__ = ["Beam", "Chamber"]
 
@@ -58,17 +58,25 @@ class Chamber(Device):
     vacuum_lost = Cpt(FaultSignal, source="vacuum_state", good="pumped", kind="omitted")
 
     def set(self, value, **kwargs):
+        """Pump or vent off the RunEngine's thread (minutes on hardware: 3 min to pump,
+        2 to vent in the simulator's clock). The status is returned at once, finishes when
+        the backend's pump or vent returns and fails with its error."""
         if value not in ("pumped", "vented"):
             raise ValueError(f"chamber state must be 'pumped' or 'vented', got {value!r}")
         backend = find_backend(self)
-        status = DeviceStatus(self)
         self.vacuum_lost.request(value)
-        try:
-            backend.pump() if value == "pumped" else backend.vent()
-        except Exception as exc:
-            self.vacuum_lost.request_done(ok=False)
-            status.set_exception(exc)
-        else:
+
+        def work():
+            try:
+                backend.pump() if value == "pumped" else backend.vent()
+            except Exception:
+                self.vacuum_lost.request_done(ok=False)
+                raise
             self.vacuum_lost.request_done()
-            status.set_finished()
-        return status
+
+        return background_status(self, work, "pump" if value == "pumped" else "vent")
+
+    def stop(self, *, success: bool = False):
+        """Stop a pump or vent in progress where it is, if the microscope can (else logged:
+        ``chamber_stop`` in ``backend.missing()``); its status then fails."""
+        stop_subsystem(self, "chamber")
