@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bluesky import RunEngine
+from bluesky.run_engine import get_bluesky_event_loop, set_bluesky_event_loop
 from bluesky.suspenders import SuspendBoolHigh
 
 from . import _bluesky_compat, validate
@@ -31,6 +33,59 @@ DEFAULT_DATA_DIR = "fibsem_data"
 #: writer; a 1 ms switch interval lets it take the interpreter back sooner. Measured with
 #: benchmarks/bench_store.py: 0.44 -> 0.68 (in-process catalog), 0.77 -> 0.90 (served).
 SWITCH_INTERVAL = 0.001
+
+
+class _ProcessChanges:
+    """What sessions change in the interpreter: bluesky's ``Plan`` class
+    (:mod:`fibsem_ophyd._bluesky_compat`) and the switch interval while any is open, bluesky's
+    process-wide event loop (each RunEngine sets its own), the simulator's shared worker
+    threads (started by its first frame). The last session to close undoes them (a switch
+    interval changed since by someone else is left alone)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = 0
+        self._switch: float | None = None
+        self._loop: Any = None
+        self._patched = False
+
+    @property
+    def open_sessions(self) -> int:
+        return self._open
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._open == 0:
+                self._loop = get_bluesky_event_loop()  # each RunEngine sets its own
+                self._switch = sys.getswitchinterval()
+                # ours to undo only if it was not installed before the first session
+                self._patched = (not _bluesky_compat.installed()
+                                 and _bluesky_compat.install())
+                if self._switch > SWITCH_INTERVAL:
+                    sys.setswitchinterval(SWITCH_INTERVAL)
+            self._open += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._open -= 1
+            if self._open > 0:
+                return
+            if self._switch is not None and sys.getswitchinterval() == SWITCH_INTERVAL:
+                sys.setswitchinterval(self._switch)
+            self._switch = None
+            if self._patched:
+                _bluesky_compat.uninstall()
+            self._patched = False
+            current = get_bluesky_event_loop()
+            if current is None or current.is_closed():
+                set_bluesky_event_loop(self._loop)
+            self._loop = None
+            workers = sys.modules.get("fibsem_ophyd.sim._workers")
+            if workers is not None:
+                workers.shutdown()
+
+
+_PROCESS = _ProcessChanges()
 
 
 class _StoringRunEngine(RunEngine):
@@ -107,8 +162,14 @@ class Session:
     suspenders: list = field(default_factory=list)
 
     def close(self) -> None:
-        """Remove the suspenders, stop the fault watch, flush the writer, stop its thread,
-        close the detectors, stop a served catalog."""
+        """Undo what the session started and changed: remove the suspenders, stop the fault
+        watch, flush the writer and stop its thread, close the detectors and the simulator
+        the session made, close the catalog's client (and a served catalog), stop the
+        RunEngine's event-loop thread; the last session open also gives the process back
+        what it changed (see the README). Idempotent; ``RE`` is unusable afterwards."""
+        if self.extras.get("closed"):
+            return
+        self.extras["closed"] = True
         try:
             for sup in self.suspenders:
                 self.RE.remove_suspender(sup)
@@ -118,12 +179,32 @@ class Session:
                 self.microscope.fault_watch = None
             self.writer.close()
             self.microscope.close()
+            if self.extras.get("owns_backend") and hasattr(self.backend, "close"):
+                self.backend.close()
         finally:
-            server = self.extras.get("catalog_server")
-            if server is not None:
-                # the HTTP client's pooled connections, else they leak (ResourceWarning)
+            try:
+                # the client's connections and threads (an in-process catalog's too)
                 self.catalog.context.close()
-                server.close()
+                server = self.extras.get("catalog_server")
+                if server is not None:
+                    server.close()
+            finally:
+                _stop_loop(self.RE, self.extras.get("previous_bluesky_loop"))
+                _PROCESS.release()
+
+
+def _stop_loop(RE: RunEngine, previous) -> None:
+    """Stop the thread running ``RE``'s event loop, close the loop, and point bluesky's
+    process-wide event loop back at what it was."""
+    loop = RE.loop
+    if loop.is_running():
+        loop.call_soon_threadsafe(loop.stop)
+        RE._th.join(10)
+    if not loop.is_running() and not loop.is_closed():
+        loop.close()
+    if get_bluesky_event_loop() is loop:
+        set_bluesky_event_loop(previous if previous is not None and not previous.is_closed()
+                               else None)
 
 
 #: backends ``setup_session`` builds by name
@@ -195,15 +276,24 @@ def setup_session(
     cfg = load_config(config)
     be = _make_backend(backend, cfg, seed, config)  # before any directory is made
     cfg = be.config
-    _bluesky_compat.install()
-    if sys.getswitchinterval() > SWITCH_INTERVAL:
-        sys.setswitchinterval(SWITCH_INTERVAL)
+    _PROCESS.acquire()
+    try:
+        return _build(cfg, be, isinstance(backend, str), data_dir, tiled_uri, api_key, serve,
+                      suspenders, fault_poll_period)
+    except BaseException:
+        _PROCESS.release()
+        raise
+
+
+def _build(cfg, be, owns_backend, data_dir, tiled_uri, api_key, serve, suspenders,
+           fault_poll_period) -> Session:
     data_dir = Path(data_dir or os.environ.get("FIBSEM_OPHYD_DATA_DIR", DEFAULT_DATA_DIR))
     data_dir = data_dir.expanduser().resolve()
     images_dir = data_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     microscope = make_microscope(be, images_dir)
-    extras = {}
+    extras: dict[str, Any] = {"owns_backend": owns_backend,
+                              "previous_bluesky_loop": get_bluesky_event_loop()}
     if tiled_uri:
         catalog = open_remote_catalog(tiled_uri, api_key=api_key)
     elif serve:

@@ -138,6 +138,11 @@ class SimulatedMicroscope:
         self.truth = Truth(self.world, self.cuts, self.erosion, self._checked_frame,
                            objects=(self.needle, self.liftout))
 
+    def close(self) -> None:
+        """End the simulator's threads (its noise thread; a later frame starts it again).
+        ``setup_session`` calls it when it closes a session it made the simulator for."""
+        self.imaging.close()
+
     @property
     def last_render(self) -> RenderStats:
         """Diagnostics of the last render (raster size, parallax, blur)."""
