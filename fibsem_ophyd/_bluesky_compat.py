@@ -19,7 +19,7 @@ import warnings
 
 import bluesky.utils as _bu
 
-__all__ = ["LazyStackPlan", "install"]
+__all__ = ["LazyStackPlan", "install", "installed", "uninstall"]
 
 _ORIGINAL = _bu.Plan
 
@@ -65,3 +65,15 @@ def install() -> bool:
         return False
     _bu.Plan = LazyStackPlan
     return True
+
+
+def installed() -> bool:
+    """Whether bluesky's ``@plan`` builds :class:`LazyStackPlan` objects now."""
+    return _bu.Plan is LazyStackPlan
+
+
+def uninstall() -> None:
+    """Give bluesky its own ``Plan`` back (what :func:`install` changed; nothing if it did
+    not)."""
+    if _bu.Plan is LazyStackPlan:
+        _bu.Plan = _ORIGINAL

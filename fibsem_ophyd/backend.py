@@ -136,14 +136,16 @@ def check_deposition_time(name: str, seconds: Any) -> float:
 STAGE_KEYS = tuple(f"stage_{ax}" for ax in STAGE_AXES)
 #: manipulator tip axes by key, for :meth:`MicroscopeBackend.describe` (RAW, m)
 MANIPULATOR_KEYS = tuple(f"manipulator_{ax}" for ax in MANIPULATOR_AXES)
-#: the subsystems a backend may lack (:meth:`MicroscopeBackend.missing`); ``stage_stop`` and
-#: ``manipulator_stop``: the stage or needle moves but cannot be stopped part way;
+#: the subsystems a backend may lack (:meth:`MicroscopeBackend.missing`); ``stage_stop``,
+#: ``manipulator_stop`` and ``chamber_stop``: the stage, needle or vacuum system works but
+#: cannot be stopped part way;
 #: ``manipulator_contact``: no sensing of the tip touching the sample
 SUBSYSTEMS = ("electron_beam", "ion_beam", "stage", "manipulator", "gis", "sputter_coater",
               "chamber_camera", "milling", "stage_stop", "manipulator_stop",
-              "manipulator_contact")
-#: what :meth:`MicroscopeBackend.stop` accepts
-STOPPABLE = ("stage", "manipulator", "milling")
+              "manipulator_contact", "chamber_stop")
+#: what :meth:`MicroscopeBackend.stop` accepts (``"chamber"``: a pump or vent in progress;
+#: ``chamber_stop`` in :meth:`~MicroscopeBackend.missing` if the microscope cannot)
+STOPPABLE = ("stage", "manipulator", "milling", "chamber")
 #: the fields of a :meth:`MicroscopeBackend.describe` answer
 DESCRIPTION_FIELDS = ("units", "limits", "choices", "read_only")
 

@@ -8,16 +8,26 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bluesky import RunEngine
+from bluesky.run_engine import get_bluesky_event_loop, set_bluesky_event_loop
+from bluesky.suspenders import SuspendBoolHigh
 
-from . import _bluesky_compat
+from . import _bluesky_compat, validate
 from .backend import MicroscopeBackend
 from .config import MicroscopeConfig, load_config
-from .devices import CatalogLookup, FibsemMicroscope, check_positions_file, make_microscope
+from .devices import (
+    CatalogLookup,
+    FaultWatch,
+    FibsemMicroscope,
+    check_positions_file,
+    make_microscope,
+)
+from .plans._safety import note_suspension
 from .plans.stored_runs import batch_coating, batch_state
 from .storage import (
     CatalogWriter,
@@ -28,7 +38,7 @@ from .storage import (
 )
 from .storage.writer import FSYNC_EVERY, checked_fsync_every
 
-__all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR", "BACKENDS"]
+__all__ = ["Session", "setup_session", "DEFAULT_DATA_DIR", "BACKENDS", "FaultSuspender"]
 
 DEFAULT_DATA_DIR = "fibsem_data"
 
@@ -44,6 +54,59 @@ DEFAULT_UMASK = 0o027
 #: writer; a 1 ms switch interval lets it take the interpreter back sooner. Measured with
 #: benchmarks/bench_store.py: 0.44 -> 0.68 (in-process catalog), 0.77 -> 0.90 (served).
 SWITCH_INTERVAL = 0.001
+
+
+class _ProcessChanges:
+    """What sessions change in the interpreter: bluesky's ``Plan`` class
+    (:mod:`fibsem_ophyd._bluesky_compat`) and the switch interval while any is open, bluesky's
+    process-wide event loop (each RunEngine sets its own), the simulator's shared worker
+    threads (started by its first frame). The last session to close undoes them (a switch
+    interval changed since by someone else is left alone)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = 0
+        self._switch: float | None = None
+        self._loop: Any = None
+        self._patched = False
+
+    @property
+    def open_sessions(self) -> int:
+        return self._open
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._open == 0:
+                self._loop = get_bluesky_event_loop()  # each RunEngine sets its own
+                self._switch = sys.getswitchinterval()
+                # ours to undo only if it was not installed before the first session
+                self._patched = (not _bluesky_compat.installed()
+                                 and _bluesky_compat.install())
+                if self._switch > SWITCH_INTERVAL:
+                    sys.setswitchinterval(SWITCH_INTERVAL)
+            self._open += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._open -= 1
+            if self._open > 0:
+                return
+            if self._switch is not None and sys.getswitchinterval() == SWITCH_INTERVAL:
+                sys.setswitchinterval(self._switch)
+            self._switch = None
+            if self._patched:
+                _bluesky_compat.uninstall()
+            self._patched = False
+            current = get_bluesky_event_loop()
+            if current is None or current.is_closed():
+                set_bluesky_event_loop(self._loop)
+            self._loop = None
+            workers = sys.modules.get("fibsem_ophyd.sim._workers")
+            if workers is not None:
+                workers.shutdown()
+
+
+_PROCESS = _ProcessChanges()
 
 
 class _StoringRunEngine(RunEngine):
@@ -83,6 +146,29 @@ class _StoringRunEngine(RunEngine):
         return result
 
 
+class FaultSuspender(SuspendBoolHigh):
+    """Suspend while a :class:`~fibsem_ophyd.devices.FaultSignal` is high (vacuum lost, beam
+    tripped); the run records "suspended" and "resumed" events with the reason in its stream
+    "suspensions" (:func:`~fibsem_ophyd.plans._safety.note_suspension`)."""
+
+    def __init__(self, signal, microscope: FibsemMicroscope, what: str, **kwargs):
+        self.what = what
+        super().__init__(
+            signal, tripped_message=what,
+            pre_plan=lambda: note_suspension(microscope, "suspended", self.reason),
+            post_plan=lambda: note_suspension(microscope, "resumed", self.reason), **kwargs)
+
+    @property
+    def reason(self) -> str:
+        return f"{self.what} ({self._sig.name})"
+
+
+def _fault_suspenders(microscope: FibsemMicroscope) -> list[FaultSuspender]:
+    whats = ("vacuum lost", "electron beam tripped", "ion beam tripped")
+    return [FaultSuspender(sig, microscope, what)
+            for sig, what in zip(microscope.fault_signals(), whats, strict=True)]
+
+
 @dataclass
 class Session:
     """A ready microscope session.
@@ -110,19 +196,54 @@ class Session:
     config: MicroscopeConfig
     writer: CatalogWriter
     extras: dict = field(default_factory=dict)
+    #: the suspenders installed on ``RE`` (vacuum loss, beam trips); empty if opted out
+    suspenders: list = field(default_factory=list)
 
     def close(self) -> None:
-        """Flush the writer, stop its thread, close the detectors, stop a served catalog."""
+        """Undo what the session started and changed: remove the suspenders, stop the fault
+        watch, flush the writer and stop its thread, close the detectors and the simulator
+        the session made, close the catalog's client (and a served catalog), stop the
+        RunEngine's event-loop thread; the last session open also gives the process back
+        what it changed (see the README). Idempotent; ``RE`` is unusable afterwards."""
+        if self.extras.get("closed"):
+            return
+        self.extras["closed"] = True
         try:
+            for sup in self.suspenders:
+                self.RE.remove_suspender(sup)
+            self.suspenders = []
+            if self.microscope.fault_watch is not None:
+                self.microscope.fault_watch.stop()
+                self.microscope.fault_watch = None
             self.writer.close()
             self.microscope.close()
+            if self.extras.get("owns_backend") and hasattr(self.backend, "close"):
+                self.backend.close()
         finally:
             _restore_umask(self.extras.pop("umask", None))
-            server = self.extras.get("catalog_server")
-            if server is not None:
-                # the HTTP client's pooled connections, else they leak (ResourceWarning)
+            try:
+                # the client's connections and threads (an in-process catalog's too)
                 self.catalog.context.close()
-                server.close()
+                server = self.extras.get("catalog_server")
+                if server is not None:
+                    server.close()
+            finally:
+                _stop_loop(self.RE, self.extras.get("previous_bluesky_loop"))
+                _PROCESS.release()
+
+
+def _stop_loop(RE: RunEngine, previous) -> None:
+    """Stop the thread running ``RE``'s event loop, close the loop, and point bluesky's
+    process-wide event loop back at what it was."""
+    loop = RE.loop
+    if loop.is_running():
+        loop.call_soon_threadsafe(loop.stop)
+        RE._th.join(10)
+    if not loop.is_running() and not loop.is_closed():
+        loop.close()
+    if get_bluesky_event_loop() is loop:
+        set_bluesky_event_loop(previous if previous is not None and not previous.is_closed()
+                               else None)
 
 
 def _checked_umask(umask: Any) -> int | None:
@@ -197,6 +318,8 @@ def setup_session(
     serve: bool = False,
     backup_fsync_every: int = FSYNC_EVERY,
     umask: int | None = DEFAULT_UMASK,
+    suspenders: bool = True,
+    fault_poll_period: float = 0.1,
 ) -> Session:
     """Build a session: microscope devices on a backend, a RunEngine, a Tiled catalog.
 
@@ -231,44 +354,75 @@ def setup_session(
         backups, the catalog's database files, a served catalog's files); existing
         directories of the data directory are tightened alike. 0o007 shares write access
         with the group; ``None`` leaves the process's umask and modes alone.
+    suspenders : bool
+        Suspend a running plan while the vacuum is lost or a beam has tripped, and resume it
+        when that clears (``Session.suspenders``; a thread polls the faults every
+        ``fault_poll_period`` s). ``False``: such a fault fails the run instead.
     """
     checked_fsync_every(backup_fsync_every)
     _checked_umask(umask)
+    if suspenders:
+        fault_poll_period = validate.positive("fault_poll_period", fault_poll_period, units="s")
     cfg = load_config(config)
     be = _make_backend(backend, cfg, seed, config)  # before any directory is made
     cfg = be.config
-    _bluesky_compat.install()
-    if sys.getswitchinterval() > SWITCH_INTERVAL:
-        sys.setswitchinterval(SWITCH_INTERVAL)
+    _PROCESS.acquire()
+    try:
+        return _build(cfg, be, isinstance(backend, str), data_dir, tiled_uri, api_key, serve,
+                      suspenders, fault_poll_period, backup_fsync_every, umask)
+    except BaseException:
+        _PROCESS.release()
+        raise
+
+
+def _build(cfg, be, owns_backend, data_dir, tiled_uri, api_key, serve, suspenders,
+           fault_poll_period, backup_fsync_every, umask) -> Session:
     data_dir = Path(data_dir or os.environ.get("FIBSEM_OPHYD_DATA_DIR", DEFAULT_DATA_DIR))
     data_dir = data_dir.expanduser().resolve()
     check_positions_file(data_dir / "positions.yaml", cfg.stage_limits())  # before any mkdir
     images_dir = data_dir / "images"
-    extras: dict[str, Any] = {}
+    extras: dict[str, Any] = {"owns_backend": owns_backend,
+                              "previous_bluesky_loop": get_bluesky_event_loop()}
     if umask is not None:
         owned = [data_dir, images_dir, data_dir / "backup", data_dir / "data"]
         extras["umask"] = _apply_umask(umask, [d for d in owned if d.is_dir()])
-    images_dir.mkdir(parents=True, exist_ok=True)
-    microscope = make_microscope(be, images_dir)
-    if tiled_uri:
-        catalog = open_remote_catalog(tiled_uri, api_key=api_key)
-    elif serve:
-        extras["catalog_server"] = serve_catalog(data_dir)
-        catalog = extras["catalog_server"].client()
-    else:
-        catalog = open_catalog(data_dir)
-    microscope.store = CatalogLookup(name=f"{microscope.name}_store", catalog=catalog,
-                                     queries={"batch_state": batch_state,
-                                              "batch_coating": batch_coating})
-    # The embedded catalog (in-process or served by us) has no live-streaming cache, so
-    # Tiled's close_stream requests (4 per run) would do nothing there: skip them.
-    writer = CatalogWriter(catalog, backup_dir=data_dir / "backup",
-                           close_streams=bool(tiled_uri), fsync_every=backup_fsync_every)
-    # RE(plan) returns a RunEngineResult: .plan_result (e.g. a state or a uid),
-    # .run_start_uids, .exit_status.
-    RE = _StoringRunEngine({}, call_returns_result=True)
-    RE._writer = writer
-    RE.subscribe(writer)
-    RE.md["instrument"] = cfg["info"].get("name", "fibsem")
-    return Session(RE=RE, microscope=microscope, catalog=catalog, backend=be,
-                   data_dir=data_dir, config=cfg, writer=writer, extras=extras)
+    try:
+        images_dir.mkdir(parents=True, exist_ok=True)
+        microscope = make_microscope(be, images_dir)
+        if tiled_uri:
+            catalog = open_remote_catalog(tiled_uri, api_key=api_key)
+        elif serve:
+            extras["catalog_server"] = serve_catalog(data_dir)
+            catalog = extras["catalog_server"].client()
+        else:
+            catalog = open_catalog(data_dir)
+        microscope.store = CatalogLookup(name=f"{microscope.name}_store", catalog=catalog,
+                                         queries={"batch_state": batch_state,
+                                                  "batch_coating": batch_coating})
+        # The embedded catalog (in-process or served by us) has no live-streaming cache, so
+        # Tiled's close_stream requests (4 per run) would do nothing there: skip them.
+        writer = CatalogWriter(catalog, backup_dir=data_dir / "backup",
+                               close_streams=bool(tiled_uri), fsync_every=backup_fsync_every)
+        # RE(plan) returns a RunEngineResult: .plan_result (e.g. a state or a uid),
+        # .run_start_uids, .exit_status.
+        RE = _StoringRunEngine({}, call_returns_result=True)
+        RE._writer = writer
+        RE.subscribe(writer)
+        RE.md["instrument"] = cfg["info"].get("name", "fibsem")
+        # which frames emitted events hold: a suspension takes the others again
+        RE.subscribe(microscope.note_document)
+        installed = []
+        if suspenders:
+            watch = FaultWatch(microscope.fault_signals(), period=fault_poll_period)
+            watch.hold_failures = True
+            microscope.fault_watch = watch
+            installed = _fault_suspenders(microscope)
+            for sup in installed:
+                RE.install_suspender(sup)
+            watch.start()
+        return Session(RE=RE, microscope=microscope, catalog=catalog, backend=be,
+                       data_dir=data_dir, config=cfg, writer=writer, extras=extras,
+                       suspenders=installed)
+    except BaseException:  # the process's umask back as it was
+        _restore_umask(extras.pop("umask", None))
+        raise

@@ -9,10 +9,13 @@ SMALL = {
 
 
 @pytest.fixture
-def session(tmp_path):
+def session(tmp_path, request):
     from fibsem_ophyd import setup_session
 
-    s = setup_session(config=SMALL, data_dir=tmp_path / "data", seed=1)
+    # @pytest.mark.session_kwargs(suspenders=False): more setup_session arguments
+    marker = request.node.get_closest_marker("session_kwargs")
+    s = setup_session(config=SMALL, data_dir=tmp_path / "data", seed=1,
+                      **(marker.kwargs if marker else {}))
     yield s
     s.close()
 

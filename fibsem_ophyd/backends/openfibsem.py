@@ -316,6 +316,7 @@ class OpenFibsemBackend:
                                  "one")
         out["manipulator_stop"] = f"fibsem {FIBSEM_VERSION} has no call to stop a manipulator move"
         out["manipulator_contact"] = f"fibsem {FIBSEM_VERSION} has no touch sensing"
+        out["chamber_stop"] = f"fibsem {FIBSEM_VERSION} has no call to stop a pump or vent"
         if "manipulator" in out:
             out["manipulator_stop"] = out["manipulator_contact"] = out["manipulator"]
         return out

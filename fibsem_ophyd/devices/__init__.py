@@ -3,6 +3,7 @@
 from ._beam import Beam, Chamber
 from ._chamber_camera import ChamberCamera
 from ._detector import TIFF_TEMPLATE, ImagingDetector
+from ._faults import FaultSignal, FaultWatch, WatchedSignal
 from ._gis import GasInjection, SputterCoater
 from ._lookup import CatalogLookup
 from ._manipulator import Manipulator
@@ -32,6 +33,8 @@ __all__ = [
     "CatalogLookup",
     "Chamber",
     "ChamberCamera",
+    "FaultSignal",
+    "FaultWatch",
     "FibsemMicroscope",
     "ImagingDetector",
     "NamedPositions",
@@ -43,6 +46,7 @@ __all__ = [
     "StageAxis",
     "StoredImage",
     "TIFF_TEMPLATE",
+    "WatchedSignal",
     "load_positions",
     "check_positions_file",
     "make_microscope",

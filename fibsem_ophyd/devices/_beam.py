@@ -6,10 +6,11 @@ from collections.abc import Mapping
 
 from ophyd import Component as Cpt
 from ophyd import Device
-from ophyd.status import DeviceStatus
 
+from ._faults import FaultSignal, WatchedSignal
 from ._limits import SettingLimits
-from ._signals import BackendSignal, find_backend
+from ._signals import BackendSignal, background_status, find_backend
+from ._stage import stop_subsystem
 
 __all__ = ["Beam", "Chamber"]
 
@@ -21,7 +22,9 @@ class Beam(Device):
     scan_rotation deg, shift m (x, y in the image frame), column_tilt deg (read-only).
     """
 
-    on = Cpt(BackendSignal, key="on", vtype="bool", kind="config")
+    on = Cpt(WatchedSignal, key="on", vtype="bool", fault="tripped", kind="config")
+    #: True while the beam is off although it should be on (a trip; see ``FaultSignal``)
+    tripped = Cpt(FaultSignal, source="on", good=True, kind="omitted")
     blanked = Cpt(BackendSignal, key="blanked", vtype="bool", kind="config")
     voltage = Cpt(BackendSignal, key="voltage", units="V", kind="config")
     current = Cpt(BackendSignal, key="current", units="A", kind="config")
@@ -46,21 +49,34 @@ class Beam(Device):
 
 
 class Chamber(Device):
-    """Vacuum chamber. ``set("pumped")`` pumps, ``set("vented")`` vents; pressure in Pa."""
+    """Vacuum chamber. ``set("pumped")`` pumps, ``set("vented")`` vents; pressure in Pa.
+    ``vacuum_lost``: True while the chamber is not pumped although it should be."""
 
     vacuum_state = Cpt(BackendSignal, key="vacuum_state", vtype="str",
                        choices=("pumped", "vented"), read_only=True, kind="normal")
     pressure = Cpt(BackendSignal, key="pressure", units="Pa", read_only=True, kind="normal")
+    vacuum_lost = Cpt(FaultSignal, source="vacuum_state", good="pumped", kind="omitted")
 
     def set(self, value, **kwargs):
+        """Pump or vent off the RunEngine's thread (minutes on hardware: 3 min to pump,
+        2 to vent in the simulator's clock). The status is returned at once, finishes when
+        the backend's pump or vent returns and fails with its error."""
         if value not in ("pumped", "vented"):
             raise ValueError(f"chamber state must be 'pumped' or 'vented', got {value!r}")
         backend = find_backend(self)
-        status = DeviceStatus(self)
-        try:
-            backend.pump() if value == "pumped" else backend.vent()
-        except Exception as exc:
-            status.set_exception(exc)
-        else:
-            status.set_finished()
-        return status
+        self.vacuum_lost.request(value)
+
+        def work():
+            try:
+                backend.pump() if value == "pumped" else backend.vent()
+            except Exception:
+                self.vacuum_lost.request_done(ok=False)
+                raise
+            self.vacuum_lost.request_done()
+
+        return background_status(self, work, "pump" if value == "pumped" else "vent")
+
+    def stop(self, *, success: bool = False):
+        """Stop a pump or vent in progress where it is, if the microscope can (else logged:
+        ``chamber_stop`` in ``backend.missing()``); its status then fails."""
+        stop_subsystem(self, "chamber")

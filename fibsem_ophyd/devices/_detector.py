@@ -7,10 +7,18 @@ a frame, writes it as one TIFF whose ImageDescription holds the full metadata JS
 per-frame readings; ``collect_asset_docs()`` yields the series' StreamResource once and a
 StreamDatum per frame; ``read()`` returns the per-frame readings (never the image itself).
 ``close()`` ends the detector's acquisition thread (the session's ``close()`` calls it).
+
+Suspension (a vacuum loss or a beam trip, see :mod:`fibsem_ophyd.devices._faults`): the
+RunEngine rewinds to the plan's last checkpoint and takes again what follows. ``pause()``
+therefore forgets the frames that no saved event holds (their TIFFs are deleted, the next
+frame takes their number) and a frame that fails while such a fault is present is not
+reported as failed: the suspension takes it again. Which frames a saved event holds is told
+by the documents (:meth:`ImagingDetector.note_document`, subscribed by ``setup_session``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +35,8 @@ from ._reference import ReferenceSignal
 from ._signals import BackendSignal, SettingSignal, find_backend
 
 __all__ = ["ImagingDetector", "TIFF_TEMPLATE"]
+
+_log = logging.getLogger(__name__)
 
 # Per-frame readings: (suffix, units, dtype)
 _READINGS = (
@@ -102,6 +112,11 @@ class ImagingDetector(Device):
         # time per frame on a busy 2-core machine). One worker also keeps frames in order.
         self._worker = ThreadPoolExecutor(max_workers=1,
                                           thread_name_prefix=f"{self.name}-acquire")
+        #: frames held by emitted events, if told (``_noted``; see note_document)
+        self._noted = False
+        self._committed = 0
+        self._resource_emitted = False
+        self._suspended = threading.Event()
 
     # -- image settings ---------------------------------------------------------------------
     @property
@@ -134,7 +149,44 @@ class ImagingDetector(Device):
     # -- staging ----------------------------------------------------------------------------
     def stage(self):
         self._series.open(self.root.images_dir)
+        self._committed = 0
+        self._resource_emitted = False
         return super().stage()
+
+    # -- suspension -------------------------------------------------------------------------
+    def note_document(self, name: str, doc: dict) -> None:
+        """Called with every document the RunEngine emits: a StreamResource or StreamDatum
+        of this detector's series went out in a saved event, so those frames are kept."""
+        self._noted = True
+        uid = self._series.resource_uid
+        if uid is None:
+            return
+        if name == "stream_resource" and doc.get("uid") == uid:
+            self._resource_emitted = True
+        elif name == "stream_datum" and doc.get("stream_resource") == uid:
+            self._committed = int(doc["indices"]["stop"])
+
+    def pause(self) -> None:
+        """The RunEngine suspends or pauses and will take again what followed its last
+        checkpoint: wait for the frame in flight, then forget the frames no emitted event
+        holds (or, if no documents are noted, the frames not yet read)."""
+        self._suspended.set()
+        if not self._closed:
+            self._worker.submit(lambda: None).result()  # the frame in flight is done
+        self._wait_for_writes()
+        if not self._series.is_open:
+            return
+        keep = self._committed if self._noted else self._series.announced
+        keep = min(keep, self._series.count)
+        if keep < self._series.count:
+            _log.info("%s: suspended; frames %d..%d are taken again on resume", self.name,
+                      keep, self._series.count - 1)
+        self._series.rewind(keep, resource_emitted=self._resource_emitted or not self._noted)
+        super().pause()
+
+    def resume(self) -> None:
+        self._suspended.clear()
+        super().resume()
 
     def unstage(self):
         try:
@@ -158,6 +210,7 @@ class ImagingDetector(Device):
                 f"{self.name} must be staged before it is triggered: use the acquire_image plan "
                 "or wrap your plan in bluesky.preprocessors.stage_decorator"
             )
+        self._suspended.clear()  # the RunEngine is taking frames: not (or no longer) suspended
         settings = self.image_settings()
         status = DeviceStatus(self)
         written = threading.Event()
@@ -168,6 +221,8 @@ class ImagingDetector(Device):
                 frame, index, state, pixel_size = self._grab(settings)
             except Exception as exc:
                 written.set()
+                if self._held_by_suspension(exc):
+                    return  # the RunEngine suspended: it triggers this frame again
                 status.set_exception(exc)
                 return
             # The frame and its readings exist: the RunEngine may go on (read, save, emit)
@@ -183,6 +238,19 @@ class ImagingDetector(Device):
 
         self._worker.submit(acquire)
         return status
+
+    def _held_by_suspension(self, exc: Exception) -> bool:
+        """A frame failed: if a fault a suspender waits out is present (vacuum loss, beam
+        trip), wait up to the watch's grace time for the suspension (``pause()``) and return
+        True if it came. Reporting the failure first would end the run."""
+        watch = getattr(self.root, "fault_watch", None)
+        if watch is None or not watch.fault_present():
+            return False
+        if self._suspended.wait(watch.grace):
+            _log.info("%s: frame failed during a suspension (%s); taken again on resume",
+                      self.name, exc)
+            return True
+        return False
 
     def _grab(self, settings: dict):
         backend = find_backend(self)

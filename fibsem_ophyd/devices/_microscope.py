@@ -13,6 +13,7 @@ from ..storage import read_state, state_metadata, system_info
 from ._beam import Beam, Chamber
 from ._chamber_camera import ChamberCamera
 from ._detector import ImagingDetector
+from ._faults import FaultWatch
 from ._gis import GasInjection, SputterCoater
 from ._lookup import CatalogLookup
 from ._manipulator import Manipulator
@@ -78,6 +79,9 @@ class FibsemMicroscope(Device):
             raise TypeError(f"backend must implement MicroscopeBackend, got {type(backend)!r}")
         self._backend = backend
         self.store: CatalogLookup | None = None
+        #: polls the faults a plan waits out (``setup_session`` starts one; see
+        #: :class:`~fibsem_ophyd.devices.FaultWatch`)
+        self.fault_watch: FaultWatch | None = None
         self.images_dir = Path(images_dir)
         cfg = backend.config
         limits = {
@@ -115,6 +119,17 @@ class FibsemMicroscope(Device):
 
     def beam(self, beam: str) -> Beam:
         return self.electron_beam if beam == "electron" else self.ion_beam
+
+    def fault_signals(self) -> list:
+        """The faults a running plan can wait out: ``chamber.vacuum_lost``,
+        ``electron_beam.tripped``, ``ion_beam.tripped``."""
+        return [self.chamber.vacuum_lost, self.electron_beam.tripped, self.ion_beam.tripped]
+
+    def note_document(self, name: str, doc: dict) -> None:
+        """A RunEngine subscription: tells the detectors which frames emitted events hold
+        (what a suspension must not take again)."""
+        for det in (self.sem, self.fib):
+            det.note_document(name, doc)
 
     def close(self) -> None:
         """Close both detectors (their acquisition threads end once their frames are

@@ -81,6 +81,8 @@ PLAN_RECORDS: dict[str, dict[str, tuple[str, str | None]]] = {
         "reason": ("string", None),
     },
     "deposition_record": {"deposition_step": ("string", None)},
+    # a suspension of a run (vacuum loss, beam trip): "suspended" then "resumed"
+    "suspension": {"event": ("string", None), "reason": ("string", None)},
     "overview_tile": {
         "index": ("integer", None),
         "row": ("integer", None),

@@ -43,6 +43,9 @@ from ._movement import (
     vertical_move,
 )
 from ._overview import acquire_overview, mosaic_pixel_to_stage
+from ._safety import safe_state
+from ._safety import safe_state_decorator as safe_state_decorator  # a wrapper, not a plan
+from ._safety import safe_state_wrapper as safe_state_wrapper  # a wrapper, not a plan
 from ._sites import select_sites
 from ._state import restore_state, snapshot_state
 from ._workflow import demo_workflow
@@ -88,6 +91,7 @@ __all__ = [
     "read_geometry",
     "read_stage_position",
     "restore_state",
+    "safe_state",
     "safe_absolute_move",
     "save_position",
     "snapshot_state",

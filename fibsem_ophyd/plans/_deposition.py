@@ -23,6 +23,7 @@ from ._common import (
     read_stage_limits,
 )
 from ._movement import safe_absolute_move
+from ._safety import safe_state_wrapper
 from ._util import mv_raising_cause
 
 __all__ = ["cryo_deposition", "sputter_coat", "GIS_PROTOCOL_KEYS"]
@@ -49,7 +50,8 @@ def _run(microscope, md: dict, images: bool, act) -> MsgGenerator[str]:
     def inner():
         if images:
             yield from _images(microscope, "before", rec)
-        yield from act()
+        # a failure leaves the beams blanked and the needles out (before the run closes)
+        yield from safe_state_wrapper(act(), microscope)
         if images:
             yield from _images(microscope, "after", rec)
 

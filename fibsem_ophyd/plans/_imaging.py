@@ -171,10 +171,13 @@ def acquire_series(
     def inner():
         yield from write_image_settings(detector, checked)
         for i in range(num):
+            # one frame between checkpoints, and nothing after it: a suspension takes again
+            # the frame in progress only, never one already saved
+            yield from bps.checkpoint()
             if i and delay:
                 yield from bps.sleep(delay)
-            yield from bps.checkpoint()
             yield from bps.trigger_and_read([detector, microscope.stage])
+        yield from bps.checkpoint()
 
     return (yield from inner())
 

@@ -1,5 +1,7 @@
 """Manipulator plans (OpenFIBSEM's manipulator API as plan stubs: use them inside a run or on
-their own; the moves are recorded by whatever run reads ``microscope.manipulator``)."""
+their own; the moves are recorded by whatever run reads ``microscope.manipulator``). A move
+that fails leaves the microscope in the safe state (``safe_state``: beams blanked, needles
+retracted); input is checked before, and a refusal moves nothing."""
 
 import math
 from typing import Any
@@ -13,6 +15,7 @@ from ..backend import MANIPULATOR_AXES
 from ..beams import as_beam
 from ._common import beam_device, check_needle_target, finite, read_needle
 from ._movement import read_axes, read_geometry
+from ._safety import safe_state_wrapper as _guarded
 from ._util import mv_raising_cause
 
 __all__ = ["insert_manipulator", "retract_manipulator", "move_manipulator_corrected",
@@ -49,7 +52,7 @@ def insert_manipulator(microscope: Readable, name: str = "PARK") -> MsgGenerator
         The tip position reached (RAW, m).
     """
     check_needle_target((yield from read_needle(microscope)), name)
-    yield from mv_raising_cause(microscope.manipulator, name)
+    yield from _guarded(mv_raising_cause(microscope.manipulator, name), microscope)
     return (yield from read_manipulator_position(microscope))
 
 
@@ -60,7 +63,7 @@ def retract_manipulator(microscope: Readable) -> MsgGenerator[None]:
     ----------
     microscope : Readable
         The microscope device."""
-    yield from mv_raising_cause(microscope.manipulator, "retracted")
+    yield from _guarded(mv_raising_cause(microscope.manipulator, "retracted"), microscope)
 
 
 def move_manipulator_corrected(microscope: Readable, dx: float = 0.0, dy: float = 0.0,
@@ -93,7 +96,7 @@ def move_manipulator_corrected(microscope: Readable, dx: float = 0.0, dy: float 
     pos = yield from read_manipulator_position(microscope)
     target = check_needle_target((yield from read_needle(microscope)),
                                  {ax: pos[ax] + d[i] for i, ax in enumerate(_AXES)})
-    yield from mv_raising_cause(microscope.manipulator, target)
+    yield from _guarded(mv_raising_cause(microscope.manipulator, target), microscope)
     return target
 
 
@@ -126,5 +129,5 @@ def move_manipulator_to_position_offset(microscope: Readable, offset: dict[str, 
     offset = check_needle_target(known, offset)
     target = check_needle_target(known, {ax: saved[name][ax] + offset.get(ax, 0.0)
                                          for ax in _AXES})
-    yield from mv_raising_cause(needle, target)
+    yield from _guarded(mv_raising_cause(needle, target), microscope)
     return target

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["pool", "for_row_blocks", "start_row_blocks"]
+__all__ = ["pool", "shutdown", "for_row_blocks", "start_row_blocks"]
 
 _POOL: ThreadPoolExecutor | None = None
 _LOCK = threading.Lock()
@@ -26,6 +26,16 @@ def pool() -> ThreadPoolExecutor:
             _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
                                        thread_name_prefix="sim-worker")
         return _POOL
+
+
+def shutdown() -> None:
+    """End the worker threads (after the work given them); the next :func:`pool` starts
+    new ones."""
+    global _POOL
+    with _LOCK:
+        pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.shutdown(wait=True)
 
 
 def start_row_blocks(fn: Callable[[int, int], None], n_rows: int,

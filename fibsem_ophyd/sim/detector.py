@@ -127,6 +127,12 @@ class NoiseSource:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-noise")
         self._next = None  # (shape, future)
 
+    def close(self) -> None:
+        """End the drawing thread (a later :meth:`take` starts a new one)."""
+        self._next = None
+        self._pool.shutdown(wait=True)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-noise")
+
     def _draw(self, shape):
         return self._rng.standard_normal(shape, dtype=np.float32)
 

@@ -105,6 +105,10 @@ class ImagingModel:
             self._clean_cache.popitem(last=False)
         return img, shading
 
+    def close(self) -> None:
+        """End the noise thread (the next frame starts it again)."""
+        self._noise.close()
+
     def render_clean(self, beam: str, frame: Mapping) -> np.ndarray:
         """Noise-free yield image now, cropped to the frame's reduced area."""
         img, _ = self.clean(beam, frame, self.state.clock.now())

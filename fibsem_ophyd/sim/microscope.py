@@ -24,6 +24,7 @@ Faults (:meth:`SimulatedMicroscope.inject_fault`):
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -46,6 +47,7 @@ from ..backend import (
     STOPPABLE,
     BackendError,
     MissingSubsystemError,
+    StoppedError,
     describe_beam_key,
     describe_value,
 )
@@ -135,6 +137,11 @@ class SimulatedMicroscope:
                                     self.liftout)
         self.truth = Truth(self.world, self.cuts, self.erosion, self._checked_frame,
                            objects=(self.needle, self.liftout))
+
+    def close(self) -> None:
+        """End the simulator's threads (its noise thread; a later frame starts it again).
+        ``setup_session`` calls it when it closes a session it made the simulator for."""
+        self.imaging.close()
 
     @property
     def last_render(self) -> RenderStats:
@@ -342,19 +349,39 @@ class SimulatedMicroscope:
 
     # ================================================================== chamber
     def pump(self) -> None:
-        """Pump to high vacuum (takes simulated time if vented)."""
+        """Pump to high vacuum (:data:`~.clock.PUMP_TIME` of simulated time if vented); the
+        chamber is "pumped" once there. ``stop("chamber")`` ends it part way (still
+        "vented", at the pressure reached; :class:`StoppedError`)."""
         if self.world.vacuum != "pumped":
-            self.clock.advance(PUMP_TIME)
+            self._pressure_ramp(HIGH_VACUUM, PUMP_TIME, "pump")
         self.world.vacuum = "pumped"
         self.world.pressure = HIGH_VACUUM
         self.world.vacuum_lost = False
 
     def vent(self) -> None:
-        """Vent the chamber (imaging then raises)."""
-        if self.world.vacuum != "vented":
-            self.clock.advance(VENT_TIME)
+        """Vent the chamber (:data:`~.clock.VENT_TIME`); it is "vented" from the start
+        (imaging then raises). ``stop("chamber")`` ends it part way, at the pressure
+        reached."""
+        if self.world.vacuum != "vented" or self.world.pressure < ATMOSPHERE:
+            self.world.vacuum = "vented"
+            self._pressure_ramp(ATMOSPHERE, VENT_TIME, "vent")
         self.world.vacuum = "vented"
         self.world.pressure = ATMOSPHERE
+
+    def _pressure_ramp(self, target: float, duration: float, what: str) -> None:
+        """Pressure from where it is to ``target`` in ``duration`` simulated s, stepped
+        (log-linear) so that a stop ends it part way."""
+        self.motion.begin("chamber")
+
+        def apply(pos):
+            self.world.pressure = float(10.0 ** pos["log_p"])
+
+        try:
+            self.motion.travel("chamber", {"log_p": math.log10(self.world.pressure)},
+                               {"log_p": math.log10(target)}, duration, apply)
+        except StoppedError:
+            self.world.vacuum = "vented"  # not at high vacuum
+            raise StoppedError(f"{what} stopped at {self.world.pressure:.3g} Pa") from None
 
     def time(self) -> float:
         """Simulated clock (s)."""
@@ -481,7 +508,7 @@ class SimulatedMicroscope:
         return out
 
     def stop(self, subsystem: str) -> None:
-        """Stop the stage, the needle or the milling (see the contract); with
+        """Stop the stage, the needle, the milling or a pump or vent (see the contract); with
         ``real_time_factor = 0`` moves take no wall time, so only a milling between passes
         can be caught."""
         if subsystem not in STOPPABLE:

@@ -294,6 +294,28 @@ class TiffSeries:
         """Write frame ``index`` (see :func:`write_tiff`); return its path."""
         return write_tiff(self.path(index), data, metadata)
 
+    @property
+    def resource_uid(self) -> str | None:
+        """Uid of this series' StreamResource (``None`` before it is composed)."""
+        return None if self._bundle is None else self._bundle.stream_resource_doc["uid"]
+
+    def rewind(self, count: int, resource_emitted: bool = True) -> None:
+        """Forget the frames from ``count`` on (numbered, maybe announced in documents that
+        were never emitted), delete their files and number the next frame ``count``: a
+        RunEngine that suspends re-takes them. ``resource_emitted=False``: the StreamResource
+        went out with none of the documents kept, so the next announcement starts with a
+        new one."""
+        count = int(count)
+        if not 0 <= count <= self._count:
+            raise ValueError(f"{self.name}: cannot rewind to frame {count} of {self._count}")
+        if self.directory is not None:
+            for index in range(count, self._count):
+                self.path(index).unlink(missing_ok=True)
+        self._count = count
+        self._emitted = min(self._emitted, count)
+        if not resource_emitted:
+            self._bundle = None
+
     def asset_docs(self, stop: int | None = None) -> Iterator[tuple[str, dict]]:
         """StreamResource (first call only) and one StreamDatum for the frames not yet
         announced, up to ``stop`` (exclusive; default: every frame numbered). Announce

@@ -12,7 +12,7 @@ from .conftest import EXISTING_PLANS, PERMISSIONS, REPO, STARTUP_DIR, bin_path, 
 MOVEMENT_PLANS = ["stable_move", "vertical_move", "safe_absolute_move", "move_flat_to_beam",
                   "move_to_milling_angle", "go_to_position", "restore_state", "demo_workflow",
                   "insert_manipulator", "retract_manipulator", "move_manipulator_corrected",
-                  "move_manipulator_to_position_offset", "select_sites"]
+                  "move_manipulator_to_position_offset", "select_sites", "safe_state"]
 #: alignment (stage / beam shift), milling and deposition plans: denied to observers
 ALIGNMENT_PLANS = ["align_beam_shift", "correct_drift", "find_coincidence",
                    "eucentric_alignment", "mill_stages", "cryo_deposition", "sputter_coat"]

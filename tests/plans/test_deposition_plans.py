@@ -127,6 +127,7 @@ def test_bad_deposition_refused_before_anything(session, microscope, kwargs, mat
         session.RE(sputter_coat(microscope, current=1.0))
 
 
+@pytest.mark.session_kwargs(suspenders=False)  # with them the run waits for the vacuum
 def test_a_failed_deposition_closes_the_run_fail_and_keeps_the_before_images(session,
                                                                             microscope):
     sim = session.backend

@@ -62,6 +62,7 @@ def test_bad_stage_refused_before_the_beam_turns_on(session, microscope, change,
     assert len(session.catalog) == n_runs  # refused before a run was opened
 
 
+@pytest.mark.session_kwargs(suspenders=False)  # with them the run waits for the vacuum
 def test_failed_run_is_closed_fail_and_beam_left_safe(session, microscope):
     silicon_under_ion_beam(session)
     imaging_current = microscope.ion_beam.current.get()

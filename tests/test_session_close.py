@@ -1,0 +1,66 @@
+"""Session.close() gives the process back what setup_session changed: bluesky's Plan class,
+the switch interval, bluesky's event loop, and every thread the session started."""
+
+import sys
+import threading
+
+import bluesky.utils as bu
+from bluesky.run_engine import get_bluesky_event_loop
+
+from fibsem_ophyd import setup_session
+from fibsem_ophyd._bluesky_compat import LazyStackPlan
+from fibsem_ophyd.plans import acquire_series, take_reference_images
+from fibsem_ophyd.session import SWITCH_INTERVAL
+
+TINY = {"electron": {"resolution": [128, 96]}, "ion": {"resolution": [128, 96]}}
+
+
+def _process():
+    plan = bu.Plan
+    return {"switch": sys.getswitchinterval(), "plan": plan, "plan_attrs": dict(vars(plan)),
+            "loop": get_bluesky_event_loop()}
+
+
+def _threads():
+    return {t.ident: t.name for t in threading.enumerate()}
+
+
+def test_close_undoes_what_setup_changed(tmp_path):
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.004)  # a value of the user's, above the session's 1 ms
+    try:
+        before, threads = _process(), _threads()
+        assert before["plan"] is not LazyStackPlan
+        s = setup_session(config=TINY, data_dir=tmp_path / "data", seed=0)
+        # while open: the patched Plan, the shorter switch interval, threads of its own
+        assert bu.Plan is LazyStackPlan and sys.getswitchinterval() == SWITCH_INTERVAL
+        s.RE(take_reference_images(s.microscope))
+        s.RE(acquire_series(s.microscope.sem, num=3))
+        started = {i: n for i, n in _threads().items() if i not in threads}
+        names = set(started.values())
+        assert {"bluesky-run-engine", "fibsem-fault-watch", "fibsem-catalog-writer"} <= names
+        assert any(n.startswith("sim-worker") for n in names)
+        assert any(n.startswith("microscope_sem-acquire") for n in names)
+        s.close()
+        s.close()  # idempotent
+        assert _process() == before
+        assert {i: n for i, n in _threads().items() if i not in threads} == {}
+        assert s.RE.loop.is_closed() and s.suspenders == []
+    finally:
+        sys.setswitchinterval(old_switch)
+
+
+def test_the_last_session_to_close_restores(tmp_path):
+    before, threads = _process(), _threads()
+    a = setup_session(config=TINY, data_dir=tmp_path / "a", seed=0)
+    b = setup_session(config=TINY, data_dir=tmp_path / "b", seed=0)
+    a.RE(take_reference_images(a.microscope))
+    a.close()
+    # b still runs with what the sessions changed
+    assert bu.Plan is LazyStackPlan
+    assert sys.getswitchinterval() == min(before["switch"], SWITCH_INTERVAL)
+    uid = b.RE(take_reference_images(b.microscope)).plan_result
+    assert b.catalog[uid].metadata["stop"]["exit_status"] == "success"
+    b.close()
+    assert _process() == before
+    assert {i: n for i, n in _threads().items() if i not in threads} == {}
