@@ -43,12 +43,25 @@ class _StoringRunEngine(RunEngine):
             if self._writer is not None:
                 self._writer.wait()
 
-    def resume(self):
+    def _stored(self, call, *args):
         try:
-            return super().resume()
+            return call(*args)
         finally:
             if self._writer is not None:
                 self._writer.wait()
+
+    def resume(self):
+        return self._stored(super().resume)
+
+    # a paused run ends inside these calls: return once its stop document is stored too
+    def abort(self, reason=""):
+        return self._stored(super().abort, reason)
+
+    def stop(self):
+        return self._stored(super().stop)
+
+    def halt(self):
+        return self._stored(super().halt)
 
 
 @dataclass

@@ -100,7 +100,9 @@ def mill_stages(
     check_stages([s for s in objs if s.enabled])  # refuse before any run/beam
     boxes = check_boxes(exclude)
     ref = (yield from resolve_reference(microscope.fib, reference)) if align else None
-    imaging_current = yield from bps.rd(microscope.ion_beam.current)
+    # where the ion beam goes back to: its current before a milling that has not yet put it
+    # back (a halted run's) began, not the milling current it may be at
+    imaging_current = yield from bps.rd(microscope.milling.imaging_current)
     estimates = [estimate_stage_time(s, imaging_current) for s in objs]
     _md = run_md("mill_stages", {"microscope": microscope, "stages": [s.name for s in objs],
                                  "imaging_hfw": imaging_hfw, "align": bool(align)}, md,
@@ -125,7 +127,11 @@ def mill_stages(
                               extra=(milling,), exclude=boxes)
 
     def blank():
-        # the ion beam ends at its imaging current, blanked, even on failure
+        # the ion beam ends at its imaging current, blanked, even on failure. A milling still
+        # under way (the run was aborted or stopped under it) puts the beam back itself when
+        # it ends: the RunEngine stops it as the run closes, and unstaging ends it
+        if (yield from bps.rd(milling.state)) in ("running", "paused"):
+            return
         yield from bps.mv(microscope.ion_beam.current, imaging_current,
                           microscope.ion_beam.blanked, True)
 
@@ -148,6 +154,9 @@ def mill_stages(
                 # the shift found at the tilt means nothing back at t0
                 yield from bps.mv(stage.t, t0, microscope.ion_beam.shift, shift0)
 
+    # staged (with the whole microscope, as bluesky stages a device's root), the milling is
+    # unstaged however the run ends, a halt (which skips the plan's cleanup) included:
+    # unstaging ends a milling this RunEngine started and left held
     @bpp.stage_decorator([fib])
     @bpp.run_decorator(md=_md)
     @bpp.finalize_decorator(blank)

@@ -1,0 +1,133 @@
+"""Milling made safe: every way out of a milling leaves the ion beam at its imaging current,
+blanked; bad parameters are refused before the beam is touched; a beam trip fails the milling
+at the pass it happened; nothing else moves the sample or changes the ion beam while a
+milling runs; failed runs say why. A real RunEngine on the simulator throughout."""
+
+import threading
+import time
+
+import pytest
+from bluesky import plan_stubs as bps
+from bluesky.utils import RunEngineInterrupted
+
+from fibsem_ophyd import setup_session
+from fibsem_ophyd.plans import mill_stages
+
+from ..plans._helpers import BOX, silicon_under_ion_beam
+
+SMALL = {"electron": {"resolution": [384, 256]}, "ion": {"resolution": [384, 256]}}
+#: the 370 s BOX milling (10 x 5 x 2 um of Si at 1 nA) takes 1.9 s of wall time: 8 passes
+#: of 0.23 s, time to interrupt it mid-way
+REAL_TIME = 0.005
+
+
+def _session(tmp_path, real_time_factor: float = 0.0):
+    return setup_session(config={**SMALL, "sim": {"real_time_factor": real_time_factor}},
+                         data_dir=tmp_path / "data", seed=1)
+
+
+@pytest.fixture
+def slow(tmp_path):
+    s = _session(tmp_path, REAL_TIME)
+    yield s
+    s.close()
+
+
+def _when(signal, test, action):
+    """Call ``action()`` from a new thread the first time ``test(value)`` holds for
+    ``signal`` (subscribed); returns the unsubscribe function."""
+    fired = threading.Event()
+
+    def cb(value, **kwargs):
+        if test(value) and not fired.is_set():
+            fired.set()
+            threading.Thread(target=action, daemon=True).start()
+
+    token = signal.subscribe(cb, run=False)
+    return lambda: signal.unsubscribe(token)
+
+
+def _wait_until(test, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not test():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+# -- 1. every way out leaves the ion beam at its imaging current, blanked ----------------------
+@pytest.mark.parametrize("how", ["halt", "pause_then_halt", "abort", "pause_then_abort"])
+def test_interrupted_milling_restores_the_imaging_current(slow, how):
+    """``RE.halt()`` skips the plan's cleanup: the RunEngine's closing stop holds the milling
+    and unstaging the microscope ends it. An abort under a running milling, or after a pause,
+    ends it too, as an abort (not a failure). Each time the beam is back at the imaging
+    current, blanked, and the next mill_stages returns to that current, not to the milling
+    current."""
+    RE, scope, sim = slow.RE, slow.microscope, slow.backend
+    silicon_under_ion_beam(slow)
+    imaging = scope.ion_beam.current.get()
+    assert imaging != BOX["milling"]["milling_current"]
+    end = RE.halt if how.endswith("halt") else RE.abort
+    interrupt = RE.request_pause if how.startswith("pause") else end
+    undo = _when(scope.milling.progress, lambda v: 25.0 <= v < 100.0, interrupt)
+    try:
+        with pytest.raises(RunEngineInterrupted):
+            RE(mill_stages(scope, [BOX]))
+    finally:
+        undo()
+    if how.startswith("pause"):
+        assert RE.state == "paused"
+        assert scope.milling.state.get() in ("running", "paused")
+        end()
+    assert RE.state == "idle"
+    run = slow.catalog.values().last()
+    assert run.metadata["stop"]["exit_status"] == "abort"
+    assert scope.milling.state.get() == "aborted"
+    assert not scope.milling.in_progress
+    assert scope.ion_beam.current.get() == pytest.approx(imaging)
+    assert scope.ion_beam.blanked.get() is True
+    # the next milling starts from and returns to the imaging current
+    uid = RE(mill_stages(scope, [BOX])).plan_result
+    assert slow.catalog[uid].metadata["stop"]["exit_status"] == "success"
+    assert scope.ion_beam.current.get() == pytest.approx(imaging)
+    assert scope.ion_beam.blanked.get() is True
+    assert len(sim.cuts) == 2
+
+
+def test_held_milling_of_a_halted_run_returns_to_the_first_imaging_current(slow):
+    """A bare ``bps.mv(milling, ...)`` halted mid-way (not staged: the milling is held, the
+    beam blanked at the milling current): the device still knows the imaging current; a new
+    milling ends the held one and both return the beam to it; so does closing the session."""
+    RE, scope = slow.RE, slow.microscope
+    silicon_under_ion_beam(slow)
+    imaging = scope.ion_beam.current.get()
+    undo = _when(scope.milling.progress, lambda v: 25.0 <= v < 100.0, RE.halt)
+    try:
+        with pytest.raises(RunEngineInterrupted):
+            RE(bps.mv(scope.milling, BOX))
+    finally:
+        undo()
+    _wait_until(lambda: scope.milling.state.get() == "paused")
+    # held: blanked, at the milling current
+    assert scope.ion_beam.current.get() == pytest.approx(1e-9)
+    assert scope.ion_beam.blanked.get() is True
+    assert scope.milling.imaging_current.get() == pytest.approx(imaging)
+    small = {**BOX, "name": "small",
+             "pattern": {**BOX["pattern"], "width": 2e-6, "height": 2e-6, "depth": 0.2e-6}}
+    status = scope.milling.set(small)  # replaces the held one
+    status.wait(60)
+    assert scope.milling.state.get() == "done"
+    assert scope.ion_beam.current.get() == pytest.approx(imaging)
+    assert scope.ion_beam.blanked.get() is True
+    # held again, then the session closes
+    undo = _when(scope.milling.progress, lambda v: 25.0 <= v < 100.0, RE.halt)
+    try:
+        with pytest.raises(RunEngineInterrupted):
+            RE(bps.mv(scope.milling, BOX))
+    finally:
+        undo()
+    _wait_until(lambda: scope.milling.state.get() == "paused")
+    assert scope.ion_beam.current.get() == pytest.approx(1e-9)
+    scope.close()
+    assert scope.milling.state.get() == "aborted"
+    assert slow.backend.get("current", "ion") == pytest.approx(imaging)
+    assert slow.backend.get("blanked", "ion") is True
