@@ -1,7 +1,9 @@
 """The milling device: ``set(stage)`` mills one or more stages and reports progress.
 
-``set`` validates everything (patterns inside the field of view, positive depths and
-currents, known materials) before the beam turns on; while milling, the status reports the
+``set`` validates everything (patterns inside the field of view, depths between 1 nm and
+100 um, known materials, the milling current, voltage and field width within the ion beam's
+limits) before the beam is touched, and sets the milling current with the beam blanked,
+unblanking only then; while milling, the status reports the
 fraction done and the time remaining (bluesky's ProgressBar shows it); ``pause()`` holds
 the milling at the end of a pass with the beam blanked and ``resume()`` goes on (the
 RunEngine calls both when it pauses and resumes; the replayed ``set`` of a paused milling
@@ -151,8 +153,14 @@ class Milling(Device):
         return self._busy
 
     def check(self, stages: list[MillingStage]) -> None:
-        """Raise ``ValueError`` for a stage that cannot be milled (nothing is changed)."""
-        check_stages(stages)
+        """Raise ``ValueError`` naming the stage, the parameter, its value and the limit for a
+        stage that cannot be milled: a pattern outside the field of view, a depth outside
+        :data:`~fibsem_ophyd.milling.DEPTH_RANGE`, a milling current, voltage or field width
+        outside the ion beam's limits (the backend's ``describe``). Nothing is changed."""
+        backend = find_backend(self)
+        limits = {key: backend.describe(key, "ion").get("limits")
+                  for key in ("current", "voltage", "hfw")}
+        check_stages(stages, limits)
 
     def set(self, value, **kwargs):
         stages = [s for s in as_stages(value) if s.enabled]
@@ -193,12 +201,15 @@ class Milling(Device):
             done = 0.0
             try:
                 self.state.put("running")
-                backend.set("blanked", False, "ion")
                 for st in stages:
                     est = st.estimated_time()
                     self.stage_name.put(st.name)
                     self.estimated_time.put(est)
+                    # the current changes (apertures move, ~20 s) with the beam blanked: it
+                    # reaches the sample only at the milling current
+                    backend.set("blanked", True, "ion")
                     backend.set("current", st.milling_current, "ion")
+                    backend.set("blanked", False, "ion")
 
                     def progress(fraction, _done=done, _est=est, _name=st.name):
                         if not self._go.is_set():

@@ -14,7 +14,14 @@ from ..backend import check_deposition_time
 from ._alignment import AlignmentError, acquire_reference, correct_drift
 from ._common import check_settings, in_run, positive, read_frame, read_limits, run_md
 from ._deposition import cryo_deposition, sputter_coat
-from ._milling import ALIGN_TOLERANCE, lamella_protocol, mill_stages, milled_boxes
+from ._milling import (
+    ALIGN_TOLERANCE,
+    check_sections,
+    lamella_protocol,
+    mill_stages,
+    milled_boxes,
+    read_ion_limits,
+)
 from ._movement import go_to_position, move_to_milling_angle
 
 __all__ = ["mill_lamellae", "measure_lamella", "import_experiment"]
@@ -209,6 +216,7 @@ def mill_lamellae(
     if not isinstance(batch, str) or not batch:
         raise ValueError(f"batch must be a non-empty string, got {batch!r}")
     sections, order = lamella_protocol(microscope, protocol)
+    check_sections(sections, (yield from read_ion_limits(microscope)))
     positions = yield from bps.rd(microscope.stage.positions, default_value={})
     unknown = [s for s in sites if s not in positions]
     if unknown:

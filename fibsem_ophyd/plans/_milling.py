@@ -9,7 +9,7 @@ from bluesky.utils import MsgGenerator
 
 from ..alignment.masks import check_boxes
 from ..milling import as_stages, check_stages, estimate_stage_time
-from ._common import run_md
+from ._common import read_limits, run_md
 
 __all__ = ["mill_stages", "mill_fiducial", "mill_lamella", "LAMELLA_ORDER"]
 
@@ -24,6 +24,13 @@ OVERTILT_MIN_SCORE = 0.3
 #: how far around a milled shape the alignment ignores the image (m): the probe tail, debris,
 #: and at glancing incidence the walls and floor of a cut show up to microns beyond its outline
 EXCLUSION_MARGIN = 3e-6
+
+
+def read_ion_limits(microscope) -> MsgGenerator[dict]:
+    """The ion beam's ``{"current", "voltage", "hfw": (low, high)}`` (its ``limits`` signal),
+    for :func:`~fibsem_ophyd.milling.check_stages`."""
+    specs = yield from read_limits(microscope.ion_beam)
+    return {key: specs[key]["limits"] for key in ("current", "voltage", "hfw") if key in specs}
 
 
 def milled_boxes(stage) -> list[list[float]]:
@@ -71,7 +78,8 @@ def mill_stages(
     reference : array, str or None
         The alignment reference (an array, the uid of a stored run, or ``None`` for the
         ion detector's current reference); only with ``align``. Take it at the field width
-        the stages mill at.
+        the stages mill at. Refused before any frame unless it has the shape of the ion
+        detector's frames, is finite and not uniform.
     supervised : bool
         Before each stage (after the alignment) stop for a person: a checkpoint and a
         pause. They look at the "ready" image, may set ``microscope.milling.pattern_offset_x``
@@ -94,12 +102,17 @@ def mill_stages(
         microscope-reported milling times. The ion beam ends at its imaging current,
         blanked, also when milling fails.
     """
-    from ._alignment import align_loop, resolve_reference
+    from ._alignment import align_loop, check_reference, frame_shape, resolve_reference
 
     objs = as_stages(stages)
     check_stages([s for s in objs if s.enabled])  # refuse before any run/beam
     boxes = check_boxes(exclude)
-    ref = (yield from resolve_reference(microscope.fib, reference)) if align else None
+    # the milling current, voltage and field width within what the ion beam accepts
+    check_stages([s for s in objs if s.enabled], (yield from read_ion_limits(microscope)))
+    ref = None
+    if align:  # a reference it cannot register against is refused before any frame
+        ref = yield from resolve_reference(microscope.fib, reference)
+        check_reference(ref, (yield from frame_shape(microscope.fib)), microscope.fib.name)
     # where the ion beam goes back to: its current before a milling that has not yet put it
     # back (a halted run's) began, not the milling current it may be at
     imaging_current = yield from bps.rd(microscope.milling.imaging_current)
@@ -251,13 +264,19 @@ def lamella_protocol(microscope, protocol) -> tuple[dict, list[str]]:
     from ..milling import load_protocol
 
     sections = load_protocol(protocol)
-    for name, stages in sections.items():
-        try:
-            check_stages([s for s in stages if s.enabled])
-        except ValueError as exc:
-            raise ValueError(f"protocol section {name!r}: {exc}") from None
+    check_sections(sections)
     order = [k for k in LAMELLA_ORDER if k in sections]
     return sections, order + [k for k in sections if k not in order]
+
+
+def check_sections(sections: dict, beam_limits: dict | None = None) -> None:
+    """:func:`~fibsem_ophyd.milling.check_stages` of every section's enabled stages (with the
+    ion beam's limits, :func:`read_ion_limits`, if given); the error names the section."""
+    for name, stages in sections.items():
+        try:
+            check_stages([s for s in stages if s.enabled], beam_limits)
+        except ValueError as exc:
+            raise ValueError(f"protocol section {name!r}: {exc}") from None
 
 
 def mill_lamella(
@@ -304,6 +323,7 @@ def mill_lamella(
     from ._movement import go_to_position, move_to_milling_angle
 
     sections, order = lamella_protocol(microscope, protocol)
+    check_sections(sections, (yield from read_ion_limits(microscope)))
     base = {"lamella": lamella, **(md or {})}
     if position is not None:
         yield from go_to_position(microscope, position)

@@ -6,6 +6,7 @@ milling runs; failed runs say why. A real RunEngine on the simulator throughout.
 import threading
 import time
 
+import numpy as np
 import pytest
 from bluesky import plan_stubs as bps
 from bluesky.utils import RunEngineInterrupted
@@ -131,3 +132,92 @@ def test_held_milling_of_a_halted_run_returns_to_the_first_imaging_current(slow)
     assert scope.milling.state.get() == "aborted"
     assert slow.backend.get("current", "ion") == pytest.approx(imaging)
     assert slow.backend.get("blanked", "ion") is True
+
+
+# -- 2. parameters checked before the beam is touched -------------------------------------------
+def _bad(milling=None, pattern=None):
+    return {**BOX, "milling": {**BOX["milling"], **(milling or {})},
+            "pattern": {**BOX["pattern"], **(pattern or {})}}
+
+
+BAD_STAGES = [
+    # (stage, what the error must say: parameter, value, limit)
+    (_bad(milling={"milling_current": 1e-6}),
+     ["'box'", "milling_current", "1e-06", "ion beam's limits", "6.5e-08"]),
+    (_bad(milling={"milling_voltage": 50e3}),
+     ["'box'", "milling_voltage", "50000", "ion beam's limits", "30000"]),
+    (_bad(milling={"hfw": 2e-3}),
+     ["'box'", "hfw", "0.002", "ion beam's limits", "0.0009"]),
+    (_bad(pattern={"depth": 200e-6}),
+     ["'box'", "depth", "0.0002", "plausible milling depths", "0.0001"]),
+    (_bad(pattern={"depth": 0.5e-9}),
+     ["'box'", "depth", "5e-10", "plausible milling depths", "1e-09"]),
+]
+
+
+def _untouched(session):
+    """What must not change when a milling is refused: clock (frames, current changes, moves
+    and milling all take simulated time), ion current and blanking, stage, cuts, runs."""
+    sim = session.backend
+    return (sim.time(), sim.get("current", "ion"), sim.get("blanked", "ion"),
+            sim.get_stage_position(), len(sim.cuts), len(session.catalog))
+
+
+@pytest.mark.parametrize("stage, words", BAD_STAGES)
+def test_bad_milling_parameters_refused_before_the_beam_is_touched(session, stage, words):
+    scope = session.microscope
+    session.backend.set("blanked", False, "ion")  # as after an ion image
+    before = _untouched(session)
+    with pytest.raises(ValueError) as plan_err:
+        session.RE(mill_stages(scope, [stage]))
+    with pytest.raises(ValueError) as device_err:
+        scope.milling.set(stage)
+    for err in (plan_err, device_err):
+        for word in words:
+            assert word in str(err.value), (word, str(err.value))
+    assert _untouched(session) == before
+    assert scope.milling.state.get() == "idle"
+
+
+def test_milling_current_is_set_before_the_beam_is_unblanked(session):
+    """The beam reaches the sample only at the milling current: the device blanks, changes
+    the current, then unblanks (each stage)."""
+    sim, scope = session.backend, session.microscope
+    silicon_under_ion_beam(session)
+    sim.set("blanked", False, "ion")
+    calls = []
+    real_set = sim.set
+
+    def recording_set(key, value, beam=None):  # the real backend, its calls recorded
+        if beam == "ion" and key in ("blanked", "current"):
+            calls.append((key, value))
+        return real_set(key, value, beam)
+
+    sim.set = recording_set
+    try:
+        small = _bad(pattern={"width": 2e-6, "height": 2e-6, "depth": 0.2e-6})
+        second = {**small, "name": "second",
+                  "milling": {**small["milling"], "milling_current": 2e-9}}
+        scope.milling.set([small, second]).wait(60)
+    finally:
+        sim.set = real_set
+    unblanked = [i for i, c in enumerate(calls) if c == ("blanked", False)]
+    assert len(unblanked) == 2
+    for i, current in zip(unblanked, (1e-9, 2e-9), strict=True):
+        # blanked, then the current, then unblanked
+        assert calls[i - 1] == ("current", current), calls
+        assert calls[i - 2] == ("blanked", True), calls
+
+
+@pytest.mark.parametrize("reference, words", [
+    (np.zeros((64, 64)), ["(64, 64)", "(256, 384)"]),
+    (np.full((256, 384), 7.0), ["uniform"]),
+])
+def test_bad_alignment_reference_refused_before_any_frame(session, reference, words):
+    scope = session.microscope
+    before = _untouched(session)
+    with pytest.raises(ValueError) as err:
+        session.RE(mill_stages(scope, [BOX], align=True, reference=reference))
+    for word in words:
+        assert word in str(err.value)
+    assert _untouched(session) == before
