@@ -221,3 +221,38 @@ def test_bad_alignment_reference_refused_before_any_frame(session, reference, wo
     for word in words:
         assert word in str(err.value)
     assert _untouched(session) == before
+
+
+# -- 3. a beam trip fails the milling at the pass it happened ----------------------------------
+def test_beam_trip_mid_milling_fails_it_at_that_pass(session):
+    """The ion beam trips after pass 3 of 8: the milling fails at pass 4 (state "failed", the
+    run's stop document "fail" naming the trip), and the sample holds the 3 passes milled:
+    3/8 of the 2 um asked for, by the scene's ground truth."""
+    from ..plans._helpers import height_at
+
+    sim, scope = session.backend, session.microscope
+    c = silicon_under_ion_beam(session)
+    h0 = height_at(sim, c)
+    imaging = scope.ion_beam.current.get()
+
+    def trip(value, **kwargs):  # runs in the milling thread, between passes
+        if value >= 37.5 and not sim.active_faults:
+            sim.inject_fault("beam_trip", beam="ion")
+
+    token = scope.milling.progress.subscribe(trip, run=False)
+    try:
+        with pytest.raises(Exception) as err:  # noqa: PT011 -- the message is checked below
+            session.RE(mill_stages(scope, [BOX]))
+    finally:
+        scope.milling.progress.unsubscribe(token)
+    assert "beam trip" in str(err.value.__cause__ or err.value)
+    assert scope.milling.state.get() == "failed"
+    stop = session.catalog.values().last().metadata["stop"]
+    assert stop["exit_status"] == "fail"
+    depth = h0 - height_at(sim, c)
+    assert depth == pytest.approx(3 / 8 * 2e-6, rel=0.1)
+    (cut,) = sim.cuts
+    assert scope.ion_beam.current.get() == pytest.approx(imaging)
+    assert scope.ion_beam.blanked.get() is True
+    # the beam stays off until it is switched on again
+    assert sim.get("on", "ion") is False
