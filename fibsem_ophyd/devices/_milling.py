@@ -268,8 +268,27 @@ class Milling(Device):
         return None
 
     def _end_previous(self) -> None:
-        """Stop the milling in progress and wait for it to end."""
+        """Stop the milling in progress and wait for it to end (:attr:`end_timeout`).
+
+        ``TimeoutError`` if it has not ended by then (it is still milling: a second milling
+        must not start beside it); an error other than the abort it was stopped with (it
+        failed as it ended) is raised too, chained. Only ``MillingAborted``/``StoppedError``,
+        the expected end, pass silently."""
+        previous = self._active
         self.stop(success=False)
+        if self.in_progress:
+            name = self.stage_name.get()
+            raise TimeoutError(
+                f"{self.name}: the previous milling (of {name!r}) did not end within "
+                f"{self.end_timeout} s of being stopped; no new milling was started. It is "
+                "still in progress: wait for it to end or stop it again "
+                f"({self.name}.stop())")
+        if previous is not None:
+            exc = previous[1].exception(timeout=5.0)  # done: its thread has ended
+            if exc is not None and not isinstance(exc, (MillingAborted, StoppedError)):
+                raise RuntimeError(f"{self.name}: the previous milling failed as it was "
+                                   f"stopped: {type(exc).__name__}: {exc}; no new milling "
+                                   "was started") from exc
 
     def _wait_ended(self, timeout: float) -> bool:
         """Wait until the milling's beam is restored (its thread's end); False on timeout."""

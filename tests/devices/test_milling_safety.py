@@ -256,3 +256,37 @@ def test_beam_trip_mid_milling_fails_it_at_that_pass(session):
     assert scope.ion_beam.blanked.get() is True
     # the beam stays off until it is switched on again
     assert sim.get("on", "ion") is False
+
+
+# -- 4. a previous milling that does not end is not milled beside -------------------------------
+def test_new_milling_refused_while_the_previous_one_does_not_end(tmp_path):
+    """A held milling in a 2.3 s pass (real time 0.05: the simulator notices a stop at the
+    end of the pass) is told to stop by a new ``set``, which waits ``end_timeout`` (0.5 s):
+    a ``TimeoutError`` names it, and no second milling thread starts."""
+    s = _session(tmp_path, 0.05)
+    try:
+        sim, milling = s.backend, s.microscope.milling
+        silicon_under_ion_beam(s)
+        milling.end_timeout = 0.5
+        first = milling.set(BOX)
+        _wait_until(lambda: milling.state.get() == "running")
+        milling.pause()  # held: a RunEngine pause of a run then stopped
+        other = {**BOX, "name": "other"}
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError) as err:
+            milling.set(other)
+        assert 0.5 <= time.monotonic() - t0 < 2.0
+        assert "did not end within 0.5 s" in str(err.value) and "'box'" in str(err.value)
+        threads = [t for t in threading.enumerate() if t.name == f"{milling.name}-mill"]
+        assert len(threads) == 1
+        assert milling.stage_name.get() == "box"
+        # the first milling ends at the end of its pass, as the stop asked; nothing else milled
+        with pytest.raises(Exception, match="stopped"):
+            first.wait(30)
+        assert milling.state.get() == "aborted"
+        assert len(sim.cuts) <= 1
+        assert not milling.in_progress
+        _wait_until(lambda: not any(t.name == f"{milling.name}-mill"
+                                    for t in threading.enumerate()), timeout=5)
+    finally:
+        s.close()
