@@ -4,6 +4,7 @@ from ._beam import Beam, Chamber
 from ._chamber_camera import ChamberCamera
 from ._detector import TIFF_TEMPLATE, ImagingDetector
 from ._gis import GasInjection, SputterCoater
+from ._interlock import InterlockError
 from ._lookup import CatalogLookup
 from ._manipulator import Manipulator
 from ._microscope import FibsemMicroscope, make_microscope
@@ -26,6 +27,7 @@ __all__ = [
     "ChamberCamera",
     "FibsemMicroscope",
     "ImagingDetector",
+    "InterlockError",
     "NamedPositions",
     "PLAN_RECORDS",
     "PlanRecorders",

@@ -16,6 +16,14 @@ out of a milling (done, failed, aborted, stopped, a halted run, which the RunEng
 unstaging the device, a new milling replacing a held one, ``close()``) leaves the ion beam
 at that current, blanked; a milling started while an earlier one had not restored the beam
 returns to the earlier imaging current, not to the milling current it finds.
+
+The interlock (:mod:`~fibsem_ophyd.devices._interlock`): from ``set`` until the beam is
+restored the microscope is marked as milling; a stage or needle move, a change of the ion
+beam's current, voltage, field width, shift or scan rotation, unblanking it, an ion image,
+venting, or a second milling from another thread or plan is refused with
+:class:`~fibsem_ophyd.devices.InterlockError` naming the milling. A held milling (paused)
+still counts. The device changes the beam itself through the backend, so its own current
+changes go through.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from ophyd.status import DeviceStatus
 
 from ..backend import StoppedError, check_subsystem
 from ..milling import MillingStage, as_stages, check_stages
+from ._interlock import check_no_milling, mark_milling
 from ._signals import SettingSignal, find_backend
 from ._stage import stop_subsystem
 
@@ -181,8 +190,11 @@ class Milling(Device):
                 # it finished while the run replayed up to here (and re-set the state)
                 self.state.put("done")
             return status
+        held = self._is_held()
         self._held = None
         if self.in_progress:
+            if not held:  # milling, not held: another thread's or plan's; it goes on
+                check_no_milling(self, f"milling of {[s.name for s in stages]}")
             # another milling is held (a paused run that was then stopped): end it first
             self._end_previous()
         backend = find_backend(self)
@@ -194,6 +206,7 @@ class Milling(Device):
         self._stop.clear()
         self._go.set()
         self._busy = True
+        mark_milling(self, f"the milling of {', '.join(repr(s.name) for s in stages)}")
         self._paused = False
         self._owner = threading.get_ident()
 
@@ -243,6 +256,7 @@ class Milling(Device):
             # the status completes: the plan may image right after
             error = self._restore_beam(backend) or error
             self._busy = False
+            mark_milling(self, None)  # before the status ends: the plan goes on at once
             if error is None:
                 self.state.put("done")
                 status.set_finished()

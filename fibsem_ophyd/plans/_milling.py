@@ -153,7 +153,7 @@ def mill_stages(
         # there, the tilt restored after it (also on failure)
         for tilt, cut in st.cuts():
             if not tilt:
-                yield from bps.mv(milling, cut.to_dict())
+                yield from mill(cut)
                 continue
             t0 = float((yield from bps.rd(stage.t)))
             shift0 = [float(v) for v in (yield from bps.rd(microscope.ion_beam.shift))]
@@ -162,10 +162,19 @@ def mill_stages(
                 if ref is not None:
                     # tilted, the view is foreshortened differently from the reference's
                     yield from aligned(cut, min_score=OVERTILT_MIN_SCORE)
-                yield from bps.mv(milling, cut.to_dict())
+                yield from mill(cut)
             finally:
-                # the shift found at the tilt means nothing back at t0
-                yield from bps.mv(stage.t, t0, microscope.ion_beam.shift, shift0)
+                # the shift found at the tilt means nothing back at t0; a milling still
+                # under way (aborted under it) keeps the stage where it mills (interlock)
+                if (yield from bps.rd(milling.state)) not in ("running", "paused"):
+                    yield from bps.mv(stage.t, t0, microscope.ion_beam.shift, shift0)
+
+    def mill(cut):
+        # a paused run rewinds to here: the RunEngine replays only the set, which goes on
+        # with the held milling (re-taking the image before would be refused: an ion frame
+        # while a milling is held, at its current)
+        yield from bps.checkpoint()
+        yield from bps.mv(milling, cut.to_dict())
 
     # staged (with the whole microscope, as bluesky stages a device's root), the milling is
     # unstaged however the run ends, a halt (which skips the plan's cleanup) included:

@@ -290,3 +290,67 @@ def test_new_milling_refused_while_the_previous_one_does_not_end(tmp_path):
                                     for t in threading.enumerate()), timeout=5)
     finally:
         s.close()
+
+
+# -- 5. interlocks: nothing else acts on the sample or the ion beam while a milling runs --------
+def test_interlocks_refuse_moves_current_changes_and_ion_images_while_milling(tmp_path):
+    """A milling runs in its thread (real time 0.05: 18.5 s of wall time); from the test's
+    thread and from plans, a stage move, a needle move, an ion current change, unblanking,
+    an ion image and a second milling are each refused with ``InterlockError`` naming the
+    milling; nothing moved or changed. Electron images go on. The milling's own current
+    change went through; stopped, it puts the beam back and the interlock lifts."""
+    from fibsem_ophyd.devices import InterlockError
+    from fibsem_ophyd.plans import acquire_image, insert_manipulator
+
+    s = _session(tmp_path, 0.05)
+    try:
+        RE, sim, scope = s.RE, s.backend, s.microscope
+        silicon_under_ion_beam(s)
+        imaging = scope.ion_beam.current.get()
+        status = scope.milling.set(BOX)
+        _wait_until(lambda: scope.milling.progress.get() > 0 or status.done)
+        assert not status.done
+        # the milling set its own current while the interlock was on
+        assert sim.get("current", "ion") == pytest.approx(1e-9)
+        stage0, needle0 = sim.get_stage_position(), sim.get_manipulator_position()
+        inserted0 = sim.get("manipulator_inserted")
+        attempts = {
+            "stage axis set": lambda: scope.stage.x.set(stage0["x"] + 10e-6),
+            "stage move plan": lambda: RE(bps.mv(scope.stage, {"x": stage0["x"] + 10e-6,
+                                                               "t": stage0["t"] + 1.0})),
+            "needle set": lambda: scope.manipulator.set("PARK"),
+            "needle plan": lambda: RE(insert_manipulator(scope, "PARK")),
+            "ion current put": lambda: scope.ion_beam.current.put(2e-9),
+            "ion current plan": lambda: RE(bps.mv(scope.ion_beam.current, 2e-9)),
+            "ion unblank": lambda: scope.ion_beam.blanked.put(False),
+            "ion image plan": lambda: RE(acquire_image(scope.fib)),
+            "second milling": lambda: scope.milling.set({**BOX, "name": "other"}),
+        }
+        for what, attempt in attempts.items():
+            assert scope.milling.in_progress, what  # still milling: the refusal is the lock's
+            with pytest.raises(InterlockError) as err:
+                attempt()
+            assert "the milling of 'box' is in progress" in str(err.value), what
+        assert scope.milling.in_progress
+        # the ion image run was refused at its trigger: no event, the reason recorded
+        stop = s.catalog.values().last().metadata["stop"]
+        assert stop["exit_status"] == "fail" and not stop["num_events"]
+        assert "milling of 'box'" in stop["reason"]
+        # blanking and electron images are allowed
+        uid = RE(acquire_image(scope.sem)).plan_result
+        assert s.catalog[uid].metadata["stop"]["exit_status"] == "success"
+        # nothing moved, nothing changed
+        assert sim.get_stage_position() == stage0
+        assert sim.get_manipulator_position() == needle0
+        assert sim.get("manipulator_inserted") == inserted0
+        assert sim.get("current", "ion") == pytest.approx(1e-9)
+        assert scope.milling.stage_name.get() == "box"
+        scope.milling.stop()
+        assert scope.milling.state.get() == "aborted"
+        assert not scope.milling.in_progress
+        assert scope.ion_beam.current.get() == pytest.approx(imaging)
+        # the interlock is lifted
+        scope.stage.x.set(stage0["x"] + 10e-6).wait(30)
+        assert sim.get_stage_position()["x"] == pytest.approx(stage0["x"] + 10e-6)
+    finally:
+        s.close()
