@@ -17,6 +17,7 @@ from . import _bluesky_compat
 from .backend import MicroscopeBackend
 from .config import MicroscopeConfig, load_config
 from .devices import CatalogLookup, FibsemMicroscope, make_microscope
+from .plans._util import explain_failures
 from .plans.stored_runs import batch_coating, batch_state
 from .storage import CatalogWriter, open_catalog, open_remote_catalog, serve_catalog
 
@@ -32,11 +33,21 @@ SWITCH_INTERVAL = 0.001
 
 
 class _StoringRunEngine(RunEngine):
-    """A RunEngine that returns only once the catalog holds everything the plan produced."""
+    """A RunEngine that returns only once the catalog holds everything the plan produced,
+    and whose failed runs say why: every plan runs inside
+    :func:`~fibsem_ophyd.plans._util.explain_failures`, so a run that fails on a device's
+    failed status closes with the device's own error as its stop ``reason`` (e.g. "milling
+    failed at pass 4 of 8: the ion beam went off (beam trip)"), not the status' repr."""
 
     _writer: CatalogWriter | None = None
 
     def __call__(self, *args, **kwargs):
+        if args and args[0] is not None:
+            plan = args[0]
+            wrapped = explain_failures(plan)
+            # the start document's default plan_name is the plan's __name__
+            wrapped.__name__ = getattr(plan, "__name__", wrapped.__name__)
+            args = (wrapped, *args[1:])
         try:
             return super().__call__(*args, **kwargs)
         finally:

@@ -249,6 +249,7 @@ def test_beam_trip_mid_milling_fails_it_at_that_pass(session):
     assert scope.milling.state.get() == "failed"
     stop = session.catalog.values().last().metadata["stop"]
     assert stop["exit_status"] == "fail"
+    assert "pass 4 of 8: the ion beam went off (beam trip)" in stop["reason"]
     depth = h0 - height_at(sim, c)
     assert depth == pytest.approx(3 / 8 * 2e-6, rel=0.1)
     (cut,) = sim.cuts
@@ -354,3 +355,58 @@ def test_interlocks_refuse_moves_current_changes_and_ion_images_while_milling(tm
         assert sim.get_stage_position()["x"] == pytest.approx(stage0["x"] + 10e-6)
     finally:
         s.close()
+
+
+# -- 6. a failed run says why, in the microscope's words ----------------------------------------
+def _stage_move_run(scope, dx):
+    from bluesky import preprocessors as bpp
+
+    x = scope.stage.x.position
+    return bpp.run_wrapper(bps.mv(scope.stage.x, x + dx), md={"plan_name": "move"})
+
+
+@pytest.mark.parametrize("fault, plan, words", [
+    ("beam_trip", "mill", ["microscope_milling", "BackendError",
+                           "milling failed at pass 4 of 8", "the ion beam went off (beam trip)"]),
+    ("stage_stall", "move", ["microscope_stage", "BackendError", "stage stalled half way"]),
+    ("detector_failure", "image", ["microscope_sem", "BackendError",
+                                   "electron detector failed to return a frame"]),
+    # a vented chamber: mill_stages fails at its first ion image, before any milling
+    ("vacuum_loss", "mill", ["microscope_fib", "BackendError", "the chamber is vented"]),
+])
+def test_failed_run_stop_reason_is_the_microscopes_error(session, fault, plan, words):
+    """Whatever device fails, the run's stop document says why (the device, the error and
+    the microscope's message), not ``DeviceStatus(device=..., success=False)``; the error
+    raised is still a ``FailedStatus`` (a batch skips a lost site on it), chained from the
+    microscope's error."""
+    from bluesky.utils import FailedStatus
+
+    from fibsem_ophyd.backend import BackendError
+    from fibsem_ophyd.plans import acquire_image
+
+    sim, scope = session.backend, session.microscope
+    silicon_under_ion_beam(session)
+    plans = {"mill": lambda: mill_stages(scope, [BOX]),
+             "move": lambda: _stage_move_run(scope, 20e-6),
+             "image": lambda: acquire_image(scope.sem)}
+    token = None
+    if fault == "beam_trip":  # mid-milling, after pass 3: the simulator notices at pass 4
+        def trip(value, **kwargs):
+            if value >= 37.5 and not sim.active_faults:
+                sim.inject_fault("beam_trip", beam="ion")
+
+        token = scope.milling.progress.subscribe(trip, run=False)
+    else:
+        sim.inject_fault(fault)
+    try:
+        with pytest.raises(FailedStatus) as err:
+            session.RE(plans[plan]())
+    finally:
+        if token is not None:
+            scope.milling.progress.unsubscribe(token)
+    assert isinstance(err.value.__cause__, BackendError)
+    reason = session.catalog.values().last().metadata["stop"]["reason"]
+    assert session.catalog.values().last().metadata["stop"]["exit_status"] == "fail"
+    for word in words:
+        assert word in reason, (word, reason)
+    assert "DeviceStatus" not in reason and "success=False" not in reason
