@@ -8,12 +8,15 @@ fraction done and the time remaining (bluesky's ProgressBar shows it); ``pause()
 the milling at the end of a pass with the beam blanked and ``resume()`` goes on (the
 RunEngine calls both when it pauses and resumes; the replayed ``set`` of a paused milling
 continues it instead of milling twice); ``stop()`` aborts between passes and returns once
-the milling has ended.
+the milling has ended (at most :attr:`Milling.end_timeout`). A new ``set`` while a milling is
+held ends it first; if it does not end in time, ``TimeoutError`` and nothing new starts.
+A failure the microscope reports (a beam trip, a vented chamber) fails the status with the
+microscope's error, the state "failed".
 
 The ion beam's way back: the device remembers the ion current the beam had before the first
 milling began (``imaging_current``) until a milling has put the beam back to it. Every way
 out of a milling (done, failed, aborted, stopped, a halted run, which the RunEngine ends by
-unstaging the device, a new milling replacing a held one, ``close()``) leaves the ion beam
+unstaging the microscope, a new milling replacing a held one, ``close()``) leaves the ion beam
 at that current, blanked; a milling started while an earlier one had not restored the beam
 returns to the earlier imaging current, not to the milling current it finds.
 
