@@ -28,6 +28,7 @@ from .devices import (
     make_microscope,
 )
 from .plans._safety import note_suspension
+from .plans._util import explain_failures
 from .plans.stored_runs import batch_coating, batch_state
 from .storage import (
     CatalogWriter,
@@ -110,21 +111,42 @@ _PROCESS = _ProcessChanges()
 
 
 class _StoringRunEngine(RunEngine):
-    """A RunEngine that returns only once the catalog holds everything the plan produced.
+    """A RunEngine that returns only once the catalog holds everything the plan produced,
+    and whose failed runs say why.
 
-    A run the catalog did not store completely raises ``StorageError`` (its backup file and
-    the recovering call in the message; the RunEngine's result in ``.result``) instead of
-    returning a uid that is not in the catalog. When the plan itself raised, its exception
-    is the one raised, with the storage failure added as a note.
+    Every plan runs inside :func:`~fibsem_ophyd.plans._util.explain_failures`, so a run that
+    fails on a device's failed status closes with the device's own error as its stop
+    ``reason`` (e.g. "milling failed at pass 4 of 8: the ion beam went off (beam trip)"),
+    not the status' repr. A run the catalog did not store completely raises
+    ``StorageError`` (its backup file and the recovering call in the message; the
+    RunEngine's result in ``.result``) instead of returning a uid that is not in the
+    catalog. When the plan itself raised, its exception is the one raised, with the storage
+    failure added as a note.
     """
 
     _writer: CatalogWriter | None = None
 
     def __call__(self, *args, **kwargs):
+        if args and args[0] is not None:
+            plan = args[0]
+            wrapped = explain_failures(plan)
+            # the start document's default plan_name is the plan's __name__
+            wrapped.__name__ = getattr(plan, "__name__", wrapped.__name__)
+            args = (wrapped, *args[1:])
         return self._stored(super().__call__, *args, **kwargs)
 
     def resume(self):
         return self._stored(super().resume)
+
+    # a paused run ends inside these calls: return once its stop document is stored too
+    def abort(self, reason=""):
+        return self._stored(super().abort, reason)
+
+    def stop(self):
+        return self._stored(super().stop)
+
+    def halt(self):
+        return self._stored(super().halt)
 
     def _stored(self, call, *args, **kwargs):
         if self._writer is None:

@@ -5,6 +5,7 @@ from ._chamber_camera import ChamberCamera
 from ._detector import TIFF_TEMPLATE, ImagingDetector
 from ._faults import FaultSignal, FaultWatch, WatchedSignal
 from ._gis import GasInjection, SputterCoater
+from ._interlock import InterlockError
 from ._lookup import CatalogLookup
 from ._manipulator import Manipulator
 from ._microscope import FibsemMicroscope, make_microscope
@@ -37,6 +38,7 @@ __all__ = [
     "FaultWatch",
     "FibsemMicroscope",
     "ImagingDetector",
+    "InterlockError",
     "NamedPositions",
     "PLAN_RECORDS",
     "PlanRecorders",

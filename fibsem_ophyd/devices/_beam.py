@@ -8,11 +8,21 @@ from ophyd import Component as Cpt
 from ophyd import Device
 
 from ._faults import FaultSignal, WatchedSignal
+from ._interlock import check_no_milling
 from ._limits import SettingLimits
 from ._signals import BackendSignal, background_status, find_backend
 from ._stage import stop_subsystem
 
 __all__ = ["Beam", "Chamber"]
+
+
+def _ion_interlock(signal, value) -> None:
+    """The ion beam's current, voltage, field width, shift and scan rotation stay as the
+    milling set them, and it stays blanked, while a milling is in progress (blanking is
+    always allowed: it is the safe direction)."""
+    if signal.parent.beam != "ion" or (signal.attr_name == "blanked" and value):
+        return
+    check_no_milling(signal, f"setting {signal.name} to {value!r}")
 
 
 class Beam(Device):
@@ -25,17 +35,19 @@ class Beam(Device):
     on = Cpt(WatchedSignal, key="on", vtype="bool", fault="tripped", kind="config")
     #: True while the beam is off although it should be on (a trip; see ``FaultSignal``)
     tripped = Cpt(FaultSignal, source="on", good=True, kind="omitted")
-    blanked = Cpt(BackendSignal, key="blanked", vtype="bool", kind="config")
-    voltage = Cpt(BackendSignal, key="voltage", units="V", kind="config")
-    current = Cpt(BackendSignal, key="current", units="A", kind="config")
-    hfw = Cpt(BackendSignal, key="hfw", units="m", kind="config")
+    blanked = Cpt(BackendSignal, key="blanked", vtype="bool", guard=_ion_interlock,
+                  kind="config")
+    voltage = Cpt(BackendSignal, key="voltage", units="V", guard=_ion_interlock, kind="config")
+    current = Cpt(BackendSignal, key="current", units="A", guard=_ion_interlock, kind="config")
+    hfw = Cpt(BackendSignal, key="hfw", units="m", guard=_ion_interlock, kind="config")
     working_distance = Cpt(BackendSignal, key="working_distance", units="m", kind="config")
     dwell_time = Cpt(BackendSignal, key="dwell_time", units="s", kind="config")
     resolution = Cpt(BackendSignal, key="resolution", vtype="intpair", length=2, units="px",
                      limits=(1, 16384), kind="config")
     scan_rotation = Cpt(BackendSignal, key="scan_rotation", units="deg", limits=(-360.0, 360.0),
-                        kind="config")
-    shift = Cpt(BackendSignal, key="shift", vtype="pair", length=2, units="m", kind="config")
+                        guard=_ion_interlock, kind="config")
+    shift = Cpt(BackendSignal, key="shift", vtype="pair", length=2, units="m",
+                guard=_ion_interlock, kind="config")
     stigmation = Cpt(BackendSignal, key="stigmation", vtype="pair", length=2, kind="config")
     column_tilt = Cpt(BackendSignal, key="column_tilt", units="deg", read_only=True,
                       kind="config")
@@ -63,6 +75,7 @@ class Chamber(Device):
         the backend's pump or vent returns and fails with its error."""
         if value not in ("pumped", "vented"):
             raise ValueError(f"chamber state must be 'pumped' or 'vented', got {value!r}")
+        check_no_milling(self, f"{'pumping' if value == 'pumped' else 'venting'} the chamber")
         backend = find_backend(self)
         self.vacuum_lost.request(value)
 

@@ -30,6 +30,7 @@ from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
 from ..storage import TIFF_TEMPLATE, TiffSeries, image_metadata, image_settings
+from ._interlock import check_no_milling
 from ._limits import SettingLimits
 from ._reference import ReferenceSignal
 from ._signals import BackendSignal, SettingSignal, find_backend
@@ -205,6 +206,8 @@ class ImagingDetector(Device):
     def trigger(self):
         if self._closed:
             raise RuntimeError(f"{self.name} is closed (its session was closed)")
+        if self.beam == "ion":  # an ion frame scans the field at whatever current it is at
+            check_no_milling(self, f"an ion image ({self.name})")
         if not self._series.is_open:
             raise RuntimeError(
                 f"{self.name} must be staged before it is triggered: use the acquire_image plan "

@@ -9,6 +9,7 @@ from ophyd import Device, Signal
 
 from .. import validate
 from ..backend import MANIPULATOR_AXES, MANIPULATOR_LIMITS, check_subsystem
+from ._interlock import check_no_milling
 from ._limits import SavedPositions, SettingLimits
 from ._signals import BackendSignal, background_status, find_backend
 from ._stage import stop_subsystem
@@ -115,6 +116,7 @@ class Manipulator(Device):
 
     def set(self, target, **kwargs):
         target = self.check_target(target)
+        check_no_milling(self, f"manipulator move to {target!r}")
         backend = find_backend(self)
 
         def move():

@@ -132,10 +132,14 @@ class FibsemMicroscope(Device):
             det.note_document(name, doc)
 
     def close(self) -> None:
-        """Close both detectors (their acquisition threads end once their frames are
-        written); the session's ``close()`` calls it."""
-        for det in (self.sem, self.fib):
-            det.close()
+        """End a milling in progress (the ion beam back at its imaging current, blanked),
+        close both detectors (their acquisition threads end once their frames are written);
+        the session's ``close()`` calls it."""
+        try:
+            self.milling.close()
+        finally:
+            for det in (self.sem, self.fib):
+                det.close()
 
     # -- state (one vocabulary, shared with the TIFF metadata) -----------------------------
     def microscope_state(self) -> dict:

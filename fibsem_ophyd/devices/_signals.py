@@ -163,10 +163,13 @@ class BackendSignal(_ValidatingSignal):
     """
 
     def __init__(self, *, key: str, beam: str | None = None, subsystem: str | None = None,
-                 **kwargs):
+                 guard=None, **kwargs):
         self._key = key
         self._beam = beam
         self._subsystem = subsystem
+        #: ``guard(signal, value)`` raises to refuse a write (after validation, before the
+        #: backend is asked), e.g. the milling interlock
+        self._guard = guard
         if kwargs.get("choices") == "backend":  # the backend's describe() gives them
             kwargs["choices"] = None
         kwargs.setdefault("limits_key", key)
@@ -227,6 +230,8 @@ class BackendSignal(_ValidatingSignal):
 
     def put(self, value, **kwargs):
         value = self.check_value(value)
+        if self._guard is not None:
+            self._guard(self, value)
         old = self._readback
         self._checked_backend().set(self._key, value, self._beam)
         self._readback = value

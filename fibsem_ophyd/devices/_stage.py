@@ -18,6 +18,7 @@ from ophyd import Device, Signal
 
 from .. import validate
 from ..backend import STAGE_AXES, STAGE_UNITS, MissingSubsystemError
+from ._interlock import check_no_milling
 from ._limits import LimitTravel
 from ._signals import ImmediateSignal, background_status, find_backend, validate_value
 
@@ -341,6 +342,7 @@ class Stage(Device):
 
     def set(self, position, **kwargs):
         target = self.check_position(position)
+        check_no_milling(self, f"stage move to {target}")
         backend = find_backend(self)
 
         def move():

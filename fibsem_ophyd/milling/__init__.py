@@ -30,6 +30,7 @@ from ._single_patterns import (
     RectanglePattern,
 )
 from ._stage import (
+    DEPTH_RANGE,
     OVERHEADS,
     OVERTILT_RANGE,
     STRATEGIES,
@@ -48,7 +49,7 @@ __all__ = [
     "ArrayPattern", "as_stages", "Bitmap", "BitmapPattern", "check_patterns", "Circle",
     "CirclePattern", "CROSS_SECTIONS", "estimate_milling_time", "estimate_stage_time", "Fiducial",
     "Horseshoe", "HorseshoeVertical", "Line", "LinePattern", "load_protocol", "make_pattern",
-    "measure_lamella_thickness", "MIN_CONTRAST", "check_stages",
+    "measure_lamella_thickness", "MIN_CONTRAST", "check_stages", "DEPTH_RANGE",
     "MATERIALS", "MicroExpansion", "MillingStage", "OVERHEADS", "Pattern", "PATTERNS", "Polygon",
     "PolygonPattern", "Rectangle", "RectanglePattern", "SCAN_DIRECTIONS", "SerialSection", "Shape",
     "sputter_rate", "SPUTTER_RATES_UM3_PER_NC", "TrapezoidTrench", "Trench", "Undercut",

@@ -21,7 +21,8 @@ from ._validate import _is_number
 
 __all__ = [
     "MillingStage", "load_protocol", "estimate_milling_time", "estimate_stage_time",
-    "check_patterns", "check_stages", "OVERHEADS", "as_stages", "STRATEGIES", "OVERTILT_RANGE",
+    "check_patterns", "check_stages", "OVERHEADS", "DEPTH_RANGE", "as_stages", "STRATEGIES",
+    "OVERTILT_RANGE",
 ]
 
 #: per-stage hardware costs, seconds (OpenFIBSEM ``timing.py``, measured on a Thermo system)
@@ -335,12 +336,39 @@ def estimate_stage_time(stage: MillingStage, imaging_current: float | None = Non
     return {"milling": milling, "overhead": overhead, "total": milling + overhead}
 
 
-def check_stages(stages: Sequence[MillingStage]) -> None:
-    """Refuse a stage that cannot be milled (its pattern outside its field of view), naming
-    it; nothing is changed."""
+#: the milling depths (m) a stage may ask for. Below 1 nm a cut removes less than two atomic
+#: layers of silicon (lattice constant 0.543 nm): nothing a milling step is for. Above 100 um
+#: no FIB cut goes: the deepest (lift-out trenches, large cross-sections) are 10-50 um, and a
+#: 100 x 100 x 100 um^3 block of Si takes 16 h at the strongest Ga current (65 nA x 0.27
+#: um^3/nC = 17.6 um^3/s) while redeposition fills the trench. A depth outside is a unit slip
+#: (2 um written as 2, or as 2e-12), refused before the beam is touched.
+DEPTH_RANGE = (1e-9, 100e-6)
+
+#: stage parameters checked against the ion beam's limits, and the beam setting each is
+BEAM_PARAMETERS = (("milling_current", "current", "A"), ("milling_voltage", "voltage", "V"),
+                   ("hfw", "hfw", "m"))
+
+
+def check_stages(stages: Sequence[MillingStage],
+                 beam_limits: Mapping[str, Sequence[float] | None] | None = None) -> None:
+    """Refuse a stage that cannot be milled, naming it, the parameter, its value and the limit;
+    nothing is changed. Checked: the pattern inside the field of view, every shape's depth
+    within :data:`DEPTH_RANGE`, and with ``beam_limits`` (the ion beam's ``{"current": (low,
+    high), "voltage": ..., "hfw": ...}``, as the backend describes them) the stage's
+    milling current, voltage and field width within them."""
     for st in stages:
         try:
             check_patterns(st.pattern, st.hfw)
+            for shape in st.pattern.shapes():
+                depth = getattr(shape, "depth", None)
+                if depth is not None:
+                    validate.in_range(f"pattern {st.pattern.name} depth", depth, DEPTH_RANGE,
+                                      units="m", limits_name="the plausible milling depths")
+            for param, key, units in BEAM_PARAMETERS:
+                limits = (beam_limits or {}).get(key)
+                if limits is not None:
+                    validate.in_range(param, getattr(st, param), tuple(limits), units=units,
+                                      limits_name="the ion beam's limits")
         except ValueError as exc:
             raise ValueError(f"stage {st.name!r}: {exc}") from None
 

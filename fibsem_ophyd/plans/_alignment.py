@@ -48,6 +48,8 @@ __all__ = [
     "multi_step_alignment",
     "correct_drift",
     "resolve_reference",
+    "check_reference",
+    "frame_shape",
 ]
 
 
@@ -60,6 +62,34 @@ def _reference_array(reference: Any) -> np.ndarray:
     if ref.ndim != 2:
         raise ValueError(f"reference must be a 2-D image array, got shape {ref.shape}")
     return ref
+
+
+def frame_shape(detector) -> MsgGenerator[tuple[int, int]]:
+    """(rows, columns) of the detector's next frame: its resolution, cropped by its reduced
+    area."""
+    w, h = (int(v) for v in (yield from bps.rd(detector.resolution)))
+    area = yield from bps.rd(detector.reduced_area, default_value=None)
+    if area is None:
+        return h, w
+    _, _, width, height = (float(v) for v in area)
+    return max(1, int(round(height * h))), max(1, int(round(width * w)))
+
+
+def check_reference(ref: np.ndarray, shape: tuple[int, int], detector_name: str) -> None:
+    """``ValueError`` unless ``ref`` can be registered against ``detector_name``'s frames of
+    ``shape`` (rows, columns): the same shape, finite, not uniform (a frame taken with the
+    beam blanked or off matches nothing). Checked before any frame is taken, so a bad
+    reference is refused before the beam or the stage is touched."""
+    if ref.shape != tuple(shape):
+        raise ValueError(f"the alignment reference has shape {ref.shape} but {detector_name}'s "
+                         f"frames have shape {tuple(shape)} (rows, columns): take the "
+                         "reference with the detector's resolution and reduced area")
+    values = ref.astype(float, copy=False)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("the alignment reference holds NaN or inf values")
+    if float(values.max()) == float(values.min()):
+        raise ValueError(f"the alignment reference is uniform (every pixel {values.flat[0]:g}): "
+                         "nothing to align to; was it taken with the beam blanked or off?")
 
 
 def resolve_reference(detector, reference: Any) -> MsgGenerator[np.ndarray]:

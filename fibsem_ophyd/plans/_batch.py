@@ -25,7 +25,14 @@ from ._common import (
     run_md,
 )
 from ._deposition import cryo_deposition, sputter_coat
-from ._milling import ALIGN_TOLERANCE, lamella_protocol, mill_stages, milled_boxes
+from ._milling import (
+    ALIGN_TOLERANCE,
+    check_sections,
+    lamella_protocol,
+    mill_stages,
+    milled_boxes,
+    read_ion_limits,
+)
 from ._movement import go_to_position, move_to_milling_angle
 
 logger = logging.getLogger(__name__)
@@ -230,6 +237,7 @@ def mill_lamellae(
     resume, supervised = flag("resume", resume), flag("supervised", supervised)
     md = check_md(md)
     sections, order = lamella_protocol(microscope, protocol)
+    check_sections(sections, (yield from read_ion_limits(microscope)))
     positions = yield from bps.rd(microscope.stage.positions, default_value={})
     unknown = [s for s in sites if s not in positions]
     if unknown:

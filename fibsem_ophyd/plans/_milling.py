@@ -10,7 +10,7 @@ from bluesky.utils import MsgGenerator
 from .. import validate
 from ..alignment.masks import check_boxes
 from ..milling import as_stages, check_stages, estimate_stage_time
-from ._common import check_md, flag, positive, run_md
+from ._common import check_md, flag, positive, read_limits, run_md
 from ._movement import check_milling_angle
 
 __all__ = ["mill_stages", "mill_fiducial", "mill_lamella", "LAMELLA_ORDER"]
@@ -26,6 +26,13 @@ OVERTILT_MIN_SCORE = 0.3
 #: how far around a milled shape the alignment ignores the image (m): the probe tail, debris,
 #: and at glancing incidence the walls and floor of a cut show up to microns beyond its outline
 EXCLUSION_MARGIN = 3e-6
+
+
+def read_ion_limits(microscope) -> MsgGenerator[dict]:
+    """The ion beam's ``{"current", "voltage", "hfw": (low, high)}`` (its ``limits`` signal),
+    for :func:`~fibsem_ophyd.milling.check_stages`."""
+    specs = yield from read_limits(microscope.ion_beam)
+    return {key: specs[key]["limits"] for key in ("current", "voltage", "hfw") if key in specs}
 
 
 def milled_boxes(stage) -> list[list[float]]:
@@ -73,7 +80,8 @@ def mill_stages(
     reference : array, str or None
         The alignment reference (an array, the uid of a stored run, or ``None`` for the
         ion detector's current reference); only with ``align``. Take it at the field width
-        the stages mill at.
+        the stages mill at. Refused before any frame unless it has the shape of the ion
+        detector's frames, is finite and not uniform.
     supervised : bool
         Before each stage (after the alignment) stop for a person: a checkpoint and a
         pause. They look at the "ready" image, may set ``microscope.milling.pattern_offset_x``
@@ -96,7 +104,7 @@ def mill_stages(
         microscope-reported milling times. The ion beam ends at its imaging current,
         blanked, also when milling fails.
     """
-    from ._alignment import align_loop, resolve_reference
+    from ._alignment import align_loop, check_reference, frame_shape, resolve_reference
 
     objs = as_stages(stages)
     check_stages([s for s in objs if s.enabled])  # refuse before any run/beam
@@ -105,8 +113,15 @@ def mill_stages(
         imaging_hfw = positive("imaging_hfw", imaging_hfw)
     align, supervised = flag("align", align), flag("supervised", supervised)
     md = check_md(md)
-    ref = (yield from resolve_reference(microscope.fib, reference)) if align else None
-    imaging_current = yield from bps.rd(microscope.ion_beam.current)
+    # the milling current, voltage and field width within what the ion beam accepts
+    check_stages([s for s in objs if s.enabled], (yield from read_ion_limits(microscope)))
+    ref = None
+    if align:  # a reference it cannot register against is refused before any frame
+        ref = yield from resolve_reference(microscope.fib, reference)
+        check_reference(ref, (yield from frame_shape(microscope.fib)), microscope.fib.name)
+    # where the ion beam goes back to: its current before a milling that has not yet put it
+    # back (a halted run's) began, not the milling current it may be at
+    imaging_current = yield from bps.rd(microscope.milling.imaging_current)
     estimates = [estimate_stage_time(s, imaging_current) for s in objs]
     _md = run_md("mill_stages", {"microscope": microscope, "stages": [s.name for s in objs],
                                  "imaging_hfw": imaging_hfw, "align": bool(align)}, md,
@@ -131,7 +146,11 @@ def mill_stages(
                               extra=(milling,), exclude=boxes)
 
     def blank():
-        # the ion beam ends at its imaging current, blanked, even on failure
+        # the ion beam ends at its imaging current, blanked, even on failure. A milling still
+        # under way (the run was aborted or stopped under it) puts the beam back itself when
+        # it ends: the RunEngine stops it as the run closes, and unstaging ends it
+        if (yield from bps.rd(milling.state)) in ("running", "paused"):
+            return
         yield from bps.mv(microscope.ion_beam.current, imaging_current,
                           microscope.ion_beam.blanked, True)
 
@@ -140,7 +159,7 @@ def mill_stages(
         # there, the tilt restored after it (also on failure)
         for tilt, cut in st.cuts():
             if not tilt:
-                yield from bps.mv(milling, cut.to_dict())
+                yield from mill(cut)
                 continue
             t0 = float((yield from bps.rd(stage.t)))
             shift0 = [float(v) for v in (yield from bps.rd(microscope.ion_beam.shift))]
@@ -149,11 +168,23 @@ def mill_stages(
                 if ref is not None:
                     # tilted, the view is foreshortened differently from the reference's
                     yield from aligned(cut, min_score=OVERTILT_MIN_SCORE)
-                yield from bps.mv(milling, cut.to_dict())
+                yield from mill(cut)
             finally:
-                # the shift found at the tilt means nothing back at t0
-                yield from bps.mv(stage.t, t0, microscope.ion_beam.shift, shift0)
+                # the shift found at the tilt means nothing back at t0; a milling still
+                # under way (aborted under it) keeps the stage where it mills (interlock)
+                if (yield from bps.rd(milling.state)) not in ("running", "paused"):
+                    yield from bps.mv(stage.t, t0, microscope.ion_beam.shift, shift0)
 
+    def mill(cut):
+        # a paused run rewinds to here: the RunEngine replays only the set, which goes on
+        # with the held milling (re-taking the image before would be refused: an ion frame
+        # while a milling is held, at its current)
+        yield from bps.checkpoint()
+        yield from bps.mv(milling, cut.to_dict())
+
+    # staged (with the whole microscope, as bluesky stages a device's root), the milling is
+    # unstaged however the run ends, a halt (which skips the plan's cleanup) included:
+    # unstaging ends a milling this RunEngine started and left held
     @bpp.stage_decorator([fib])
     @bpp.run_decorator(md=_md)
     @bpp.finalize_decorator(blank)
@@ -248,13 +279,19 @@ def lamella_protocol(microscope, protocol) -> tuple[dict, list[str]]:
     from ..milling import load_protocol
 
     sections = load_protocol(protocol)
-    for name, stages in sections.items():
-        try:
-            check_stages([s for s in stages if s.enabled])
-        except ValueError as exc:
-            raise ValueError(f"protocol section {name!r}: {exc}") from None
+    check_sections(sections)
     order = [k for k in LAMELLA_ORDER if k in sections]
     return sections, order + [k for k in sections if k not in order]
+
+
+def check_sections(sections: dict, beam_limits: dict | None = None) -> None:
+    """:func:`~fibsem_ophyd.milling.check_stages` of every section's enabled stages (with the
+    ion beam's limits, :func:`read_ion_limits`, if given); the error names the section."""
+    for name, stages in sections.items():
+        try:
+            check_stages([s for s in stages if s.enabled], beam_limits)
+        except ValueError as exc:
+            raise ValueError(f"protocol section {name!r}: {exc}") from None
 
 
 def mill_lamella(
@@ -304,6 +341,7 @@ def mill_lamella(
     lamella = validate.text("lamella", lamella)
     correct_drift_between_stages = flag("correct_drift_between_stages",
                                         correct_drift_between_stages)
+    check_sections(sections, (yield from read_ion_limits(microscope)))
     base = {"lamella": lamella, **check_md(md)}
     if milling_angle is not None:  # checked before the first move
         check_milling_angle(milling_angle)

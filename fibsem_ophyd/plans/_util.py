@@ -1,9 +1,12 @@
-"""Small plan helpers shared by the plan modules."""
+"""Small plan helpers shared by the plan modules, and the failed-status explainer the session's
+RunEngine wraps every plan in."""
+
+from typing import Any
 
 import bluesky.plan_stubs as bps
-from bluesky.utils import FailedStatus, MsgGenerator
+from bluesky.utils import FailedStatus, MsgGenerator, ensure_generator
 
-__all__ = ["mv_raising_cause"]
+__all__ = ["mv_raising_cause", "DeviceFailed", "explain_failures"]
 
 
 def mv_raising_cause(device, value) -> MsgGenerator[None]:
@@ -17,3 +20,52 @@ def mv_raising_cause(device, value) -> MsgGenerator[None]:
         if isinstance(cause, Exception):
             raise cause from err
         raise
+
+
+class DeviceFailed(FailedStatus):
+    """A device's status failed, said in the microscope's words: ``"<device>: <error type>:
+    <message>"`` of the error the status failed with (also its ``__cause__``). Still a
+    ``FailedStatus``, so plans that catch those (a batch skipping a lost site) go on doing so;
+    ``status`` is the failed status."""
+
+    def __init__(self, status: Any, cause: BaseException):
+        self.status = status
+        device = getattr(getattr(status, "device", None), "name", None) \
+            or getattr(getattr(status, "obj", None), "name", None)
+        prefix = f"{device}: " if device else ""
+        super().__init__(f"{prefix}{type(cause).__name__}: {cause}")
+
+
+def _explained(err: FailedStatus) -> FailedStatus:
+    cause = err.__cause__
+    if isinstance(err, DeviceFailed) or not isinstance(cause, BaseException):
+        return err
+    new = DeviceFailed(err.args[0] if err.args else None, cause)
+    new.__cause__ = cause
+    return new
+
+
+def explain_failures(plan) -> MsgGenerator[Any]:
+    """Run ``plan``, turning each bluesky ``FailedStatus`` the RunEngine throws into it (whose
+    text is only ``DeviceStatus(device=..., done=True, success=False)``) into a
+    :class:`DeviceFailed` that says why, before the plan sees it. The RunEngine throws into
+    the outermost generator, so wrapping the whole plan reaches every run inside it: a run
+    that fails on it closes with that text as its stop document's ``reason``."""
+    gen = ensure_generator(plan)
+    response: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            msg = gen.throw(error) if error is not None else gen.send(response)
+        except StopIteration as stop:
+            return stop.value
+        error = None
+        try:
+            response = yield msg
+        except GeneratorExit:
+            gen.close()
+            raise
+        except FailedStatus as exc:
+            response, error = None, _explained(exc)
+        except BaseException as exc:  # hand it to the plan (it may clean up or handle it)
+            response, error = None, exc

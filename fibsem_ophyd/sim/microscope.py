@@ -14,7 +14,9 @@ Faults (:meth:`SimulatedMicroscope.inject_fault`):
     advanced by the time spent) and raises :class:`~fibsem_ophyd.backend.BackendError`; one-shot.
 ``"beam_trip"``
     the beam (``beam=`` one of them, default both) turns off; imaging raises until it is turned
-    on again (``set("on", True, beam)``) or :meth:`~SimulatedMicroscope.clear_faults`.
+    on again (``set("on", True, beam)``) or :meth:`~SimulatedMicroscope.clear_faults`. A
+    milling in progress fails at the next pass (``BackendError`` naming the pass and the beam
+    trip), keeping what the passes before removed.
 ``"vacuum_loss"``
     the chamber becomes ``"vented"`` (1e5 Pa); imaging raises until :meth:`pump` or
     :meth:`~SimulatedMicroscope.clear_faults`.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -62,7 +65,7 @@ from .erosion import ImagingErosion
 from .imaging import ImagingModel
 from .manipulator import AXIS as NEEDLE_AXIS
 from .manipulator import MAX_PENETRATION, SAVED_POSITIONS, NeedleModel
-from .milling import mill_shapes
+from .milling import PASSES, mill_shapes, milling_charge
 from .objects_liftout import LiftoutObjects
 from .optics import spot_size
 from .render import RenderStats
@@ -395,7 +398,11 @@ class SimulatedMicroscope:
 
         The dose each shape asks for (its depth in the ``application_file`` material) erodes
         the scene by the local material's sputter rate and the incidence angle (see
-        :mod:`fibsem_ophyd.sim.milling`). ``progress(fraction)`` is called per pass.
+        :mod:`fibsem_ophyd.sim.milling`). ``progress(fraction)`` is called per pass; each
+        pass adds its share of the beam time to the clock (sleeping it with a real-time
+        factor). Before each pass a stop (``StoppedError``), the ion beam off or tripped, or
+        a vented chamber (``BackendError`` naming the pass) ends the milling; what the
+        passes before removed stays milled (the scene and the cut hold those passes).
         """
         validate.positive("milling current", current, units="A", rule="a number > 0 A")
         shapes = list(shapes)
@@ -417,21 +424,41 @@ class SimulatedMicroscope:
             return out
 
         self.motion.begin("milling")
-        outer = progress
-
-        def progress(fraction):
-            self.motion.check("milling", "milling")  # a stop ends it after this pass
-            if outer is not None:
-                outer(fraction)
-
         view = self.world.view("ion", self._checked_frame("ion", {"hfw": hfw}))
         cut = make_cut(self.world, view, depth_at, box, float(current), float(voltage), rate,
                        spot_size("ion", float(current), float(voltage)))
-        result = mill_shapes(self.world, view, depth_at, box, float(current), rate,
-                             progress=progress)
+        beam_time = milling_charge(depth_at, box, rate) / float(current)
+        done = [0]
+
+        def before_pass(k):
+            # what ends a milling on hardware, noticed at the start of the next pass: a stop,
+            # the ion beam going off (a trip), the chamber venting
+            self.motion.check("milling", f"milling (after pass {k} of {PASSES})")
+            why = None
+            if not self.world.beams["ion"]["on"]:
+                trip = " (beam trip)" if "ion" in self.world.tripped else ""
+                why = f"the ion beam went off{trip}"
+            elif self.world.vacuum != "pumped":
+                why = f"the chamber is {self.world.vacuum}"
+            if why is not None:
+                raise BackendError(f"milling failed at pass {k + 1} of {PASSES}: {why}; "
+                                   f"{k} of {PASSES} passes were milled")
+
+        def pass_done(fraction):
+            self.clock.advance(beam_time / PASSES)  # the pass's beam time
+            done[0] += 1
+            if progress is not None:
+                progress(fraction)
+
+        try:
+            mill_shapes(self.world, view, depth_at, box, float(current), rate,
+                        passes=PASSES, progress=pass_done, before_pass=before_pass)
+        except BaseException:
+            if done[0]:  # the passes milled before the end stay cut
+                self.cuts.append(replace(cut, depth=cut.depth * (done[0] / PASSES)))
+            raise
         self.cuts.append(cut)
-        self.clock.advance(result["time"])
-        return result["time"]
+        return beam_time
 
     # ================================================================== deposition
     def gis_deposit(self, duration: float) -> float:

@@ -71,7 +71,7 @@ def test_failed_run_is_closed_fail_and_beam_left_safe(session, microscope):
         session.RE(mill_stages(microscope, [BOX]))
     run = session.catalog.values().last()
     assert run.metadata["stop"]["exit_status"] == "fail"
-    assert "vented" in run.metadata["stop"]["reason"] or run.metadata["stop"]["reason"]
+    assert "the chamber is vented" in run.metadata["stop"]["reason"]
     assert microscope.ion_beam.current.get() == pytest.approx(imaging_current)
 
 
