@@ -1,8 +1,10 @@
 """Session.close() gives the process back what setup_session changed: bluesky's Plan class,
 the switch interval, bluesky's event loop, and every thread the session started."""
 
+import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import bluesky.utils as bu
 from bluesky.run_engine import get_bluesky_event_loop
@@ -25,7 +27,7 @@ def _threads():
     return {t.ident: t.name for t in threading.enumerate()}
 
 
-def test_close_undoes_what_setup_changed(tmp_path):
+def _close_undoes_what_setup_changed(tmp_path):
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(0.004)  # a value of the user's, above the session's 1 ms
     try:
@@ -50,7 +52,7 @@ def test_close_undoes_what_setup_changed(tmp_path):
         sys.setswitchinterval(old_switch)
 
 
-def test_the_last_session_to_close_restores(tmp_path):
+def _the_last_session_to_close_restores(tmp_path):
     before, threads = _process(), _threads()
     a = setup_session(config=TINY, data_dir=tmp_path / "a", seed=0)
     b = setup_session(config=TINY, data_dir=tmp_path / "b", seed=0)
@@ -64,3 +66,22 @@ def test_the_last_session_to_close_restores(tmp_path):
     b.close()
     assert _process() == before
     assert {i: n for i, n in _threads().items() if i not in threads} == {}
+
+
+# Each in a fresh interpreter: "the process as it was" means no other session open, and a
+# test elsewhere in the same pytest worker may have left one open.
+def _in_fresh_interpreter(name: str, tmp_path) -> None:
+    code = (f"import pathlib, tests.test_session_close as t; "
+            f"t.{name}(pathlib.Path({str(tmp_path)!r}))")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def test_close_undoes_what_setup_changed(tmp_path):
+    _in_fresh_interpreter("_close_undoes_what_setup_changed", tmp_path)
+
+
+def test_the_last_session_to_close_restores(tmp_path):
+    _in_fresh_interpreter("_the_last_session_to_close_restores", tmp_path)

@@ -1,7 +1,6 @@
 """The on-grid lamella batch: many sites, each milling section done at every site before the
 next, resumable from the stored documents, a lost site skipped and reported."""
 
-import logging
 import math
 from typing import Any
 
@@ -34,8 +33,6 @@ from ._milling import (
     read_ion_limits,
 )
 from ._movement import go_to_position, move_to_milling_angle
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["mill_lamellae", "measure_lamella", "import_experiment"]
 
@@ -311,19 +308,6 @@ def mill_lamellae(
                 st["done"].append(name)
                 trench = next((s.pattern for s in sections[name]
                                if s.enabled and hasattr(s.pattern, "spacing")), None)
-                if trench is not None:
-                    # the site drifted while it milled (a polish takes minutes: at 1 nm/s
-                    # the lamella left the measurement's 2.4 um field): find it again first
-                    try:
-                        yield from bps.mv(microscope.ion_beam.blanked, False)  # milling blanked it
-                        yield from _watch(correct_drift(
-                            fib, st["reference"], tolerance=ALIGN_TOLERANCE,
-                            max_iterations=3, exclude=changed + boxes[name],
-                            min_score=REVISIT_MIN_SCORE, md=site_md),
-                            _site_log(st, name, "drift", microscope.milling))
-                    except SITE_ERRORS as exc:  # milled all the same: measure where it is
-                        logger.warning("site %s: no drift correction before measuring "
-                                       "after %s: %s", site, name, exc)
                 st["shift"] = [float(v) for v in (yield from bps.rd(microscope.ion_beam.shift))]
                 if trench is not None:
                     m = yield from measure_lamella(microscope, float(trench.spacing),
