@@ -33,6 +33,7 @@ from ._milling import (
     read_ion_limits,
 )
 from ._movement import go_to_position, move_to_milling_angle
+from ._util import relay
 
 __all__ = ["mill_lamellae", "measure_lamella", "import_experiment"]
 
@@ -54,24 +55,11 @@ SITE_ERRORS = (AlignmentError, RegistrationError, FailedStatus)
 def _watch(plan, sink) -> MsgGenerator[Any]:
     """Run ``plan``, handing each reading it takes (the RunEngine's answer to a "read"
     message) to ``sink(obj, reading)``; return what ``plan`` returns."""
-    response: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            msg = plan.throw(error) if error is not None else plan.send(response)
-        except StopIteration as stop:
-            return stop.value
-        error = None
-        try:
-            response = yield msg
-        except GeneratorExit:
-            plan.close()
-            raise
-        except BaseException as exc:  # hand it to the plan (it may clean up or handle it)
-            response, error = None, exc
-            continue
+    def on_response(msg, response):
         if msg.command == "read" and isinstance(response, dict):
             sink(msg.obj, response)
+
+    return (yield from relay(plan, on_response=on_response))
 
 
 def _site_log(site_state: dict, section: str, kind: str, milling):

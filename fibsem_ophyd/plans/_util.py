@@ -6,7 +6,7 @@ from typing import Any
 import bluesky.plan_stubs as bps
 from bluesky.utils import FailedStatus, MsgGenerator, ensure_generator
 
-__all__ = ["mv_raising_cause", "DeviceFailed", "explain_failures"]
+__all__ = ["mv_raising_cause", "DeviceFailed", "explain_failures", "relay"]
 
 
 def mv_raising_cause(device, value) -> MsgGenerator[None]:
@@ -45,12 +45,11 @@ def _explained(err: FailedStatus) -> FailedStatus:
     return new
 
 
-def explain_failures(plan) -> MsgGenerator[Any]:
-    """Run ``plan``, turning each bluesky ``FailedStatus`` the RunEngine throws into it (whose
-    text is only ``DeviceStatus(device=..., done=True, success=False)``) into a
-    :class:`DeviceFailed` that says why, before the plan sees it. The RunEngine throws into
-    the outermost generator, so wrapping the whole plan reaches every run inside it: a run
-    that fails on it closes with that text as its stop document's ``reason``."""
+def relay(plan, on_response=None, on_error=None) -> MsgGenerator[Any]:
+    """Run ``plan`` as ``yield from`` would, message by message, with two hooks:
+    ``on_response(msg, response)`` sees each answer of the RunEngine, ``on_error(exc)``
+    returns the exception to throw into the plan for one the RunEngine threw (the plan may
+    clean up or handle it); return what ``plan`` returns."""
     gen = ensure_generator(plan)
     response: Any = None
     error: BaseException | None = None
@@ -65,7 +64,18 @@ def explain_failures(plan) -> MsgGenerator[Any]:
         except GeneratorExit:
             gen.close()
             raise
-        except FailedStatus as exc:
-            response, error = None, _explained(exc)
-        except BaseException as exc:  # hand it to the plan (it may clean up or handle it)
-            response, error = None, exc
+        except BaseException as exc:
+            response, error = None, (exc if on_error is None else on_error(exc))
+            continue
+        if on_response is not None:
+            on_response(msg, response)
+
+
+def explain_failures(plan) -> MsgGenerator[Any]:
+    """Run ``plan``, turning each bluesky ``FailedStatus`` the RunEngine throws into it (whose
+    text is only ``DeviceStatus(device=..., done=True, success=False)``) into a
+    :class:`DeviceFailed` that says why, before the plan sees it. The RunEngine throws into
+    the outermost generator, so wrapping the whole plan reaches every run inside it: a run
+    that fails on it closes with that text as its stop document's ``reason``."""
+    return (yield from relay(
+        plan, on_error=lambda exc: _explained(exc) if isinstance(exc, FailedStatus) else exc))
