@@ -94,13 +94,8 @@ def test_interrupted_milling_restores_the_imaging_current(slow, how):
     assert len(sim.cuts) == 2
 
 
-def test_held_milling_of_a_halted_run_returns_to_the_first_imaging_current(slow):
-    """A bare ``bps.mv(milling, ...)`` halted mid-way (not staged: the milling is held, the
-    beam blanked at the milling current): the device still knows the imaging current; a new
-    milling ends the held one and both return the beam to it; so does closing the session."""
-    RE, scope = slow.RE, slow.microscope
-    silicon_under_ion_beam(slow)
-    imaging = scope.ion_beam.current.get()
+def _halt_a_bare_milling(RE, scope) -> None:
+    """``RE(bps.mv(milling, BOX))`` halted at 25 % of its progress: the milling is held."""
     undo = _when(scope.milling.progress, lambda v: 25.0 <= v < 100.0, RE.halt)
     try:
         with pytest.raises(RunEngineInterrupted):
@@ -108,6 +103,16 @@ def test_held_milling_of_a_halted_run_returns_to_the_first_imaging_current(slow)
     finally:
         undo()
     _wait_until(lambda: scope.milling.state.get() == "paused")
+
+
+def test_held_milling_of_a_halted_run_returns_to_the_first_imaging_current(slow):
+    """A bare ``bps.mv(milling, ...)`` halted mid-way (not staged: the milling is held, the
+    beam blanked at the milling current): the device still knows the imaging current; a new
+    milling ends the held one and both return the beam to it; so does closing the session."""
+    RE, scope = slow.RE, slow.microscope
+    silicon_under_ion_beam(slow)
+    imaging = scope.ion_beam.current.get()
+    _halt_a_bare_milling(RE, scope)
     # held: blanked, at the milling current
     assert scope.ion_beam.current.get() == pytest.approx(1e-9)
     assert scope.ion_beam.blanked.get() is True
@@ -120,13 +125,7 @@ def test_held_milling_of_a_halted_run_returns_to_the_first_imaging_current(slow)
     assert scope.ion_beam.current.get() == pytest.approx(imaging)
     assert scope.ion_beam.blanked.get() is True
     # held again, then the session closes
-    undo = _when(scope.milling.progress, lambda v: 25.0 <= v < 100.0, RE.halt)
-    try:
-        with pytest.raises(RunEngineInterrupted):
-            RE(bps.mv(scope.milling, BOX))
-    finally:
-        undo()
-    _wait_until(lambda: scope.milling.state.get() == "paused")
+    _halt_a_bare_milling(RE, scope)
     assert scope.ion_beam.current.get() == pytest.approx(1e-9)
     scope.close()
     assert scope.milling.state.get() == "aborted"
