@@ -23,7 +23,9 @@ against the simulated hardware time. Targets: >= 90 % of the sites within 300 +-
 ground truth; the recorded thickness within +- 30 nm of it at every measured site.
 
     python benchmarks/bench_overnight.py [n_sites] [--drift=nm_per_s] [--rows=R] [--small]
-    (default 8, 1.0, 5; --small: 384x256 frames, a quick check of the set-up)
+        [--frames=DIR]
+    (default 8, 1.0, 5; --small: 384x256 frames, a quick check of the set-up; --frames: keep
+    every measure_lamella run's ion frames and readings in DIR, one .npz per run)
 
 Needs PostgreSQL on 127.0.0.1:5432 (trust auth) and Redis on 127.0.0.1:6379.
 """
@@ -36,6 +38,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the facility test helpers (process management)
@@ -114,7 +118,26 @@ def run_item(RM, plan: BPlan, timeout: float = 36000) -> tuple[dict, float]:
     return item["result"], wall
 
 
-def main(n_sites: int = 8, drift: float = 1e-9, rows: int = 5, small: bool = False) -> dict:
+def save_measurements(catalog, out: Path) -> None:
+    """Every ``measure_lamella`` run's ion frames and readings, one ``.npz`` per run, named
+    after its site: what the batch measured its thickness on, to look at afterwards."""
+    from tiled.queries import Key
+
+    out.mkdir(parents=True, exist_ok=True)
+    for k, (uid, run) in enumerate(catalog.search(Key("start.plan_name") == "measure_lamella").items()):
+        arrays = {"spacing": run.start["plan_args"]["spacing"]}
+        for stream in ("ion", "lamella"):
+            node = run[stream]
+            for key in node:
+                value = node[key].read()
+                arrays[f"{stream}/{key}"] = getattr(value, "values", value)
+        np.savez_compressed(out / f"{run.start.get('lamella', 'site')}_{k}_{uid[:8]}.npz",
+                            **arrays)
+    print(f"measurement frames saved in {out}")
+
+
+def main(n_sites: int = 8, drift: float = 1e-9, rows: int = 5, small: bool = False,
+         frames_dir: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         v = drift / 3 ** 0.5
@@ -150,6 +173,8 @@ def main(n_sites: int = 8, drift: float = 1e-9, rows: int = 5, small: bool = Fal
                 table["site_thickness_reason"].values, table["site_status"].values,
                 table["site_reason"].values, strict=True)}
             n_runs = len(catalog)
+            if frames_dir is not None:
+                save_measurements(catalog, Path(frames_dir))
         finally:
             if qs is not None:
                 qs.close()
@@ -196,4 +221,4 @@ if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     main(int(args[0]) if args else 8, float(opts.get("drift", 1.0)) * 1e-9,
-         int(opts.get("rows", 5)), small="--small" in sys.argv)
+         int(opts.get("rows", 5)), small="--small" in sys.argv, frames_dir=opts.get("frames"))
