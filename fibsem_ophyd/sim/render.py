@@ -47,7 +47,7 @@ from threadpoolctl import ThreadpoolController
 from ..geometry import pixel_to_image
 from ._workers import pool
 from .optics import Optics, gaussian_blur
-from .parallax import warp as _warp
+from .parallax import project
 from .scene import RasterGrid, RasterPlan, Scene
 from .shading import Shading, halo, shade
 from .view import BeamView
@@ -253,16 +253,24 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
     def work(a: int) -> None:
         b = min(a + rows, wj)
         h, _, _, (neg_expo, y0) = plan.block(a, b + 2 * hal, tables)
-        sig = shade(h, neg_expo, y0, hal, ext, view, shading)
         if warp is None:                      # block rows a..b of the result
+            sig = shade(h, neg_expo, y0, hal, ext, view, shading)
             lo, hi = max(a, m), min(b, m + fh)
             if lo < hi:
                 out[lo - m:hi - m] = sig[lo - a:hi - a, m:m + fw]
-        else:                                 # block columns a..b of the result
-            lo, hi = max(a, m), min(b, m + fw)
-            if lo < hi:
-                _warp(h[hal + lo - a:hal + hi - a, hal:hal + wi], sig[lo - a:hi - a], *warp,
-                      out_rows=out[:, lo - m:hi - m], rows=(m, m + fh))
+            return
+        # block columns a..b of the result: its lines lo..hi, shaded where the rows see them
+        lo, hi = max(a, m), min(b, m + fw)
+        if lo >= hi:
+            return
+
+        def shade_nodes(c0: int, c1: int) -> np.ndarray:
+            ls, ns = slice(lo - a, hi - a + 2 * hal), slice(c0, c1 + 2 * hal)
+            return shade(h[ls, ns], neg_expo[ls, ns], y0[ls, ns], hal, ext, view, shading)
+
+        kappa, top, _, h_ref = warp
+        project(h[hal + lo - a:hal + hi - a, hal:hal + wi], shade_nodes, kappa, top, h_ref,
+                (m, m + fh), out[:, lo - m:hi - m])
 
     if len(starts) == 1:
         work(0)
