@@ -119,25 +119,21 @@ def integrate(env: np.ndarray, sig: np.ndarray, n_rows: int,
             return np.zeros((nl, n_rows), dtype=f32)
         out_rows[...] = 0.0
         return out_rows
-    # twice the density after each knot (S_j + S_j+1; 0 after the last), preceded by the 0
-    # before the first knot
+    # twice the density after each knot (S_j + S_j+1; 0 after a line's last), preceded by
+    # the 0 before the first knot
     after = np.empty(nl * m + 1, dtype=f32)
     after[0] = 0.0
     tail = after[1:].reshape(nl, m)
     np.add(sig[:, :-1], sig[:, 1:], out=tail[:, :-1])
     tail[:, -1] = 0.0
-    # twice the density's jump at each knot: S_j+1 - S_j-1 inside, S_0 + S_1 at the first
-    # knot and -(S_m-2 + S_m-1) at the last
-    jump = np.empty((nl, m), dtype=f32)
-    np.subtract(sig[:, 2:], sig[:, :-2], out=jump[:, 1:-1])
-    jump[:, 0] = tail[:, 0]
-    np.negative(tail[:, -2], out=jump[:, -1])
-    # knot j lies in row bin floor(E_j) (clipped: -1 before the rows, n_rows after)
+    # knot j lies in row bin floor(E_j) (clipped: -1 before the rows, n_rows after); the
+    # correction weighs its position in the bin by twice the density's jump there, the
+    # difference of the densities after it and after the knot before it (S_j+1 - S_j-1
+    # inside a line, S_0 + S_1 at its first knot, -(S_m-2 + S_m-1) at its last)
     x = np.clip(env, f32(-1.0), f32(n_rows))
     row = np.floor(x)
-    frac = np.subtract(x, row, out=x)
-    frac *= jump
-    del jump
+    frac = np.subtract(x, row, out=x).reshape(-1)
+    frac *= np.subtract(after[1:], after[:-1])
     row += (np.arange(nl, dtype=f32) * f32(nb) + f32(1.0))[:, None]
     key = row.astype(np.intp).ravel()
     del row
@@ -147,7 +143,7 @@ def integrate(env: np.ndarray, sig: np.ndarray, n_rows: int,
     np.subtract(key[1:], key[:-1], out=counts[1:-1])
     counts[-1] = nl * nb - key[-1]
     dens = np.repeat(after, counts)                     # 2 rho at the bins' right edges
-    np.subtract.at(dens, key, frac.reshape(-1))
+    np.subtract.at(dens, key, frac)
     dens = dens.reshape(nl, nb)[:, 1:n_rows + 1]
     if out_rows is None:
         return np.multiply(dens, f32(0.5))
