@@ -17,7 +17,7 @@ For one beam the pipeline is:
    along the image direction in which a raised point moves (the projection of the sample
    normal): each raster column is a 1-D height profile whose visible envelope gives occlusion,
    and each output pixel integrates the signal over its extent of that envelope (see
-   :func:`~fibsem_ophyd.sim.parallax.warp`). No stable/vertical-move shortcut is used anywhere;
+   :mod:`~fibsem_ophyd.sim.parallax`). No stable/vertical-move shortcut is used anywhere;
 3. the yield at each surface point: SE ``sec^n`` law of the local incidence angle, detector
    directionality, edge brightening ``tanh((h - G*h)/sigma)``, material (BSE) contrast; for the
    ion beam the ion-induced SE yield (insulators dark);
@@ -29,9 +29,13 @@ transfer are in :mod:`fibsem_ophyd.sim.detector`.
 Steps 2-3 run a block of raster rows at a time (:class:`~fibsem_ophyd.sim.scene.RasterPlan`,
 :func:`_raster_and_shade`): each block's temporaries stay in a core's cache and the blocks run
 on worker threads (numpy releases the GIL in its loops). With parallax the raster is built
-transposed, so a block holds whole raster lines and its warp runs in the block too. Every node
-is computed as in a whole-raster pass, and the block layout depends only on the raster size,
-so the image does not depend on the number of threads.
+transposed, so a block holds whole raster lines and its warp runs in the block too: the
+heights of the whole lines give the visible envelope, and only the nodes the frame's rows can
+see are shaded (:func:`~fibsem_ophyd.sim.parallax.project`: the parallax margins are sized
+for every height the footprint can hold, 172 of the 1200 rows of the default 1536x1024 ion
+raster, and 80-86 % of a block's nodes are shaded). Every node is computed as in a
+whole-raster pass, and the block layout depends only on the raster size, so the image does
+not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -220,7 +224,7 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
                       crop: tuple[int, int, int] | None = None) -> np.ndarray:
     """Yield on ``grid`` (``(nj, ni)``), or with ``warp = (kappa, top, n_out, h_ref)`` the
     yield seen through the parallax along the grid's rows (``(n_out, ni)``, see
-    :func:`~fibsem_ophyd.sim.parallax.warp`), computed a block at a time; with
+    :mod:`~fibsem_ophyd.sim.parallax`), computed a block at a time; with
     ``crop = (m, H, W)`` only the ``[m:m+H, m:m+W]`` part of that result is returned.
 
     The grid is extended by a halo of :func:`~fibsem_ophyd.sim.shading.halo` nodes on every
@@ -229,7 +233,8 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
     threads do not change the image.
     With parallax the grid is rasterised transposed: a block is then a range of the grid's
     columns with all its rows, the raster lines along which the parallax acts, so the warp
-    runs inside the block too.
+    runs inside the block too, and only the lines of the result and the nodes its rows can
+    see are shaded (:func:`~fibsem_ophyd.sim.parallax.project`).
     """
     ni, nj = grid.ni, grid.nj
     hal = halo(grid, shading)
