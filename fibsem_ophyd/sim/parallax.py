@@ -174,7 +174,8 @@ def project(hgt: np.ndarray, shade_nodes, kappa: float, top: int, h_ref: float,
     parallax, written to ``out_rows`` (``(k1 - k0, lines)``, image orientation), shading only
     the nodes they depend on: ``shade_nodes(c0, c1)`` returns the signal ``(lines, c1 - c0)``
     of nodes ``[c0, c1)`` (:func:`visible_nodes`). Equal to :func:`warp` with the signal of
-    every node (the nodes left out cannot change a row; float32 rounding aside).
+    every node, bit for bit: a bin's density is the telescoped one after its last knot,
+    whatever knots came before.
     """
     k0, k1 = rows
     env = envelope(hgt, kappa, top, h_ref, k0)
