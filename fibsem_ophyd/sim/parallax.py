@@ -18,8 +18,8 @@ The work is split in two so the caller shades only the nodes that can reach the 
 nodes whose signal the frame rows can depend on (80-86 % of a block's nodes on the default
 1536x1024 ion frame at 52 deg: the parallax margins, 172 of its 1200 raster rows, are sized
 for every height the footprint can hold), and :func:`integrate` takes the signal of that
-range. :func:`warp` is the composition over
-whole lines.
+range. :func:`warp` is the composition over whole lines, :func:`project` the one the renderer
+calls with a function that shades a node range.
 """
 
 from __future__ import annotations
