@@ -17,7 +17,7 @@ For one beam the pipeline is:
    along the image direction in which a raised point moves (the projection of the sample
    normal): each raster column is a 1-D height profile whose visible envelope gives occlusion,
    and each output pixel integrates the signal over its extent of that envelope (see
-   :func:`~fibsem_ophyd.sim.parallax.warp`). No stable/vertical-move shortcut is used anywhere;
+   :mod:`~fibsem_ophyd.sim.parallax`). No stable/vertical-move shortcut is used anywhere;
 3. the yield at each surface point: SE ``sec^n`` law of the local incidence angle, detector
    directionality, edge brightening ``tanh((h - G*h)/sigma)``, material (BSE) contrast; for the
    ion beam the ion-induced SE yield (insulators dark);
@@ -29,9 +29,13 @@ transfer are in :mod:`fibsem_ophyd.sim.detector`.
 Steps 2-3 run a block of raster rows at a time (:class:`~fibsem_ophyd.sim.scene.RasterPlan`,
 :func:`_raster_and_shade`): each block's temporaries stay in a core's cache and the blocks run
 on worker threads (numpy releases the GIL in its loops). With parallax the raster is built
-transposed, so a block holds whole raster lines and its warp runs in the block too. Every node
-is computed as in a whole-raster pass, and the block layout depends only on the raster size,
-so the image does not depend on the number of threads.
+transposed, so a block holds whole raster lines and its warp runs in the block too: the
+heights of the whole lines give the visible envelope, and only the nodes the frame's rows can
+see are shaded (:func:`~fibsem_ophyd.sim.parallax.project`: the parallax margins are sized
+for every height the footprint can hold, 172 of the 1200 rows of the default 1536x1024 ion
+raster, and 80-86 % of a block's nodes are shaded). Every node is computed as in a
+whole-raster pass, and the block layout depends only on the raster size, so the image does
+not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from threadpoolctl import ThreadpoolController
 from ..geometry import pixel_to_image
 from ._workers import pool
 from .optics import Optics, gaussian_blur
-from .parallax import warp as _warp
+from .parallax import project
 from .scene import RasterGrid, RasterPlan, Scene
 from .shading import Shading, halo, shade
 from .view import BeamView
@@ -220,7 +224,7 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
                       crop: tuple[int, int, int] | None = None) -> np.ndarray:
     """Yield on ``grid`` (``(nj, ni)``), or with ``warp = (kappa, top, n_out, h_ref)`` the
     yield seen through the parallax along the grid's rows (``(n_out, ni)``, see
-    :func:`~fibsem_ophyd.sim.parallax.warp`), computed a block at a time; with
+    :mod:`~fibsem_ophyd.sim.parallax`), computed a block at a time; with
     ``crop = (m, H, W)`` only the ``[m:m+H, m:m+W]`` part of that result is returned.
 
     The grid is extended by a halo of :func:`~fibsem_ophyd.sim.shading.halo` nodes on every
@@ -229,7 +233,8 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
     threads do not change the image.
     With parallax the grid is rasterised transposed: a block is then a range of the grid's
     columns with all its rows, the raster lines along which the parallax acts, so the warp
-    runs inside the block too.
+    runs inside the block too, and only the lines of the result and the nodes its rows can
+    see are shaded (:func:`~fibsem_ophyd.sim.parallax.project`).
     """
     ni, nj = grid.ni, grid.nj
     hal = halo(grid, shading)
@@ -253,16 +258,24 @@ def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: S
     def work(a: int) -> None:
         b = min(a + rows, wj)
         h, _, _, (neg_expo, y0) = plan.block(a, b + 2 * hal, tables)
-        sig = shade(h, neg_expo, y0, hal, ext, view, shading)
         if warp is None:                      # block rows a..b of the result
+            sig = shade(h, neg_expo, y0, hal, ext, view, shading)
             lo, hi = max(a, m), min(b, m + fh)
             if lo < hi:
                 out[lo - m:hi - m] = sig[lo - a:hi - a, m:m + fw]
-        else:                                 # block columns a..b of the result
-            lo, hi = max(a, m), min(b, m + fw)
-            if lo < hi:
-                _warp(h[hal + lo - a:hal + hi - a, hal:hal + wi], sig[lo - a:hi - a], *warp,
-                      out_rows=out[:, lo - m:hi - m], rows=(m, m + fh))
+            return
+        # block columns a..b of the result: its lines lo..hi, shaded where the rows see them
+        lo, hi = max(a, m), min(b, m + fw)
+        if lo >= hi:
+            return
+
+        def shade_nodes(c0: int, c1: int) -> np.ndarray:
+            ls, ns = slice(lo - a, hi - a + 2 * hal), slice(c0, c1 + 2 * hal)
+            return shade(h[ls, ns], neg_expo[ls, ns], y0[ls, ns], hal, ext, view, shading)
+
+        kappa, top, _, h_ref = warp
+        project(h[hal + lo - a:hal + hi - a, hal:hal + wi], shade_nodes, kappa, top, h_ref,
+                (m, m + fh), out[:, lo - m:hi - m])
 
     if len(starts) == 1:
         work(0)

@@ -176,6 +176,7 @@ class SimState:
         self.pending: set[str] = set()
         self.tripped: set[str] = set()
         self.vacuum_lost = False
+        self._last_ray: tuple | None = None
 
     # ------------------------------------------------------------------ geometry
     def view(self, beam: str, frame: Mapping | None = None, t: float | None = None) -> BeamView:
@@ -190,8 +191,23 @@ class SimState:
 
     def surface_point(self, view: BeamView, a1: float, a2: float) -> np.ndarray | None:
         """First surface point (sample frame, m) on the ray of ``view`` at chamber (right, up)
-        = (a1, a2) m; ``None`` if the beam cannot reach the sample side."""
-        return intersect_surface(self.scene, view, a1, a2, spacing=view.pixel)
+        = (a1, a2) m; ``None`` if the beam cannot reach the sample side.
+
+        The last ray is remembered with everything it depends on (the view's pose and scan,
+        the ray, the scene's version): an ion frame asks for its centre twice, for the focus
+        and for the field it sputters, and the second answer is the first (a ray cast is 387
+        height evaluations). Any other ray, pose or scene casts anew.
+        """
+        key = (view.beam, view.pixel, view.scan_rotation, view.shift, view.offset,
+               view.rotation.tobytes(), view.translation.tobytes(), view.right.tobytes(),
+               view.up.tobytes(), view.source.tobytes(), float(a1), float(a2),
+               self.scene.version, id(self.scene))
+        last = self._last_ray
+        if last is not None and last[0] == key:
+            return None if last[1] is None else last[1].copy()
+        point = intersect_surface(self.scene, view, a1, a2, spacing=view.pixel)
+        self._last_ray = (key, None if point is None else point.copy())
+        return point
 
     def focus_working_distance(self, view: BeamView) -> float:
         """In-focus working distance (m) for the surface at the image centre of ``view``."""
