@@ -213,3 +213,28 @@ def test_lamella_measurement_refuses_a_strip_too_faint_to_be_the_lamella():
     bright = floor + 0.3 * np.ptp(np.percentile(floor, [1, 99])) * band[:, None]
     m = measure_lamella_thickness(bright, px, 500e-9)
     assert m["thickness"] == pytest.approx(500e-9, abs=px) and m["reason"] == ""
+
+
+def test_a_bright_streak_under_half_the_gap_is_not_taken_for_the_lamella():
+    """After a thinning to a 1600 nm gap, the lamella (blurred edges) beside a sharp-edged
+    streak 0.36 x the gap wide: the lamella is measured, never the streak (the batch had
+    read such streaks as 569 and 734 nm lamellae); with only the streak in view there is no
+    lamella, and the reason says which widths were looked for."""
+    from scipy import ndimage
+
+    from fibsem_ophyd.milling import MIN_WIDTH, measure_lamella_thickness
+
+    px, gap = 8e-9, 1600e-9
+    rows = (np.arange(1024) + 0.5 - 512) * -px  # +y up
+    lamella = ndimage.gaussian_filter1d(np.where(np.abs(rows - 300e-9) <= gap / 2, 60.0, 0.0),
+                                        6.0)
+    streak = np.where(np.abs(rows + 2000e-9) <= 0.18 * gap, 60.0, 0.0)
+    img = (40.0 + lamella + streak)[:, None] * np.ones((1, 600))
+    m = measure_lamella_thickness(img, px, gap, search=0.45 * 1024 * px)
+    assert m["reason"] == ""
+    assert m["thickness"] == pytest.approx(gap, abs=2 * px)
+    assert 0.5 * (m["top"] + m["bottom"]) == pytest.approx(300e-9, abs=2 * px)
+    only = (40.0 + streak)[:, None] * np.ones((1, 600))
+    m = measure_lamella_thickness(only, px, gap, search=0.45 * 1024 * px)
+    assert math.isnan(m["thickness"])
+    assert f"{MIN_WIDTH * gap * 1e9:.0f}-" in m["reason"], m["reason"]
