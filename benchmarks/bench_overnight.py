@@ -124,7 +124,8 @@ def save_measurements(catalog, out: Path) -> None:
     from tiled.queries import Key
 
     out.mkdir(parents=True, exist_ok=True)
-    for k, (uid, run) in enumerate(catalog.search(Key("start.plan_name") == "measure_lamella").items()):
+    runs = catalog.search(Key("start.plan_name") == "measure_lamella")
+    for k, (uid, run) in enumerate(runs.items()):
         arrays = {"spacing": run.start["plan_args"]["spacing"]}
         for stream in ("ion", "lamella"):
             node = run[stream]
