@@ -139,6 +139,20 @@ def test_catalogs_read_tiff_series_with_the_package_adapter(stored):
     assert tree.context.adapters_by_mimetype[TIFF_MIMETYPE] is TiffSeriesAdapter
 
 
+def test_server_config_names_the_adapter_tiled_imports():
+    from tiled.utils import import_object
+
+    from fibsem_ophyd.storage.server import server_config
+
+    args = server_config("sqlite:////tmp/c.db", writable_storage=["/tmp/w"])["trees"][0]["args"]
+    (path,) = args["adapters_by_mimetype"].values()
+    assert list(args["adapters_by_mimetype"]) == [TIFF_MIMETYPE]
+    assert import_object(path) is TiffSeriesAdapter
+    plain = server_config("sqlite:////tmp/c.db", writable_storage=["/tmp/w"],
+                          tiff_adapter=False)
+    assert "adapters_by_mimetype" not in plain["trees"][0]["args"]
+
+
 @pytest.mark.parametrize("selection", [
     3, (3,), (0, slice(5, 9), slice(None)), slice(None), slice(1, 4), (slice(2, 6), 0),
     (slice(None), 0, slice(10, 12), 5), Ellipsis, (Ellipsis, 7),
