@@ -3,13 +3,18 @@
 Writes N frames of 1536x1024 (default 100) through the test TIFF detector
 (``tests/storage/_device.py``) with ``RE(count(...))`` and a
 :class:`fibsem_ophyd.storage.CatalogWriter` into an embedded catalog, then times, with the
-catalog in this process and served from a child process (``serve_catalog``):
+catalog in this process (``open_catalog``) and served from a child process
+(``serve_catalog``, what ``setup_session(serve=True)`` uses):
 
-- one frame as an analyst reads it: ``catalog[uid]["primary"][key][i]`` from the catalog
-  client (navigation and frame), and the frame alone on a node already in hand
-  (``node[i]``); median over several frames;
+- one frame as an analyst reads it, ``catalog[uid]["primary"][key][i]`` (navigation and
+  frame), the same with the path in one key (``catalog[f"{uid}/primary/{key}"][i]``), and
+  the frame alone on a node already in hand (``node[i]``); medians over 10 frames, with the
+  HTTP requests each form sends (counted on the client);
 - ``node.read()`` of all N frames;
 - raw ``tifffile.imread`` of one file and of all N files (the baseline).
+
+CPU times are per frame, summed over this process's threads and, served, the server's
+process: on a loaded machine the wall times are mostly waits for a core.
 
 Targets: one frame <= 15 ms; ``.read()`` <= 2x the raw reads. Absolute times depend on the
 machine's load; the ratios are measured in the same run.
@@ -20,6 +25,8 @@ machine's load; the ratios are measured in the same run.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -58,6 +65,36 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, all threads) of this process, or of ``pid`` (Linux
+    ``/proc``; 0 where unavailable): under load, wall times mostly measure the wait for a
+    core, CPU times what the read costs."""
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class _Requests:
+    """Counts the HTTP requests a catalog client sends (an httpx request hook)."""
+
+    def __init__(self, catalog):
+        self.n = 0
+        catalog.context.http_client.event_hooks["request"].append(self)
+
+    def __call__(self, request):
+        self.n += 1
+
+    def count(self, fn):
+        before = self.n
+        out = fn()
+        return out, self.n - before
+
+
 def main(n: int = 100, served: bool = False, repeats: int = 3) -> dict:
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory(prefix="bench_tiled_read_") as tmp:
@@ -74,38 +111,56 @@ def main(n: int = 100, served: bool = False, repeats: int = 3) -> dict:
             files = image_files(catalog[uid])
             key = det.image_key
             assert len(files) == n
+            requests = _Requests(catalog)
 
             picks = list(range(0, n, max(1, n // 10)))[:10]
-            frame_path, frame_only, raw_one = [], [], []
+            times: dict[str, list[float]] = {"chain": [], "path": [], "node": [], "raw": []}
+            calls: dict[str, int] = {}
             node = catalog[uid]["primary"][key]
+            forms = {
+                "chain": lambda i: catalog[uid]["primary"][key][i],
+                "path": lambda i: catalog[f"{uid}/primary/{key}"][i],
+                "node": lambda i: node[i],
+                "raw": lambda i: tifffile.imread(files[i]),
+            }
+            pid = server.process.pid if server is not None else None
+            cpu: dict[str, float] = dict.fromkeys(forms, 0.0)
             for i in picks:
-                t0 = time.perf_counter()
-                a = catalog[uid]["primary"][key][i]
-                frame_path.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                b = node[i]
-                frame_only.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                tifffile.imread(files[i])
-                raw_one.append(time.perf_counter() - t0)
+                got = {}
+                for name, fn in forms.items():
+                    c0 = _cpu_seconds() + (_cpu_seconds(pid) if pid else 0.0)
+                    t0 = time.perf_counter()
+                    got[name], calls[name] = requests.count(lambda: fn(i))  # noqa: B023
+                    times[name].append(time.perf_counter() - t0)
+                    cpu[name] += _cpu_seconds() + (_cpu_seconds(pid) if pid else 0.0) - c0
                 # the detector's frames are (1, H, W) each
-                assert np.array_equal(a.reshape(H, W), expected_frame(0, i, (H, W)))
-                assert np.array_equal(a, b)
+                expected = expected_frame(0, i, (H, W))
+                assert np.array_equal(got["raw"], expected)
+                for name in ("chain", "path", "node"):
+                    assert np.array_equal(got[name].reshape(H, W), expected), name
             t_read = timed(lambda: node.read(), repeats)
             t_raw = timed(lambda: [tifffile.imread(p) for p in files], repeats)
-            assert node.read().shape[0] == n
+            whole, calls["read"] = requests.count(node.read)
+            assert whole.shape[0] == n
             writer.close()
         finally:
             if server is not None:
                 server.close()
     mode = "served (child process)" if served else "in-process"
-    one, only, raw = (statistics.median(v) for v in (frame_path, frame_only, raw_one))
-    print(f"catalog {mode}; {n} frames of {W}x{H} uint8")
-    print(f"  one frame catalog[uid]['primary'][key][i]: {one * 1e3:6.1f} ms  (target <= 15 ms)"
-          f"; node[i] alone {only * 1e3:6.1f} ms; raw imread {raw * 1e3:5.2f} ms")
-    print(f"  node.read() of {n}: {t_read:6.2f} s; raw imread of {n}: {t_raw:6.2f} s; "
-          f"ratio {t_read / t_raw:.1f}  (target <= 2)")
-    return {"one": one, "node": only, "read_ratio": t_read / t_raw}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    cpu_ms = {k: v / len(picks) * 1e3 for k, v in cpu.items()}
+    print(f"catalog {mode}; {n} frames of {W}x{H} uint8; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"  one frame catalog[uid]['primary'][key][i]: {med['chain'] * 1e3:6.1f} ms "
+          f"({calls['chain']} requests, CPU {cpu_ms['chain']:.0f} ms; target <= 15 ms)")
+    print(f"  one frame catalog[f'{{uid}}/primary/{{key}}'][i]: {med['path'] * 1e3:6.1f} ms "
+          f"({calls['path']} requests, CPU {cpu_ms['path']:.0f} ms); node[i] alone "
+          f"{med['node'] * 1e3:6.1f} ms ({calls['node']}, CPU {cpu_ms['node']:.0f} ms); "
+          f"raw imread {med['raw'] * 1e3:5.2f} ms")
+    print(f"  node.read() of {n}: {t_read:6.2f} s ({calls['read']} requests); raw imread of "
+          f"{n}: {t_raw:6.2f} s; ratio {t_read / t_raw:.1f}  (target <= 2)")
+    return {"one": med["chain"], "path": med["path"], "node": med["node"],
+            "read_ratio": t_read / t_raw}
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ any release. :func:`check_bluesky_tiled_plugins` refuses versions outside
 message naming the range. The in-process creation of a SQLite catalog
 (:func:`init_sqlite_catalog`) uses Tiled internals; outside :data:`TILED_SUPPORTED` it
 refuses and :mod:`.catalog` falls back to ``tiled catalog init`` (a subprocess), as it
-does on any error here.
+does on any error here. The read path's use of Tiled's server and in-process client
+internals is in :mod:`._tiled_app`.
 
 Pinned by tests/storage/test_writer.py (``test_frames_visible_before_stop`` and the other
 writer tests) and tests/storage/test_tiled_private.py.

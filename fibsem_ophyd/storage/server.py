@@ -80,6 +80,7 @@ def server_config(
     readable_storage: Sequence[str | os.PathLike] = (),
     init_if_not_exists: bool = False,
     path: str = "/",
+    tiff_adapter: bool = True,
 ) -> dict:
     """A Tiled server configuration serving a catalog of Bluesky runs.
 
@@ -98,6 +99,11 @@ def server_config(
         Let the server initialise the catalog database (else run ``tiled catalog init``).
     path : str
         Where the catalog is mounted on the server.
+    tiff_adapter : bool
+        Read TIFF series with :class:`fibsem_ophyd.storage.tiff_adapter.TiffSeriesAdapter`
+        (``adapters_by_mimetype``; the server must be able to import this package, as
+        it can when started with :func:`serve_command`). ``False``: Tiled's own adapter
+        (same arrays, slower: see that module).
 
     Returns
     -------
@@ -107,19 +113,19 @@ def server_config(
     """
     if not writable_storage:
         raise ValueError("writable_storage needs a directory and a table store (duckdb/postgres)")
+    args = {
+        "uri": catalog_uri,
+        "writable_storage": [_storage(s) for s in writable_storage],
+        "readable_storage": [_storage(s) for s in readable_storage],
+        "init_if_not_exists": bool(init_if_not_exists),
+    }
+    if tiff_adapter:
+        from .tiff import TIFF_MIMETYPE
+        from .tiff_adapter import ADAPTER_PATH
+
+        args["adapters_by_mimetype"] = {TIFF_MIMETYPE: ADAPTER_PATH}
     return {
-        "trees": [
-            {
-                "path": path,
-                "tree": "catalog",
-                "args": {
-                    "uri": catalog_uri,
-                    "writable_storage": [_storage(s) for s in writable_storage],
-                    "readable_storage": [_storage(s) for s in readable_storage],
-                    "init_if_not_exists": bool(init_if_not_exists),
-                },
-            }
-        ],
+        "trees": [{"path": path, "tree": "catalog", "args": args}],
         "media_types": BLUESKY_MEDIA_TYPES,
     }
 
@@ -223,7 +229,7 @@ def build_server_app(
     from tiled.config import Authentication
     from tiled.server.app import build_app
 
-    from .catalog import serialization_registry
+    from .catalog import adapters_by_mimetype, serialization_registry, tune_app
 
     if not api_key or not api_key.isalnum() or not api_key.isascii():
         raise ValueError("the API key must be a non-empty string of ASCII letters and digits")
@@ -235,9 +241,10 @@ def build_server_app(
         writable_storage=[_storage(s) for s in writable_storage],
         readable_storage=[_storage(s) for s in readable_storage],
         init_if_not_exists=init_if_not_exists,
+        adapters_by_mimetype=adapters_by_mimetype(),
     )
-    return build_app(tree, Authentication(single_user_api_key=api_key),
-                     serialization_registry=serialization_registry())
+    return tune_app(build_app(tree, Authentication(single_user_api_key=api_key),
+                              serialization_registry=serialization_registry()))
 
 
 def serve(
