@@ -24,7 +24,13 @@ import time
 
 import numpy as np
 
-from fibsem_ophyd.detection import CLASS_NAMES, detect_features_in_mask, iou_per_class, load_model
+from fibsem_ophyd.detection import (
+    CLASS_NAMES,
+    detect_features_in_mask,
+    iou_per_class,
+    load_model,
+    mean_iou_per_class,
+)
 from fibsem_ophyd.sim.liftout_scenes import HELD_OUT_SEEDS, liftout_scene
 
 
@@ -69,7 +75,7 @@ def run(count: int = 40, model_path=None, verbose: bool = False) -> dict:
             errs[f.name].append(e)
             if verbose and e > 10:
                 print(f"  seed {seed} {beam}: {f.name} error {e:.1f} px")
-    iou = np.nanmean(np.array(ious), axis=0)
+    iou = mean_iou_per_class(ious)
     out = {"seeds": (seeds[0], seeds[-1]), "frames": len(seeds),
            "wall_ms_median": 1e3 * float(np.median(wall)),
            "cpu_ms_median": 1e3 * float(np.median(cpu)),
@@ -77,7 +83,8 @@ def run(count: int = 40, model_path=None, verbose: bool = False) -> dict:
     for name, e in errs.items():
         e = np.array(e)
         fin = e[np.isfinite(e)]
-        out[name] = {"frames": int(e.size), "within_10px_%": float(100 * np.mean(e <= 10)),
+        out[name] = {"frames": int(e.size),
+                     "within_10px_%": float(100 * np.mean(e <= 10)) if e.size else float("nan"),
                      "mean_px": float(fin.mean()) if fin.size else float("nan"),
                      "median_px": float(np.median(fin)) if fin.size else float("nan")}
     return out

@@ -34,7 +34,7 @@ from ._features import (
     get_feature,
     get_objects,
 )
-from ._metrics import iou_per_class
+from ._metrics import iou_per_class, mean_iou_per_class
 from ._model import CLASS_NAMES, SHIPPED_MODEL, SegmentationModel, decode_segmap, load_model
 from ._plots import plot_bounding_boxes, plot_detection, plot_detections, plot_segmentations
 
@@ -42,6 +42,7 @@ __all__ = [
     "load_model", "SegmentationModel", "SHIPPED_MODEL", "CLASS_NAMES", "decode_segmap",
     "Feature", "Point", "DetectedFeatures", "FEATURES", "get_feature", "detect_features",
     "detect_features_in_mask", "get_objects", "iou_per_class",
+    "mean_iou_per_class",
     "ImageCentre", "NeedleTip", "NeedleTipBottom", "LamellaCentre", "LamellaLeftEdge",
     "LamellaRightEdge", "LamellaTopEdge", "LamellaBottomEdge", "LandingPost",
     "CopperAdapterCentre", "CopperAdapterTopEdge", "CopperAdapterBottomEdge",

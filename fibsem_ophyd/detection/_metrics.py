@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["iou_per_class"]
+__all__ = ["iou_per_class", "mean_iou_per_class"]
 
 
 def iou_per_class(pred, truth, num_classes: int = 6) -> np.ndarray:
@@ -19,4 +19,23 @@ def iou_per_class(pred, truth, num_classes: int = 6) -> np.ndarray:
         union = np.count_nonzero(a | b)
         if union:
             out[c] = np.count_nonzero(a & b) / union
+    return out
+
+
+def mean_iou_per_class(ious) -> np.ndarray:
+    """Mean over frames of each class's IoU (rows of :func:`iou_per_class`), over the frames
+    where the class was in the prediction or the truth; NaN for a class in none of them.
+
+    Written out rather than ``np.nanmean(ious, axis=0)``: a class absent from every frame (the
+    held-out lift-out scenes have no posts, adaptor or block) is an all-NaN column, for which
+    numpy warns "Mean of empty slice"; here its NaN is the stated answer, not a warning.
+    """
+    a = np.asarray(ious, dtype=float)
+    if a.ndim != 2:
+        raise ValueError(f"ious must be frames x classes, got shape {a.shape}")
+    seen = np.isfinite(a)
+    n = seen.sum(axis=0)
+    total = np.where(seen, a, 0.0).sum(axis=0)
+    out = np.full(a.shape[1], np.nan)
+    np.divide(total, n, out=out, where=n > 0)
     return out

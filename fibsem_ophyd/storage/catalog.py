@@ -311,20 +311,27 @@ class CatalogServer:
         return open_remote_catalog(self.uri, api_key=self.api_key, **kwargs)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the child process (idempotent)."""
+        """Stop the child process and close its pipes and log (idempotent)."""
+        import atexit
         import subprocess
 
+        atexit.unregister(self.close)
         proc = getattr(self, "process", None)
-        if proc is not None and proc.poll() is None:
-            try:
-                proc.stdin.close()  # the child exits on EOF
-                proc.wait(timeout)
-            except (subprocess.TimeoutExpired, OSError):
-                proc.terminate()
+        if proc is not None:
+            if proc.poll() is None:
                 try:
+                    proc.stdin.close()  # the child exits on EOF
                     proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                except (subprocess.TimeoutExpired, OSError):
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
         log = getattr(self, "_log", None)
         if log is not None and not log.closed:
             log.close()

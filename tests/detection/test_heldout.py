@@ -5,7 +5,12 @@ the same scores over more frames."""
 import numpy as np
 import pytest
 
-from fibsem_ophyd.detection import detect_features_in_mask, iou_per_class, load_model
+from fibsem_ophyd.detection import (
+    detect_features_in_mask,
+    iou_per_class,
+    load_model,
+    mean_iou_per_class,
+)
 from fibsem_ophyd.sim.liftout_scenes import HELD_OUT_SEEDS, liftout_scene
 
 N_FRAMES = 8
@@ -33,7 +38,7 @@ def scored():
             c, r = sim.truth.keypoint("LamellaCentre", beam)
             centre_err.append(np.hypot(centre.px.x - c, centre.px.y - r)
                               if centre.px else np.inf)
-    return np.nanmean(np.array(ious), axis=0), np.array(tip_err), np.array(centre_err)
+    return mean_iou_per_class(ious), np.array(tip_err), np.array(centre_err)
 
 
 XFAIL = pytest.mark.xfail(

@@ -29,8 +29,19 @@ def _start_xvfb() -> str | None:
     os.close(write)
     with os.fdopen(read) as f:
         number = f.readline().strip()
-    atexit.register(_XVFB.terminate)
+    atexit.register(_stop_xvfb)
     return f":{number}" if number else None
+
+
+def _stop_xvfb() -> None:
+    """Terminate Xvfb and reap it (a Popen left unwaited is a ResourceWarning)."""
+    if _XVFB is not None and _XVFB.poll() is None:
+        _XVFB.terminate()
+        try:
+            _XVFB.wait(10)
+        except subprocess.TimeoutExpired:
+            _XVFB.kill()
+            _XVFB.wait()
 
 
 def pytest_configure(config):

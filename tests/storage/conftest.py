@@ -18,8 +18,10 @@ def data_dir(tmp_path):
 
 @pytest.fixture
 def catalog(data_dir):
-    """The embedded catalog of ``data_dir`` (in-process app)."""
-    return open_catalog(data_dir)
+    """The embedded catalog of ``data_dir`` (in-process app); its client closed afterwards."""
+    c = open_catalog(data_dir)
+    yield c
+    c.context.close()
 
 
 @pytest.fixture

@@ -49,23 +49,29 @@ def test_served_catalog_end_to_end(tmp_path):
     data = tmp_path / "served"
     with serve_catalog(data) as server:
         client = server.client()
-        RE = RunEngine({}, call_returns_result=False)
-        writer = CatalogWriter(client, backup_dir(data), latency=0.1)
-        RE.subscribe(writer)
-        det = TiffDetector(images_dir(data), shape=(32, 40), seed=5)
-        (uid,) = RE(count([det], 3), sample="S1")
-        assert writer.wait(timeout=60) == []
-        writer.close()
-        run = client[uid]
-        assert run.metadata["stop"]["exit_status"] == "success"
-        arr = run["primary"]["sem_image"].read()
-        assert np.array_equal(arr[2, 0], expected_frame(5, 2, (32, 40)))
-        assert [img.metadata == det.metadata_for(i)
-                for i, img in enumerate(load_images(run))] == [True] * 3
-        assert [n for n, _ in run.documents()][-1] == "stop"
-        assert list(search_runs(client, sample="S1")) == [uid]
+        try:
+            RE = RunEngine({}, call_returns_result=False)
+            writer = CatalogWriter(client, backup_dir(data), latency=0.1)
+            RE.subscribe(writer)
+            det = TiffDetector(images_dir(data), shape=(32, 40), seed=5)
+            (uid,) = RE(count([det], 3), sample="S1")
+            assert writer.wait(timeout=60) == []
+            writer.close()
+            run = client[uid]
+            assert run.metadata["stop"]["exit_status"] == "success"
+            arr = run["primary"]["sem_image"].read()
+            assert np.array_equal(arr[2, 0], expected_frame(5, 2, (32, 40)))
+            assert [img.metadata == det.metadata_for(i)
+                    for i, img in enumerate(load_images(run))] == [True] * 3
+            assert [n for n, _ in run.documents()][-1] == "stop"
+            assert list(search_runs(client, sample="S1")) == [uid]
+        finally:
+            client.context.close()  # its pooled connections to the server
     assert server.process.poll() is not None  # the child is gone
     assert (data / TABLES_FILE).is_file()
     reopened = open_catalog(data)  # later, in-process, same files
-    assert uid in reopened
-    assert reopened[uid].metadata["start"]["sample"] == "S1"
+    try:
+        assert uid in reopened
+        assert reopened[uid].metadata["start"]["sample"] == "S1"
+    finally:
+        reopened.context.close()
