@@ -438,6 +438,13 @@ def tiled_postgres(tmp_path_factory):
 
 
 @pytest.fixture
+def served_catalog(served_postgres):
+    """A client of :func:`served_postgres`, closed after the test."""
+    with served_postgres.connected() as catalog:
+        yield catalog
+
+
+@pytest.fixture
 def pg_catalog(tiled_postgres):
     """A client of :func:`tiled_postgres`, closed after the test."""
     with tiled_postgres.connected() as catalog:

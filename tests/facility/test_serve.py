@@ -64,13 +64,6 @@ def written(served_postgres):
     return uids
 
 
-@pytest.fixture
-def served_catalog(served_postgres):
-    """A client of :func:`served_postgres`, closed after the test."""
-    with served_postgres.connected() as catalog:
-        yield catalog
-
-
 def test_runs_are_stored_in_postgres_and_read_back(served_postgres, served_catalog, written):
     catalog = served_catalog
     series = catalog[written["series"]]
