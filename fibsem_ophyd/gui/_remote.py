@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+from ..qserver import close_manager
 from ._driver import Call, Driver, Frame
 
 __all__ = ["RemoteDriver"]
@@ -45,6 +46,7 @@ class RemoteDriver(Driver):
         self._stage: dict = {}
         self._settings = {b: {"resolution": [1536, 1024], "hfw": 150e-6, "dwell_time": 1e-6}
                           for b in ("electron", "ion")}
+        self._owned = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, daemon=True,
                                         name="fibsem-gui-poll")
@@ -60,7 +62,14 @@ class RemoteDriver(Driver):
         if not tiled_uri:
             raise ValueError("a queue server needs the Tiled server it writes to (tiled_uri)")
         rm = REManagerAPI(zmq_control_addr=zmq_address)
-        return cls(rm, open_remote_catalog(tiled_uri, api_key=api_key))
+        try:
+            catalog = open_remote_catalog(tiled_uri, api_key=api_key)
+        except BaseException:
+            close_manager(rm)
+            raise
+        driver = cls(rm, catalog)
+        driver._owned = True  # made here, so closed with the driver
+        return driver
 
     # -- running ------------------------------------------------------------------------------
     def submit(self, calls: list[Call]) -> bool:
@@ -156,8 +165,15 @@ class RemoteDriver(Driver):
         return {}
 
     def close(self) -> None:
+        """Stop polling; a driver made by :meth:`connect` also closes the queue-server
+        client and the catalog's connections it opened (given ones stay the caller's)."""
         self._stop.set()
         self._thread.join(5)
+        if self._owned:
+            self._owned = False
+            if self.manager is not None:
+                close_manager(self.manager)
+            self.catalog.context.close()
 
     # -- polling (own thread) -------------------------------------------------------------------
     def _last_runs(self, n: int) -> list[str]:

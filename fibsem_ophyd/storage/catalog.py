@@ -371,7 +371,9 @@ def open_remote_catalog(uri: str, api_key: str | None = None, **kwargs):
     api_key : str, optional
         API key; default from the ``TILED_API_KEY`` environment variable or a login.
     **kwargs
-        Passed to :func:`tiled.client.from_uri`.
+        ``structure_clients``, ``include_data_sources`` and ``remember_me`` are passed to
+        :func:`tiled.client.from_context`, the rest (``headers``, ``timeout``, ``verify``,
+        ...) to ``tiled.client.context.Context.from_any_uri``.
 
     Returns
     -------
@@ -381,6 +383,16 @@ def open_remote_catalog(uri: str, api_key: str | None = None, **kwargs):
         (``media_types: {BlueskyRun: {"application/json-seq":
         "bluesky_tiled_plugins.exporters:json_seq_exporter"}}``).
     """
-    from tiled.client import from_uri
+    from tiled.client import from_context
+    from tiled.client.context import Context
 
-    return from_uri(uri, api_key=api_key, **kwargs)
+    # tiled's from_uri, except that a refused connection (no or wrong key, a node that is
+    # not there) closes the HTTP client it opened instead of leaving its socket to the GC
+    node_kwargs = {k: kwargs.pop(k) for k in ("structure_clients", "include_data_sources",
+                                              "remember_me") if k in kwargs}
+    context, node_path_parts = Context.from_any_uri(uri, api_key=api_key, **kwargs)
+    try:
+        return from_context(context, node_path_parts=node_path_parts, **node_kwargs)
+    except BaseException:
+        context.close()
+        raise

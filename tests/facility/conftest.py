@@ -250,8 +250,10 @@ class QueueServer:
         finally:
             stop_process(self.process)
             if self.api is not None:
+                from fibsem_ophyd.qserver import close_manager
+
                 with contextlib.suppress(Exception):
-                    self.api.close()
+                    close_manager(self.api)
             self._log_file.close()
             delete_redis_keys(f"{self.redis_prefix}*")
 
@@ -400,6 +402,15 @@ class TiledPostgresServer:
 
         return open_remote_catalog(self.uri, api_key=self.api_key, **kwargs)
 
+    @contextlib.contextmanager
+    def connected(self, **kwargs):
+        """A client (:meth:`client`) whose HTTP connections are closed on leaving."""
+        catalog = self.client(**kwargs)
+        try:
+            yield catalog
+        finally:
+            catalog.context.close()
+
     def close(self) -> None:
         try:
             if self.process is not None:
@@ -424,6 +435,38 @@ def tiled_postgres(tmp_path_factory):
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def served_catalog(served_postgres):
+    """A client of :func:`served_postgres`, closed after the test."""
+    with served_postgres.connected() as catalog:
+        yield catalog
+
+
+@pytest.fixture
+def pg_catalog(tiled_postgres):
+    """A client of :func:`tiled_postgres`, closed after the test."""
+    with tiled_postgres.connected() as catalog:
+        yield catalog
+
+
+def refused_without_key(uri: str) -> Exception:
+    """The error of connecting to ``uri`` with no API key (the client's HTTP connections
+    closed either way); fails if the connection is accepted."""
+    from fibsem_ophyd.storage import open_remote_catalog
+
+    try:
+        catalog = open_remote_catalog(uri, api_key=None)
+    except Exception as exc:
+        return exc
+    try:
+        list(catalog)
+    except Exception as exc:
+        return exc
+    finally:
+        catalog.context.close()
+    raise AssertionError(f"{uri} accepted a client without an API key")
 
 
 @pytest.fixture(scope="session")

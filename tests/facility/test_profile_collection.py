@@ -100,6 +100,7 @@ def test_namespace_and_tiled_server_from_env(tiled_postgres, small_config):
     assert f"CATALOG {tiled_postgres.uri}" in out, out
     assert "WORKER False MAGICS True" in out, out
     uid = out.split("UID ", 1)[1].split()[0]
-    run = tiled_postgres.client()[uid]
-    assert run.start["sample"] == "ipython-env"
-    assert len(load_images(run, "electron")) == len(load_images(run, "ion")) == 1
+    with tiled_postgres.connected() as catalog:
+        run = catalog[uid]
+        assert run.start["sample"] == "ipython-env"
+        assert len(load_images(run, "electron")) == len(load_images(run, "ion")) == 1

@@ -97,14 +97,14 @@ def _stream_resource_dir(backup_path):
     return _path_from_uri(resource["uri"]), resource["parameters"]["template"]
 
 
-def test_queue_writes_into_the_served_postgres_catalog(qs_pg, served_postgres):
+def test_queue_writes_into_the_served_postgres_catalog(qs_pg, served_postgres, served_catalog):
     RM = qs_pg.api
     refs, series = _run_queue(
         RM,
         BPlan("take_reference_images", "microscope", hfw=110e-6, md={"sample": "qpg-1"}),
         BPlan("acquire_series", "sem", num=5, hfw=60e-6, md={"sample": "qpg-1"}),
     )
-    catalog = served_postgres.client()
+    catalog = served_catalog
     run = catalog[_completed_uid(refs)]
     assert run.start["sample"] == "qpg-1" and run.stop["exit_status"] == "success"
     (sem,) = load_images(run, "electron")
@@ -119,7 +119,7 @@ def test_queue_writes_into_the_served_postgres_catalog(qs_pg, served_postgres):
     assert not (served_postgres.data_dir / "catalog.db").exists()
 
 
-def test_series_memory_and_no_missing_frames(qs_pg, served_postgres):
+def test_series_memory_and_no_missing_frames(qs_pg, served_postgres, served_catalog):
     """RSS of the RE Worker over a 60-frame series, and every frame read back."""
     RM = qs_pg.api
     _run_queue(RM, BPlan("acquire_series", "sem", num=5))  # warm: caches, tables, clients
@@ -131,7 +131,7 @@ def test_series_memory_and_no_missing_frames(qs_pg, served_postgres):
     assert len(samples) > 3
     assert growth <= RSS_GROWTH_LIMIT, f"RE Worker RSS grew {growth / 1e6:.0f} MB"
 
-    run = served_postgres.client()[_completed_uid(item)]
+    run = served_catalog[_completed_uid(item)]
     assert run.stop["exit_status"] == "success" and run.stop["num_events"] == {"primary": 60}
     images = load_images(run)
     assert len(images) == 60
@@ -140,7 +140,8 @@ def test_series_memory_and_no_missing_frames(qs_pg, served_postgres):
     assert np.array_equal(images[-1].data, read_tiff(images[-1].path).data)
 
 
-def test_worker_killed_mid_run_keeps_images_and_queue_recovers(qs_pg, served_postgres):
+def test_worker_killed_mid_run_keeps_images_and_queue_recovers(qs_pg, served_postgres,
+                                                               served_catalog):
     RM = qs_pg.api
     backup_dir = served_postgres.data_dir / "backup"
     worker = qs_pg.worker_process()
@@ -169,7 +170,7 @@ def test_worker_killed_mid_run_keeps_images_and_queue_recovers(qs_pg, served_pos
         assert img.data.shape == (256, 384) and img.beam == "electron"
     # ... and the catalog holds a prefix of them (the rest were in the last batch), each
     # identical to its file; the run has no stop document.
-    run = served_postgres.client()[uid]
+    run = served_catalog[uid]
     assert run.metadata.get("stop") is None
     stored = load_images(run)
     assert 0 < len(stored) <= len(announced)
@@ -182,8 +183,8 @@ def test_worker_killed_mid_run_keeps_images_and_queue_recovers(qs_pg, served_pos
     # frame is left out, so that frames = events = num_events).
     n_events = sum(1 for name, _ in iter_backup(backup) if name == "event")
     assert len(announced) - n_events in (0, 1)
-    stop = recover_run(served_postgres.client(), backup)
-    run = served_postgres.client()[uid]
+    stop = recover_run(served_catalog, backup)
+    run = served_catalog[uid]
     assert run.stop == stop and stop["exit_status"] == "fail"
     assert stop["num_events"] == {"primary": n_events}
     recovered = load_images(run)
@@ -215,7 +216,7 @@ def test_worker_killed_mid_run_keeps_images_and_queue_recovers(qs_pg, served_pos
     RM.wait_for_idle(timeout=180)
     assert time.monotonic() - t0 < 120
     rerun, after = RM.history_get()["items"][n_history + 1:]
-    catalog = served_postgres.client()
+    catalog = served_catalog
     rerun_run = catalog[_completed_uid(rerun)]
     assert rerun_run.start["sample"] == "killed"
     assert len(load_images(rerun_run)) == 60

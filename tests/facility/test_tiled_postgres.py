@@ -7,7 +7,7 @@ import pytest
 
 from fibsem_ophyd.storage import iter_backup, load_images, search_runs
 
-from .conftest import SMALL_CONFIG
+from .conftest import SMALL_CONFIG, refused_without_key
 
 SMALL = {"electron": {"resolution": [384, 256]}, "ion": {"resolution": [384, 256]}}
 assert "384, 256" in SMALL_CONFIG
@@ -36,10 +36,10 @@ def written(tiled_postgres):
     return uids
 
 
-def test_search_by_sample_and_plan(tiled_postgres, written):
+def test_search_by_sample_and_plan(tiled_postgres, pg_catalog, written):
     from tiled.queries import Key
 
-    catalog = tiled_postgres.client()
+    catalog = pg_catalog
     assert set(written.values()) <= set(catalog)
     l1 = search_runs(catalog, sample="L1")
     assert sorted(l1) == sorted([written["L1"], written["L1-sem"]])
@@ -52,8 +52,8 @@ def test_search_by_sample_and_plan(tiled_postgres, written):
     assert list(search_runs(catalog, lamella="pg-lam-7")) == [written["L2"]]
 
 
-def test_images_read_back(tiled_postgres, written):
-    catalog = tiled_postgres.client()
+def test_images_read_back(tiled_postgres, pg_catalog, written):
+    catalog = pg_catalog
     run = catalog[written["L1"]]
     assert run.stop["exit_status"] == "success"
     (sem,) = load_images(run, "electron")
@@ -65,9 +65,9 @@ def test_images_read_back(tiled_postgres, written):
     assert one.pixel_size == pytest.approx(50e-6 / 384)
 
 
-def test_documents_replay(tiled_postgres, written):
+def test_documents_replay(tiled_postgres, pg_catalog, written):
     """``run.documents()`` needs the json-seq exporter: registered by the server config."""
-    catalog = tiled_postgres.client()
+    catalog = pg_catalog
     uid = written["L2"]
     docs = list(catalog[uid].documents())
     names = [n for n, _ in docs]
@@ -101,14 +101,10 @@ def _first_of_each(pairs):
 
 
 def test_refused_without_key(tiled_postgres, written):
-    from tiled.client import from_uri
-
     url = f"{tiled_postgres.uri}/api/v1/metadata/"
     assert httpx.get(url, timeout=10).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Apikey wrong"}, timeout=10).status_code == 401
     ok = httpx.get(url, headers={"Authorization": f"Apikey {tiled_postgres.api_key}"},
                    timeout=10)
     assert ok.status_code == 200
-    with pytest.raises(Exception, match="requires API key"):
-        client = from_uri(tiled_postgres.uri, api_key=None)
-        list(client)
+    assert "requires API key" in str(refused_without_key(tiled_postgres.uri))

@@ -151,9 +151,9 @@ def click(mv, world, double=False, modifiers=(), zoom=None):
         flags |= {"Alt": Qt.KeyboardModifier.AltModifier,
                   "Shift": Qt.KeyboardModifier.ShiftModifier,
                   "Control": Qt.KeyboardModifier.ControlModifier}[m]
-    mv.viewer.camera.center = tuple(float(v) for v in np.asarray(world)[-2:])
+    mv.viewer.scene.camera.center = tuple(float(v) for v in np.asarray(world)[-2:])
     if zoom is not None:
-        mv.viewer.camera.zoom = zoom
+        mv.viewer.scene.camera.zoom = zoom
     QApplication.processEvents()
     widget = canvas_of(mv).native
     pos = QPoint(*world_to_canvas(mv, world))

@@ -150,7 +150,7 @@ def test_dragging_a_shape_moves_its_pattern_by_the_drag_in_metres(qtbot, mv):
     mv.viewer.layers.selection.active = layer
     layer.mode = "select"
     widget = canvas_of(mv).native
-    mv.viewer.camera.center = tuple(frame.image_to_world(-5e-6, 3e-6))
+    mv.viewer.scene.camera.center = tuple(frame.image_to_world(-5e-6, 3e-6))
     qtbot.wait(50)
     start = QPoint(*world_to_canvas(mv, frame.image_to_world(-5e-6, 3e-6)))
     end = QPoint(start.x() + 40, start.y() + 25)  # right and down on the screen

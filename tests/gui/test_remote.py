@@ -132,3 +132,4 @@ def test_remote_viewer_shows_stored_frames_moves_and_supervises(qtbot, qapp, fac
     finally:
         driver.close()
         mv.viewer.close()
+        catalog.context.close()  # given to the driver, so still ours to close

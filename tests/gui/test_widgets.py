@@ -90,7 +90,7 @@ def test_minimap_overview_double_click_adds_the_site_under_the_mouse(qtbot, mv):
     assert layer.scale[0] == pytest.approx(minimap.mapping["pixel_size"])
     col, row = 0.7 * w, 0.3 * h
     mv.viewer.layers.selection.active = layer
-    mv.viewer.camera.center = tuple(layer.data_to_world((row, col)))
+    mv.viewer.scene.camera.center = tuple(layer.data_to_world((row, col)))
     qtbot.wait(100)
     click(mv, layer.data_to_world((row, col)), double=True)
     (name, pos), = minimap.site_positions.items()
