@@ -54,25 +54,37 @@ SITE_ERRORS = (AlignmentError, RegistrationError, FailedStatus)
 
 def _watch(plan, sink) -> MsgGenerator[Any]:
     """Run ``plan``, handing each reading it takes (the RunEngine's answer to a "read"
-    message) to ``sink(obj, reading)``; return what ``plan`` returns."""
+    message) to ``sink(obj, reading)`` for each device the message read; return what ``plan``
+    returns. Since bluesky 1.16 ``trigger_and_read`` reads all its devices in one
+    ``Msg("read", *devices)`` whose answer holds every device's keys, so a sink takes its
+    device's keys out of ``reading`` by the device's name."""
     def on_response(msg, response):
         if msg.command == "read" and isinstance(response, dict):
-            sink(msg.obj, response)
+            for obj in (msg.obj, *msg.args):
+                sink(obj, response)
 
     return (yield from relay(plan, on_response=on_response))
+
+
+def _keys_of(obj, reading: dict) -> dict:
+    """``obj``'s values in ``reading`` (which may hold other devices' keys too), keyed
+    without the device's name prefix."""
+    prefix = f"{obj.name}_"
+    return {k.removeprefix(prefix): r["value"] for k, r in reading.items()
+            if k.startswith(prefix)}
 
 
 def _site_log(site_state: dict, section: str, kind: str, milling):
     """A ``sink`` for :func:`_watch`: alignment measurements and finished millings."""
     def sink(obj, reading):
         if getattr(obj, "name", None) == "alignment":
-            v = {k.removeprefix("alignment_"): r["value"] for k, r in reading.items()}
+            v = _keys_of(obj, reading)
             site_state["alignments"].append({
                 "section": section, "kind": kind, "iteration": int(v["iteration"]),
                 "action": v["action"], "dx": float(v["dx"]), "dy": float(v["dy"]),
                 "score": float(v["score"])})
         elif obj is milling:
-            v = {k.removeprefix(f"{milling.name}_"): r["value"] for k, r in reading.items()}
+            v = _keys_of(milling, reading)
             if v.get("state") == "done":
                 times = site_state["milling_time"]
                 times[section] = times.get(section, 0.0) + float(v["milling_time"])

@@ -14,6 +14,7 @@ from bluesky.utils import RunEngineInterrupted
 from fibsem_ophyd import setup_session
 from fibsem_ophyd.plans import mill_stages
 
+from .._catalog import count_runs
 from ..plans._helpers import BOX, silicon_under_ion_beam
 
 SMALL = {"electron": {"resolution": [384, 256]}, "ion": {"resolution": [384, 256]}}
@@ -159,7 +160,7 @@ def _untouched(session):
     and milling all take simulated time), ion current and blanking, stage, cuts, runs."""
     sim = session.backend
     return (sim.time(), sim.get("current", "ion"), sim.get("blanked", "ion"),
-            sim.get_stage_position(), len(sim.cuts), len(session.catalog))
+            sim.get_stage_position(), len(sim.cuts), count_runs(session.catalog))
 
 
 @pytest.mark.parametrize("stage, words", BAD_STAGES)

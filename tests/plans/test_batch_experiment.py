@@ -6,6 +6,7 @@ import pytest
 from fibsem_ophyd.milling import read_experiment, write_experiment
 from fibsem_ophyd.plans import import_experiment, mill_lamellae, move_to_milling_angle
 
+from .._catalog import count_runs
 from .test_batch import PROTOCOL
 
 
@@ -28,7 +29,7 @@ def test_experiment_imports_into_a_batch_and_exports_back(session, microscope, t
         assert saved[name] == pytest.approx(positions[name], abs=1e-12)
     assert batch["done"] == {"A": ["mill_rough"], "B": [], "C": []}
 
-    n_runs = len(session.catalog)
+    n_runs = count_runs(session.catalog)
     res = RE(mill_lamellae(scope, batch["sites"], PROTOCOL, batch=batch["name"],
                            imported=batch)).plan_result
     new = [session.catalog[u].metadata["start"] for u in list(session.catalog)[n_runs:]]

@@ -10,6 +10,7 @@ from fibsem_ophyd.sim.deposition import GIS_INSERT_TIME, SPUTTER_OVERHEAD
 from fibsem_ophyd.sim.materials import MATERIAL_IDS, MATERIALS
 from fibsem_ophyd.storage import load_images
 
+from .._catalog import count_runs
 from ._helpers import BOX, height_at, silicon_under_ion_beam
 
 _RATE = {m.name: m.sputter_rate for m in MATERIALS}  # um^3/nC
@@ -117,12 +118,12 @@ def test_a_shallow_cut_stays_in_the_layer(session, microscope):
 ])
 def test_bad_deposition_refused_before_anything(session, microscope, kwargs, match):
     sim = session.backend
-    t0, n_runs = sim.time(), len(session.catalog)
+    t0, n_runs = sim.time(), count_runs(session.catalog)
     with pytest.raises(ValueError, match=match):
         session.RE(cryo_deposition(microscope, **kwargs))
     assert sim.time() == t0 and not sim.scene.patches
     assert microscope.gis.insert_position.get() == "retracted"
-    assert len(session.catalog) == n_runs
+    assert count_runs(session.catalog) == n_runs
     with pytest.raises(ValueError, match="outside its limits"):
         session.RE(sputter_coat(microscope, current=1.0))
 
