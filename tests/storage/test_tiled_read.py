@@ -79,8 +79,11 @@ def test_frames_read_through_a_served_catalog_equal_the_files(tmp_path):
     data_dir = tmp_path / "data"
     with serve_catalog(data_dir) as server:
         catalog = server.client()
-        uid, key = _store(catalog, data_dir)
-        _check_frames(catalog, uid, key, image_files(catalog[uid]))
+        try:
+            uid, key = _store(catalog, data_dir)
+            _check_frames(catalog, uid, key, image_files(catalog[uid]))
+        finally:
+            catalog.context.close()  # its pooled connections to the server
 
 
 class _Requests:
