@@ -215,8 +215,14 @@ class MillingWidget(_Base):
         row = QHBoxLayout()
         self.run_button = _button("Run milling", self.run)
         row.addWidget(self.run_button)
-        row.addWidget(_button("Pause", self.driver.pause))
-        row.addWidget(_button("Stop", self.driver.abort))
+        #: pause: the RunEngine pauses, the milling holds at the end of its pass (beam
+        #: blanked) until Resume (supervision tab); stop: the run is aborted, the milling ends
+        #: at the end of its pass, what was milled stays, the ion beam goes back to its
+        #: imaging current, blanked
+        self.pause_button = _button("Pause", self.driver.pause)
+        self.stop_button = _button("Stop", self.driver.abort)
+        row.addWidget(self.pause_button)
+        row.addWidget(self.stop_button)
         lay.addLayout(row)
         lay.addWidget(self.bar)
         lay.addStretch()
