@@ -29,6 +29,7 @@ from ._features import (
     VolumeBlockTopEdge,
     VolumeBlockTopLeftCorner,
     VolumeBlockTopRightCorner,
+    check_keypoint,
     detect_features,
     detect_features_in_mask,
     get_feature,
@@ -41,7 +42,7 @@ from ._plots import plot_bounding_boxes, plot_detection, plot_detections, plot_s
 __all__ = [
     "load_model", "SegmentationModel", "SHIPPED_MODEL", "CLASS_NAMES", "decode_segmap",
     "Feature", "Point", "DetectedFeatures", "FEATURES", "get_feature", "detect_features",
-    "detect_features_in_mask", "get_objects", "iou_per_class",
+    "detect_features_in_mask", "get_objects", "check_keypoint", "iou_per_class",
     "mean_iou_per_class",
     "ImageCentre", "NeedleTip", "NeedleTipBottom", "LamellaCentre", "LamellaLeftEdge",
     "LamellaRightEdge", "LamellaTopEdge", "LamellaBottomEdge", "LandingPost",

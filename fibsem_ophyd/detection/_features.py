@@ -31,6 +31,7 @@ Rules, and where they deliberately differ from OpenFIBSEM's ``fibsem.detection``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -332,6 +333,19 @@ def get_feature(name) -> Feature:
     if not isinstance(name, str) or name not in FEATURES:
         raise ValueError(f"unknown feature {name!r}; known features: {sorted(FEATURES)}")
     return FEATURES[name]()
+
+
+def check_keypoint(feature: str, x, y) -> tuple[str, float, float]:
+    """A keypoint correction checked: a known feature name and finite pixel coordinates
+    (x right, y down); ``ValueError`` naming the bad value otherwise."""
+    if not isinstance(feature, str) or feature not in FEATURES:
+        raise ValueError(f"unknown feature {feature!r}; known features: {sorted(FEATURES)}")
+    for nm, v in (("x", x), ("y", y)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                                   np.floating)) \
+                or not math.isfinite(float(v)):
+            raise ValueError(f"{nm} must be a finite pixel coordinate, got {v!r}")
+    return feature, float(x), float(y)
 
 
 @dataclass

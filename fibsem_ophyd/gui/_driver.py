@@ -125,6 +125,18 @@ class Driver(QObject):
         """What a paused plan waits for: ``{"plan": name, "stage_name": milling stage}``."""
         raise NotImplementedError
 
+    def paused_detection(self):
+        """The supervised detection the paused plan waits on
+        (:class:`~fibsem_ophyd.gui._keypoints.PausedDetection`, read from the catalog), or
+        ``None``."""
+        return None
+
+    def correct_keypoints(self, corrections: dict) -> None:
+        """Enter keypoint corrections ``{feature: (x, y) px}`` (x right, y down) into the
+        paused supervised detection (:func:`fibsem_ophyd.plans.correct_keypoint`); all are
+        checked before any is entered. Resume to store them."""
+        raise NotImplementedError
+
     def batch_state(self, batch: str) -> dict:
         """:func:`fibsem_ophyd.plans.stored_runs.batch_state` of the catalog the plans write to."""
         from ..plans.stored_runs import batch_state
@@ -176,6 +188,9 @@ class InProcessDriver(Driver):
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._subs: list[tuple[Any, int]] = []
+        #: the uid of the newest run the session's RunEngine opened (the paused one's)
+        self.run_uid: str | None = None
+        self._start_token = session.RE.subscribe(self._on_start, "start")
         for det in (self.microscope.sem, self.microscope.fib):
             cid = det.last_frame.subscribe(self._frame_callback(det), run=False)
             self._subs.append((det.last_frame, cid))
@@ -215,6 +230,9 @@ class InProcessDriver(Driver):
                 self.frame.emit(_beam_frame(det, value, time.time()))
 
         return callback
+
+    def _on_start(self, name, doc) -> None:
+        self.run_uid = doc.get("uid")
 
     def _on_progress(self, value=None, **_):
         if value is not None:
@@ -369,7 +387,25 @@ class InProcessDriver(Driver):
         return {"plan": getattr(self, "_pending", ("", []))[0],
                 "stage_name": milling.stage_name.get(), "milling_state": milling.state.get()}
 
+    def paused_detection(self):
+        from ._keypoints import paused_detection
+
+        if self.session.RE.state != "paused" or self.run_uid is None:
+            return None
+        return paused_detection(self.catalog[self.run_uid])
+
+    def correct_keypoints(self, corrections: dict) -> None:
+        from ..detection import check_keypoint
+        from ..plans import correct_keypoint
+
+        checked = [check_keypoint(n, *xy) for n, xy in corrections.items()]
+        for name, x, y in checked:
+            correct_keypoint(name, x, y)
+
     def close(self) -> None:
         for sig, cid in self._subs:
             sig.unsubscribe(cid)
         self._subs = []
+        if self._start_token is not None:
+            self.session.RE.unsubscribe(self._start_token)
+            self._start_token = None

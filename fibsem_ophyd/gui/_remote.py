@@ -120,16 +120,40 @@ class RemoteDriver(Driver):
             raise ValueError(f"pattern offset ({x * 1e6:.2f}, {y * 1e6:.2f}) um is beyond the "
                              f"milling device's limit +-{limit * 1e6:.1f} um")
         # the worker is paused: a background script sets the offset the plan then applies
-        res = self.manager.script_upload(
+        self._background_script(
             f"microscope.milling.pattern_offset_x.put({float(x)!r})\n"
-            f"microscope.milling.pattern_offset_y.put({float(y)!r})\n",
-            run_in_background=True)
+            f"microscope.milling.pattern_offset_y.put({float(y)!r})\n", "the pattern offset")
+
+    def correct_keypoints(self, corrections: dict) -> None:
+        from ..detection import check_keypoint
+
+        checked = [check_keypoint(n, *xy) for n, xy in corrections.items()]
+        if checked:  # the worker is paused: a background script enters them, as IPython would
+            self._background_script("".join(f"correct_keypoint({n!r}, {x!r}, {y!r})\n"
+                                            for n, x, y in checked), "the keypoint corrections")
+
+    def _background_script(self, script: str, what: str) -> None:
+        """Run ``script`` in the worker's namespace while its plan is paused; raise if the
+        queue server refuses it or it fails."""
+        if self.manager is None:
+            raise RuntimeError(f"watching the catalog only: no queue server to send {what} to")
+        res = self.manager.script_upload(script, run_in_background=True)
         if not res.get("success", False):
-            raise RuntimeError(f"the queue server refused the pattern offset: {res.get('msg')}")
+            raise RuntimeError(f"the queue server refused {what}: {res.get('msg')}")
         self.manager.wait_for_completed_task(res["task_uid"], timeout=30)
         result = self.manager.task_result(res["task_uid"])["result"]
         if not result.get("success", False):
-            raise RuntimeError(f"setting the pattern offset failed: {result.get('msg')}")
+            raise RuntimeError(f"sending {what} failed: {result.get('msg')}")
+
+    def paused_detection(self):
+        """The newest run, if it is a supervised detection waiting for corrections (whoever
+        submitted it)."""
+        from ._keypoints import paused_detection
+
+        if self.current_state != "paused":
+            return None
+        run = self._latest_run()
+        return None if run is None else paused_detection(run)
 
     def checkpoint(self) -> dict:
         call = self._pending[0] if self._pending else None

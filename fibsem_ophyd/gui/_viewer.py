@@ -9,6 +9,7 @@ import numpy as np
 
 from ._driver import Driver, Frame
 from ._frames import VIEW_GAP, ImageFrame
+from ._keypoints import KeypointModel
 from ._patterns import PatternModel
 
 __all__ = ["MicroscopeViewer", "BEAMS"]
@@ -68,6 +69,8 @@ class MicroscopeViewer:
             layer.mouse_drag_callbacks.append(self._on_press)
             self.frames[beam], self.layers[beam] = frame, layer
         self.patterns = PatternModel(self.viewer, self.frames["ion"])
+        #: the keypoints of a paused supervised detection (layer "keypoints" while one waits)
+        self.keypoints = KeypointModel(self.viewer)
         self.viewer.layers.selection.active = self.layers["electron"]
         self.viewer.mouse_move_callbacks.append(self._follow_mouse)
         self.viewer.canvas.overlays.scale_bar.visible = True  # in metres: the layers' units

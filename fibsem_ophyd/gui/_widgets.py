@@ -215,8 +215,14 @@ class MillingWidget(_Base):
         row = QHBoxLayout()
         self.run_button = _button("Run milling", self.run)
         row.addWidget(self.run_button)
-        row.addWidget(_button("Pause", self.driver.pause))
-        row.addWidget(_button("Stop", self.driver.abort))
+        #: pause: the RunEngine pauses, the milling holds at the end of its pass (beam
+        #: blanked) until Resume (supervision tab); stop: the run is aborted, the milling ends
+        #: at the end of its pass, what was milled stays, the ion beam goes back to its
+        #: imaging current, blanked
+        self.pause_button = _button("Pause", self.driver.pause)
+        self.stop_button = _button("Stop", self.driver.abort)
+        row.addWidget(self.pause_button)
+        row.addWidget(self.stop_button)
         lay.addLayout(row)
         lay.addWidget(self.bar)
         lay.addStretch()
@@ -476,19 +482,34 @@ class BatchWidget(_Base):
 
 
 class SupervisionWidget(_Base):
-    """When a plan pauses for a person (supervised milling): what is asked, the correction
-    made with the mouse (Shift + click or drag the pattern in the ion view), resume or
-    abort. The correction goes to the plan as the milling device's pattern offset, which
-    the plan applies and records with the stage."""
+    """When a plan pauses for a person: what is asked, the correction made with the mouse,
+    resume or abort.
+
+    * A supervised milling: move the pattern (Shift + click or drag it in the ion view);
+      Resume sends it as the milling device's pattern offset, which the plan applies and
+      records with the stage.
+    * A supervised detection (``detect(..., supervised=True)``, started here with "Detect
+      and supervise" or by anyone on the same RunEngine / queue server): its keypoints are
+      drawn over the frame they were found in (layer "keypoints"); drag a point to where the
+      feature is; Resume enters each moved point as a correction
+      (:func:`~fibsem_ophyd.plans.correct_keypoint`), which the plan stores."""
+
+    #: tries (0.5 s apart) to read a paused detection the catalog does not show yet
+    READ_TRIES = 10
 
     def __init__(self, mv, parent=None):
         super().__init__(mv, parent)
         self.model = mv.patterns
+        self.keypoints = mv.keypoints
         self.asked = QLabel("nothing to supervise")
         self.asked.setWordWrap(True)
         self.offset = QLabel()
         self.resume_button = _button("Resume", self.resume)
         self.abort_button = _button("Abort", self.abort)
+        self.detect_beam = QComboBox()
+        self.detect_beam.addItems(["ion", "electron"])
+        self.detect_features = QLineEdit("NeedleTip, LamellaCentre")
+        self.detect_button = _button("Detect and supervise", self.detect)
         lay = QVBoxLayout(self)
         lay.addWidget(self.asked)
         lay.addWidget(self.offset)
@@ -496,19 +517,41 @@ class SupervisionWidget(_Base):
         row.addWidget(self.resume_button)
         row.addWidget(self.abort_button)
         lay.addLayout(row)
+        form = QFormLayout()
+        form.addRow("beam", self.detect_beam)
+        form.addRow("features", self.detect_features)
+        lay.addWidget(QLabel("keypoint detection (the shipped model):"))
+        lay.addLayout(form)
+        lay.addWidget(self.detect_button)
         lay.addStretch()
         self.driver.state.connect(self._on_state)
         self.model.changed.connect(self._show_offset)
+        self.keypoints.changed.connect(self._show_offset)
         self._on_state(self.driver.current_state)
+
+    def detect(self) -> bool:
+        """Start a supervised detection of the listed features in the chosen beam."""
+        names = [n.strip() for n in self.detect_features.text().split(",") if n.strip()]
+        if not names:
+            self.mv.notify("name the features to detect (e.g. NeedleTip, LamellaCentre)")
+            return False
+        det = "fib" if self.detect_beam.currentText() == "ion" else "sem"
+        return self.submit(Call("detect", (det,), {"features": names, "supervised": True}))
 
     def _on_state(self, state: str) -> None:
         paused = state == "paused"
         self.resume_button.setEnabled(paused)
         self.abort_button.setEnabled(paused)
+        self.detect_button.setEnabled(state == "idle")
         if not paused:
             if self.model.supervised is not None:
                 self.model.end_supervision(keep=False)
+            if self.keypoints.active:
+                self.keypoints.end()
             self.asked.setText("nothing to supervise")
+            self._show_offset()
+            return
+        if self._show_keypoints(self.READ_TRIES):
             return
         info = self.driver.checkpoint()
         stage = info.get("stage_name") or ""
@@ -522,12 +565,54 @@ class SupervisionWidget(_Base):
             self.asked.setText(f"{info.get('plan') or 'the plan'} is paused: Resume or Abort.")
         self._show_offset()
 
+    def _show_keypoints(self, tries: int) -> bool:
+        """A paused supervised detection: its frame and keypoints shown; ``False`` if the
+        paused plan is not one. A detection the catalog does not hold completely yet is
+        read again (``tries`` times, 0.5 s apart)."""
+        from ._driver import Frame
+
+        if self.driver.current_state != "paused" or self.keypoints.active:
+            return self.keypoints.active
+        try:
+            det = self.driver.paused_detection()
+        except Exception as exc:  # noqa: BLE001 -- still being stored: try again shortly
+            if tries > 1:
+                QTimer.singleShot(500, lambda: self._show_keypoints(tries - 1))
+            else:
+                self.mv.notify(f"cannot read the paused detection: {exc}")
+            return False
+        if det is None:
+            return False
+        # the frame the keypoints were found in (a given frame is not the live one)
+        self.mv.show_frame(Frame(det.beam, det.image, det.pixel_size))
+        try:
+            self.keypoints.begin(det, self.mv.frames[det.beam])
+        except ValueError as exc:
+            self.mv.notify(str(exc))
+            return False
+        self.asked.setText(
+            f"detect waits for keypoint corrections in the {det.beam} view: drag a point to "
+            "where its feature is, then Resume (the corrections are stored with the "
+            "detection), or Abort.")
+        self._show_offset()
+        return True
+
     def _show_offset(self) -> None:
+        if self.keypoints.active:
+            self.offset.setText(self.keypoints.describe())
+            return
         x, y = self.model.offset
         self.offset.setText(f"pattern correction: ({x * 1e6:.2f}, {y * 1e6:.2f}) um"
                             if self.model.supervised else "")
 
     def resume(self) -> None:
+        if self.keypoints.active:
+            try:
+                self.driver.correct_keypoints(self.keypoints.corrections())
+            except (ValueError, RuntimeError) as exc:
+                self.mv.notify(str(exc))
+                return
+            self.keypoints.end()
         if self.model.supervised is not None:
             x, y = self.model.offset
             try:
@@ -539,6 +624,7 @@ class SupervisionWidget(_Base):
         self.driver.resume()
 
     def abort(self) -> None:
+        self.keypoints.end()
         self.model.end_supervision(keep=False)
         self.driver.abort()
 

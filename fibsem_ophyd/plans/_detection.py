@@ -29,7 +29,13 @@ import numpy as np
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
-from ..detection import FEATURES, detect_features_in_mask, get_feature, load_model
+from ..detection import (
+    FEATURES,
+    check_keypoint,
+    detect_features_in_mask,
+    get_feature,
+    load_model,
+)
 from ._common import in_run, microscope_of, run_md
 
 __all__ = ["detect", "correct_keypoint", "pending_corrections", "move_based_on_detection"]
@@ -43,13 +49,9 @@ _CORRECTIONS: dict[str, tuple[float, float]] = {}
 def correct_keypoint(feature: str, x: float, y: float) -> None:
     """Correct ``feature``'s position (pixel x right, y down) in the paused supervised
     detection; resume the RunEngine to store it."""
-    if feature not in FEATURES:
-        raise ValueError(f"unknown feature {feature!r}; known features: {sorted(FEATURES)}")
-    for nm, v in (("x", x), ("y", y)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{nm} must be a finite pixel coordinate, got {v!r}")
+    feature, x, y = check_keypoint(feature, x, y)
     with _LOCK:
-        _CORRECTIONS[feature] = (float(x), float(y))
+        _CORRECTIONS[feature] = (x, y)
 
 
 def pending_corrections() -> dict[str, tuple[float, float]]:

@@ -15,7 +15,8 @@
   :func:`unfinished_backups`.
 - :mod:`.validate` -- :func:`validate_document`.
 - :mod:`.detection` -- :func:`detection_dataset` (stored detections and corrections),
-  :func:`export_detection_dataset` (OpenFIBSEM's ``data.csv`` + TIFF layout).
+  :func:`export_detection_dataset` (OpenFIBSEM's ``data.csv`` + TIFF layout),
+  :func:`read_detection` (one run's, also while it waits for corrections).
 """
 
 from .catalog import (
@@ -30,7 +31,12 @@ from .catalog import (
     serialization_registry,
     serve_catalog,
 )
-from .detection import DetectionItem, detection_dataset, export_detection_dataset
+from .detection import (
+    DetectionItem,
+    detection_dataset,
+    export_detection_dataset,
+    read_detection,
+)
 from .metadata import (
     METADATA_VERSION,
     get_beam,
@@ -91,6 +97,7 @@ __all__ = [
     "DetectionItem",
     "detection_dataset",
     "export_detection_dataset",
+    "read_detection",
     # metadata
     "METADATA_VERSION",
     "microscope_state",

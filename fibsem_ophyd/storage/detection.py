@@ -22,7 +22,7 @@ import numpy as np
 from .reader import load_images
 from .tiff import write_tiff
 
-__all__ = ["DetectionItem", "detection_dataset", "export_detection_dataset"]
+__all__ = ["DetectionItem", "detection_dataset", "export_detection_dataset", "read_detection"]
 
 
 @dataclass
@@ -43,6 +43,8 @@ class DetectionItem:
         m per pixel.
     checkpoint : str
         The model file's name.
+    beam : str
+        "electron" or "ion": the beam whose frame it is.
     """
 
     uid: str
@@ -53,6 +55,7 @@ class DetectionItem:
     pixelsize: float = float("nan")
     checkpoint: str = ""
     metadata: dict = field(default_factory=dict)
+    beam: str = ""
 
     @property
     def corrected(self) -> bool:
@@ -117,7 +120,15 @@ def _item(run) -> DetectionItem | None:
                          correction=correction, pixelsize=float(mask.pixel_size),
                          checkpoint=str(info.get("checkpoint", "")),
                          metadata={"time": start.get("time"), "features": names,
-                                   "supervised": bool(info.get("supervised"))})
+                                   "supervised": bool(info.get("supervised"))},
+                         beam=str(mask.beam))
+
+
+def read_detection(run) -> DetectionItem | None:
+    """The detection stored in ``run`` (``None`` if it is not a detection run or failed
+    before detecting). An open run (a supervised detection waiting for corrections) reads
+    too: its correction is then empty."""
+    return _item(run)
 
 
 def detection_dataset(catalog, corrected: bool | None = None) -> list[DetectionItem]:

@@ -11,6 +11,7 @@ evaluated (``typing.get_type_hints``); the package's own functions are left unto
 plan with real annotations is used as is.
 """
 
+import functools as _functools
 import inspect as _inspect
 import types as _types
 import typing as _typing
@@ -35,6 +36,41 @@ def _with_evaluated_annotations(func):
     return copy
 
 
+def _plain(value):
+    """A plan result as plain data (dicts, lists, numbers, strings, numpy arrays); any other
+    object becomes the name of its type."""
+    import numpy as _np
+
+    if value is None or isinstance(value, (bool, int, float, str, _np.ndarray)):
+        return value
+    if isinstance(value, _np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
+def _with_plain_result(func):
+    """In the queue server's worker: the plan's return value as plain data. The worker hands
+    it to the manager, a process that unpickles it and need not (and, within the 0.5 s the
+    manager waits for the report, cannot always) import this package: a `detect` returning
+    its `DetectedFeatures` failed the first time as "Internal RE Manager error" while the
+    manager imported the package's detection modules. The runs are what the queue server
+    keeps; the plan results stay whole in IPython."""
+    if not _inspect.isgeneratorfunction(func):
+        return func
+
+    @_functools.wraps(func)
+    def plan(*args, **kwargs):
+        return _plain((yield from func(*args, **kwargs)))
+
+    return plan
+
+
 for _name in _fibsem_plans.__all__:
     globals()[_name] = _with_evaluated_annotations(getattr(_fibsem_plans, _name))
+    if RE_WORKER:  # noqa: F821 -- from 00-base.py
+        globals()[_name] = _with_plain_result(globals()[_name])
 del _name

@@ -11,7 +11,12 @@ import subprocess
 import numpy as np
 import pytest
 
-SMALL = {"electron": {"resolution": [384, 256]}, "ion": {"resolution": [384, 256]}}
+#: the simulator sleeps 1/100 of every simulated interval (``sim: real_time_factor``), so a
+#: milling of a few hundred seconds of beam time runs for a few seconds, time to press Pause
+#: or Stop; frames (0.3 s) and current changes (20 s) then take 3 ms and 0.2 s
+REAL_TIME = 0.01
+SMALL = {"electron": {"resolution": [384, 256]}, "ion": {"resolution": [384, 256]},
+         "sim": {"real_time_factor": REAL_TIME}}
 
 _XVFB: subprocess.Popen | None = None
 

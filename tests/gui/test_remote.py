@@ -1,6 +1,7 @@
 """The same widgets through a queue server and a Tiled server (PostgreSQL catalog): frames
 read back from the server are the stored ones, a double-click moves the stage by geometry's
-delta, and a supervised milling paused and corrected from the widget records the click."""
+delta, a supervised milling paused and corrected from the widget records the click, and a
+supervised detection's keypoint dragged in the viewer is the correction the run stores."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from tests.facility.conftest import (
     port_open,
 )
 
-from .conftest import click
+from .conftest import click, fine_zoom
+from .test_keypoints import _drag, _point_world
 
 pytestmark = [pytest.mark.facility, pytest.mark.xdist_group("facility")]
 
@@ -129,6 +131,36 @@ def test_remote_viewer_shows_stored_frames_moves_and_supervises(qtbot, qapp, fac
         assert list(table["microscope_milling_state"].values) == ["ready", "done"]
         assert float(table["microscope_milling_pattern_offset_x"][1]) == pytest.approx(x)
         assert float(table["microscope_milling_pattern_offset_y"][1]) == pytest.approx(y)
+
+        # keypoint supervision: a supervised detection paused on the worker, read back from
+        # the Tiled server; the image centre's point dragged by (dc, dr) px with the mouse;
+        # Resume enters it with a background script and the run stores it
+        supervision.detect_beam.setCurrentText("ion")
+        supervision.detect_features.setText("ImageCentre")
+        finished.clear()
+        QTest.mouseClick(supervision.detect_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: mv.keypoints.active, timeout=120_000)
+        assert mv.keypoints.detection.features == {"ImageCentre": (192.0, 128.0)}
+        start = _point_world(mv, "ImageCentre")
+        assert start == pytest.approx(np.asarray(mv.layers["ion"].data_to_world((128, 192)),
+                                                 float)[-2:], abs=1e-12)
+        dc, dr = -7, 5
+        mv.viewer.scene.camera.center = tuple(start)
+        mv.viewer.scene.camera.zoom = fine_zoom(mv, "ion", per_pixel=4)
+        qtbot.wait(50)
+        _drag(qtbot, mv, start, 4 * dc, 4 * dr)
+        assert mv.keypoints.corrections()["ImageCentre"] == pytest.approx(
+            (192 + dc, 128 + dr), abs=0.5)
+        QTest.mouseClick(supervision.resume_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: bool(finished), timeout=120_000)
+        plan, uid, error = finished[-1]
+        assert plan == "detect" and error is None
+        corr = catalog[uid]["correction"].read()
+        assert float(corr["correction_ImageCentre_x"][0]) == pytest.approx(192 + dc, abs=0.5)
+        assert float(corr["correction_ImageCentre_y"][0]) == pytest.approx(128 + dr, abs=0.5)
+        assert float(corr["correction_ImageCentre_dpx"][0]) == pytest.approx(-dc, abs=0.5)
+        assert float(corr["correction_ImageCentre_dpy"][0]) == pytest.approx(-dr, abs=0.5)
+        assert int(corr["correction_ImageCentre_correct"][0]) == 0
     finally:
         driver.close()
         mv.viewer.close()

@@ -56,3 +56,45 @@ def test_screenshots_of_the_viewer_and_each_widget(qtbot, mv):
         assert img[..., :3].std() > 5, name  # not a blank widget
     panel.setCurrentIndex(0)
     mv.viewer.window._qt_window.resize(1400, 900)
+
+
+def test_screenshot_of_keypoint_supervision(qtbot, mv):
+    """A paused supervised detection: its keypoints drawn (ring in the feature's colour,
+    label) over the frame they were found in; docs/screenshots/keypoints.png."""
+    from imageio.v3 import imwrite
+
+    from fibsem_ophyd.gui._keypoints import LAYER
+
+    from .conftest import canvas_of, run_and_wait, world_to_canvas
+    from .test_keypoints import _lamella_frame, _press
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    frame_data, px = _lamella_frame()
+    mv.patterns.set_stages([])
+    mv.viewer.window._qt_window.resize(1800, 1000)
+    assert mv.driver.run("detect", "fib", features=["LamellaCentre", "ImageCentre"],
+                         image=frame_data, pixel_size=px, supervised=True)
+    qtbot.waitUntil(lambda: mv.keypoints.active, timeout=60_000)
+    try:
+        ion = mv.frames["ion"]
+        native = canvas_of(mv).native
+        mv.viewer.scene.camera.center = tuple(ion.image_to_world(0.0, 0.0))
+        mv.viewer.scene.camera.zoom = 0.9 * min(native.width() / ion.width,
+                                                native.height() / ion.height)
+        qtbot.wait(300)
+        imwrite(SHOTS / "keypoints.png", mv.viewer.screenshot(canvas_only=False))
+        canvas = mv.viewer.screenshot(canvas_only=True)
+        sy, sx = canvas.shape[0] / native.height(), canvas.shape[1] / native.width()
+        rgb = canvas[..., :3].astype(int)
+        coloured = (rgb.max(-1) - rgb.min(-1)) > 40  # the frame is grey
+        layer = mv.viewer.layers[LAYER]
+        assert len(layer.data) >= 1
+        for world in np.asarray(layer.data, float):
+            cx, cy = world_to_canvas(mv, world)
+            r, c = int(cy * sy), int(cx * sx)
+            # the point's ring or its label (yellow) within 30 px
+            assert coloured[max(r - 30, 0):r + 31, max(c - 30, 0):c + 31].sum() > 10
+    finally:
+        run_and_wait(qtbot, mv, lambda: _press(mv.widgets["supervision"].abort_button))
+        mv.viewer.window._qt_window.resize(1400, 900)
+        mv.viewer.reset_view()
