@@ -206,14 +206,14 @@ def open_catalog(
     the RunEngine for the GIL. For acquisition throughput prefer :func:`serve_catalog`,
     which serves the same data directory from a child process.
     """
-    from tiled.client import Context, from_context
+    from tiled.client import from_context
 
-    from ._tiled_app import lean_in_process_transport
+    from ._tiled_app import in_process_context, lean_in_process_transport
 
     app = build_catalog_app(data_dir, readable_storage=readable_storage)
     # Server and client share this process: compressing responses only to decompress them
     # a moment later costs CPU (and the GIL) for nothing, so ask for identity encoding.
-    context = Context.from_app(app, headers={"accept-encoding": "identity"})
+    context = in_process_context(app, headers={"accept-encoding": "identity"})
     # One thread crossing per request instead of starlette TestClient's ~8 (see _tiled_app)
     lean_in_process_transport(context)
     return from_context(context, structure_clients=structure_clients)

@@ -4,6 +4,7 @@ tuning (TIFF adapter, app, in-process transport), against real catalogs and real
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 
 import numpy as np
@@ -231,6 +232,27 @@ def test_resource_models_survive_garbage_collection(stored):
     del used
     gc.collect()
     assert all(r() is not None for r in refs)
+
+
+def test_a_closed_in_process_catalog_lets_its_app_go(tmp_path):
+    """Tiled's ``from_app`` registers its client's exit as a thread-exit hook and never drops
+    it, which kept every in-process catalog's app alive until the interpreter exited; once
+    our context is closed, the hook is gone and the app is collected. Open, it keeps the
+    hook (the portal thread must be stopped before the interpreter joins threads)."""
+    catalog = open_catalog(tmp_path / "data")
+    client = catalog.context.http_client
+
+    def registered(client):
+        return [h for h in threading._threading_atexits
+                if getattr(h, "func", None) == client.__exit__]
+
+    assert len(registered(client)) == 1
+    app = weakref.ref(client.app)
+    catalog.context.close()
+    assert registered(client) == []
+    del catalog, client
+    gc.collect()
+    assert app() is None
 
 
 # ------------------------------------------------------------------ the in-process transport
