@@ -49,3 +49,28 @@ def test_found_off_centre(session, microscope, milled):
     assert float(stored["lamella_thickness"][0]) == pytest.approx(m["thickness"])
     # an ion field restored
     assert microscope.fib.hfw.get() == pytest.approx(80e-6)
+
+
+def test_a_blank_frame_is_said_to_be_blank_not_measured(session, microscope):
+    """A frame taken with the ion beam blanked (grey 64 everywhere but for the read noise):
+    measure_lamella_thickness says so rather than searching the noise; a frame of the same
+    view with the beam on is not blank."""
+    import numpy as np
+
+    from fibsem_ophyd.milling import BLANK_RANGE, blank_frame, measure_lamella_thickness
+    from fibsem_ophyd.plans import acquire_image
+
+    fib = microscope.fib
+    microscope.ion_beam.blanked.set(True).wait()
+    session.RE(acquire_image(fib, hfw=3.6e-6))
+    dark = fib.last_frame.get()
+    assert dark.dtype == np.uint8 and abs(float(dark.mean()) - 64) < 1 and dark.std() < 1
+    reason = blank_frame(dark)
+    assert reason.startswith("blank frame: uniform grey 63.9 (1st-99th percentile 63-64"), \
+        reason
+    assert f"full scale 255; {100 * BLANK_RANGE:g} % or less is blank" in reason
+    m = measure_lamella_thickness(dark, 3.6e-6 / dark.shape[1], 0.3e-6)
+    assert m["thickness"] != m["thickness"] and m["reason"] == reason
+    microscope.ion_beam.blanked.set(False).wait()
+    session.RE(acquire_image(fib, hfw=3.6e-6))
+    assert blank_frame(fib.last_frame.get()) == ""
