@@ -12,7 +12,9 @@ For one beam the pipeline is:
    pixel's image metres ``(u, v)`` (``geometry.pixel_to_image``) give the chamber ray
    ``q = a1*right + a2*up + lambda*source`` with ``(a1, a2) = R(rho) ((u, v) + b)``;
 2. the rays are intersected with a plane ``s_z = offset + h_ref`` (an affine map of the pixel
-   grid into the sample; ``h_ref`` is the middle of the heights the footprint can hold), the
+   grid into the sample; ``h_ref`` is the middle of the heights the footprint can hold, or,
+   when the parallax margins for those would exceed their cap of 4 x (rows + columns), the
+   middle of the heights where the frame's rays meet the surface), the
    scene is rasterised on those sample points (with margins) and parallax is solved exactly
    along the image direction in which a raised point moves (the projection of the sample
    normal): each raster column is a 1-D height profile whose visible envelope gives occlusion,
