@@ -17,7 +17,13 @@ from ._composites import (
 )
 from ._experiment import read_experiment, task_sections, write_experiment
 from ._materials import MATERIALS, SPUTTER_RATES_UM3_PER_NC, sputter_rate
-from ._measure import MIN_CONTRAST, MIN_WIDTH, measure_lamella_thickness
+from ._measure import (
+    BLANK_RANGE,
+    MIN_CONTRAST,
+    MIN_WIDTH,
+    blank_frame,
+    measure_lamella_thickness,
+)
 from ._pattern import Pattern
 from ._protocol import APPLICATION_FILES, PATTERN_FOR_SECTION, material_for
 from ._registry import PATTERNS, make_pattern
@@ -49,7 +55,8 @@ __all__ = [
     "ArrayPattern", "as_stages", "Bitmap", "BitmapPattern", "check_patterns", "Circle",
     "CirclePattern", "CROSS_SECTIONS", "estimate_milling_time", "estimate_stage_time", "Fiducial",
     "Horseshoe", "HorseshoeVertical", "Line", "LinePattern", "load_protocol", "make_pattern",
-    "measure_lamella_thickness", "MIN_CONTRAST", "MIN_WIDTH", "check_stages", "DEPTH_RANGE",
+    "measure_lamella_thickness", "blank_frame", "BLANK_RANGE", "MIN_CONTRAST", "MIN_WIDTH",
+    "check_stages", "DEPTH_RANGE",
     "MATERIALS", "MicroExpansion", "MillingStage", "OVERHEADS", "Pattern", "PATTERNS", "Polygon",
     "PolygonPattern", "Rectangle", "RectanglePattern", "SCAN_DIRECTIONS", "SerialSection", "Shape",
     "sputter_rate", "SPUTTER_RATES_UM3_PER_NC", "TrapezoidTrench", "Trench", "Undercut",

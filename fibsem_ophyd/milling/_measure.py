@@ -7,7 +7,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["measure_lamella_thickness", "LEVEL", "MIN_WIDTH", "MAX_WIDTH", "MIN_CONTRAST"]
+__all__ = ["measure_lamella_thickness", "blank_frame", "LEVEL", "MIN_WIDTH", "MAX_WIDTH",
+           "MIN_CONTRAST", "BLANK_RANGE"]
 
 #: where an edge is placed between the grey level just inside it (the lamella's bright
 #: edge) and the trench floor just outside it: half way, the middle of the blurred step
@@ -24,11 +25,45 @@ MIN_WIDTH, MAX_WIDTH = 0.5, 4.0
 #: stand at 14-22 %; a frame that shows only a trench (the lamella drifted out of view)
 #: offers "strips" of 1 % among curtaining streaks (``benchmarks/bench_overnight.py``)
 MIN_CONTRAST = 0.05
+#: a frame whose grey levels (1st-99th percentile) span no more than this fraction of the full
+#: scale (255 for uint8, 65535 for uint16, a float frame's largest magnitude) shows nothing
+#: to measure: the beam blanked, or nothing imaged. Such a frame of the simulator (1536x1024,
+#: brightness and contrast 0.5) is grey 63-65 (1 level, 0.4 %); frames of polished lamellae
+#: span 120-200 levels (``benchmarks/bench_overnight.py --frames``)
+BLANK_RANGE = 0.01
 
 
 def _nan(reason: str, contrast: float = math.nan) -> dict:
     return {"thickness": math.nan, "top": math.nan, "bottom": math.nan,
             "contrast": contrast, "reason": reason}
+
+
+def _grey_range(img: np.ndarray) -> tuple[float, float, float]:
+    """(1st, 99th percentile, full scale) of a frame's grey levels."""
+    p1, p99 = (float(v) for v in np.percentile(img, [1, 99]))
+    if np.issubdtype(img.dtype, np.integer):
+        full = float(np.iinfo(img.dtype).max)
+    else:
+        full = max(abs(p1), abs(p99), float(np.max(np.abs(img))))
+    return p1, p99, full
+
+
+def _blank_reason(img: np.ndarray, p1: float, p99: float, full: float) -> str:
+    if p99 - p1 > BLANK_RANGE * full:
+        return ""
+    return (f"blank frame: uniform grey {float(np.mean(img)):.1f} (1st-99th percentile "
+            f"{p1:g}-{p99:g}, {100 * (p99 - p1) / max(full, 1e-300):.1f} % of the full scale "
+            f"{full:g}; {100 * BLANK_RANGE:g} % or less is blank): nothing imaged, nothing "
+            "measured (beam blanked, or nothing in view)")
+
+
+def blank_frame(image: np.ndarray) -> str:
+    """Why ``image`` shows nothing to measure: its grey levels (1st-99th percentile) span at
+    most :data:`BLANK_RANGE` of the full scale; "" when it shows something."""
+    img = np.asarray(image)
+    if img.size == 0:
+        return "blank frame: no pixels"
+    return _blank_reason(img, *_grey_range(img))
 
 
 def _crossing(p: np.ndarray, r: int, level: float, step: int, stop: int) -> float:
@@ -88,9 +123,12 @@ def measure_lamella_thickness(image: np.ndarray, pixel_size: float, spacing: flo
     dict
         ``thickness`` (m), ``top``/``bottom`` (m, +y up, from the image centre),
         ``contrast`` (grey level of the lamella's middle minus that beyond its edges) and
-        ``reason``: "" when measured, else why not (the lengths then nan).
+        ``reason``: "" when measured, else why not (the lengths then nan); a frame that
+        shows nothing (:func:`blank_frame`) is not searched, its reason starts with
+        "blank frame".
     """
-    img = np.asarray(image, dtype=float)
+    raw = np.asarray(image)
+    img = raw.astype(float)
     if img.ndim != 2 or not (math.isfinite(pixel_size) and pixel_size > 0) or \
             not (math.isfinite(spacing) and spacing > 0):
         raise ValueError("a 2-D image, a positive pixel size and a positive spacing are needed")
@@ -101,6 +139,10 @@ def measure_lamella_thickness(image: np.ndarray, pixel_size: float, spacing: flo
                          f"{2.5 * spacing * 1e6:.2f} um high")
     if width is not None and not (math.isfinite(width) and width > 0):
         raise ValueError(f"width must be a positive length (m), got {width!r}")
+    p1, p99, full = _grey_range(raw)
+    blank = _blank_reason(raw, p1, p99, full)
+    if blank:
+        return _nan(blank)
     cols = band * w if width is None else min(band * w, 0.6 * width / pixel_size)
     c0 = int(round(w / 2 - max(cols, 1) / 2))
     prof = np.median(img[:, c0:max(int(round(w / 2 + cols / 2)), c0 + 1)], axis=1)
@@ -118,8 +160,7 @@ def measure_lamella_thickness(image: np.ndarray, pixel_size: float, spacing: flo
     bottoms = np.flatnonzero(ext & (g[1:-1] < -3 * noise)) + 1
     lo, hi = MIN_WIDTH * spacing / pixel_size, MAX_WIDTH * spacing / pixel_size
     margin = int(math.ceil(3 * sigma))
-    p1, p99 = np.percentile(img, [1, 99])
-    need = MIN_CONTRAST * float(p99 - p1)
+    need = MIN_CONTRAST * (p99 - p1)
     best, best_score, best_contrast = None, 0.0, math.nan
     faint = -math.inf  # the best contrast among strips too faint to count
     for r0 in tops:

@@ -421,7 +421,10 @@ def measure_lamella(microscope: Readable, spacing: float, width: float | None = 
     :func:`fibsem_ophyd.milling.measure_lamella_thickness`. When the lamella is not within
     2.5 x ``spacing`` of the centre, it is looked for within 45 % of the frame's height,
     then on a second frame :data:`WIDEN` x wider (both frames stored), and measured where
-    found. The ion field width is restored.
+    found. A frame that shows nothing (:func:`fibsem_ophyd.milling.blank_frame`: grey levels
+    within 1 % of the full scale, as with the beam blanked) is not measured and not widened
+    from: the thickness is nan and the reason says "blank frame", its grey level and field.
+    The ion field width is restored.
 
     Parameters
     ----------
@@ -440,7 +443,7 @@ def measure_lamella(microscope: Readable, spacing: float, width: float | None = 
         The measurement (``thickness`` nan and ``reason`` saying why when the frame shows no
         lamella); empty outside a live RunEngine.
     """
-    from ..milling import measure_lamella_thickness
+    from ..milling import blank_frame, measure_lamella_thickness
 
     spacing = positive("spacing", spacing)
     if width is not None:
@@ -460,13 +463,18 @@ def measure_lamella(microscope: Readable, spacing: float, width: float | None = 
             if frame is None:
                 return {}
             m = measure_lamella_thickness(frame, pixel, spacing, width=width)
-            if not math.isfinite(m["thickness"]):
+            blank = blank_frame(frame)
+            if blank:
+                # nothing imaged: a wider frame would read the lamella at 3x coarser pixels,
+                # or nothing at all, as if this one had only missed it. Said, not read.
+                m["reason"] += f"; at a {hfw * 1e6:.2f} um field, not widened"
+            elif not math.isfinite(m["thickness"]):
                 # not near the centre: drifted, or under a mound of ice it stands microns
                 # higher than its trenches' reference (from the milling angle, microns off
                 # the centre). First the whole frame, then a wider one.
                 m = measure_lamella_thickness(frame, pixel, spacing, width=width,
                                               search=0.45 * pixel * frame.shape[0])
-            if not math.isfinite(m["thickness"]):
+            if not math.isfinite(m["thickness"]) and not blank:
                 yield from bps.mv(fib.hfw, WIDEN * hfw)
                 frame, pixel = yield from read_frame(fib, microscope.stage)
                 half = 0.45 * pixel * frame.shape[0]
@@ -474,6 +482,8 @@ def measure_lamella(microscope: Readable, spacing: float, width: float | None = 
                                                  search=half)
                 if math.isfinite(wide["thickness"]):
                     m = wide
+                elif blank_frame(frame):
+                    m["reason"] += f"; the {WIDEN:g}x field's frame: {wide['reason']}"
                 else:
                     m["reason"] += f"; nor within {half * 1e9:.0f} nm in a {WIDEN:g}x field"
         finally:

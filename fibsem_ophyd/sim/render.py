@@ -12,7 +12,9 @@ For one beam the pipeline is:
    pixel's image metres ``(u, v)`` (``geometry.pixel_to_image``) give the chamber ray
    ``q = a1*right + a2*up + lambda*source`` with ``(a1, a2) = R(rho) ((u, v) + b)``;
 2. the rays are intersected with a plane ``s_z = offset + h_ref`` (an affine map of the pixel
-   grid into the sample; ``h_ref`` is the middle of the heights the footprint can hold), the
+   grid into the sample; ``h_ref`` is the middle of the heights the footprint can hold, or,
+   when the parallax margins for those would exceed their cap of 4 x (rows + columns), the
+   middle of the heights where the frame's rays meet the surface), the
    scene is rasterised on those sample points (with margins) and parallax is solved exactly
    along the image direction in which a raised point moves (the projection of the sample
    normal): each raster column is a 1-D height profile whose visible envelope gives occlusion,
@@ -54,7 +56,7 @@ from .optics import Optics, gaussian_blur
 from .parallax import project
 from .scene import RasterGrid, RasterPlan, Scene
 from .shading import Shading, halo, shade
-from .view import BeamView
+from .view import BeamView, intersect_surface
 
 __all__ = ["RenderStats", "render_clean"]
 
@@ -169,12 +171,17 @@ def _render(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
             reach = kn * max(abs(lo), abs(hi))
         # a whole number of raster rows of parallax, so the raster nodes keep their sampling
         # phase when the footprint (and with it the height range) changes
-        h_ref = round(0.5 * (lo + hi) * abs(kappa)) / abs(kappa)
+        ak = abs(kappa)
+        h_ref = round(0.5 * (lo + hi) * ak) / ak
+        cap = 4 * (n_cj + n_ci)       # bound the work for absurd margins (edge-on views)
+        if math.ceil(ak * max(hi - h_ref, h_ref - lo)) + 2 > cap:
+            # the margins reach only +-(cap - 2) rows of parallax from h_ref: keep the surface
+            # the frame shows within them (else no node reaches the frame rows and the frame
+            # is blank), with as much of the bounds beyond it as fits
+            h_ref = round(_capped_middle(scene, view, lo, hi, (cap - 3) / ak, h_ref) * ak) / ak
         g, g0, _k = view.plane_map(h_ref)
         half = max(hi - h_ref, h_ref - lo)
-        top = bot = int(math.ceil(abs(kappa) * half)) + 2
-        cap = 4 * (n_cj + n_ci)       # bound the work for absurd margins (edge-on views)
-        top, bot = min(top, cap), min(bot, cap)
+        top = bot = min(int(math.ceil(abs(kappa) * half)) + 2, cap)
     else:
         top = bot = 0
     lin = g @ rot
@@ -218,6 +225,29 @@ def _render(scene: Scene, view: BeamView, shading: Shading, optics: Optics,
         stats.aligned = aligned
         stats.blur_sigma_px = optics.max_sigma
     return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def _capped_middle(scene: Scene, view: BeamView, lo: float, hi: float, reach: float,
+                   default: float) -> float:
+    """The middle of the height window (m above the view's offset plane) when the parallax
+    margins cover only ``+-reach`` of the ``lo``..``hi`` the footprint can hold (a high
+    parallax, e.g. a few-um ion field at 52 deg, over the conservative bounds of a milled
+    site and its neighbours): the middle of the heights where 3 x 3 of the frame's rays first
+    meet the surface, moved as little as keeps the window inside ``lo``..``hi``; ``default``
+    if no ray meets it."""
+    w2, h2 = 0.5 * view.width * view.pixel, 0.5 * view.height * view.pixel
+    seen = []
+    for u in (-w2, 0.0, w2):
+        for v in (-h2, 0.0, h2):
+            a1, a2 = view.image_to_qperp(u, v)
+            point = intersect_surface(scene, view, float(a1), float(a2), spacing=view.pixel)
+            if point is not None:
+                seen.append(float(point[2]) - view.offset)
+    if not seen:
+        return default
+    mid = 0.5 * (min(seen) + max(seen))
+    return min(max(mid, lo + reach), hi - reach)
+
 
 def _raster_and_shade(scene: Scene, grid: RasterGrid, view: BeamView, shading: Shading,
                       warp: tuple | None = None,
