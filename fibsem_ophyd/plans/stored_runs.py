@@ -276,13 +276,15 @@ def overview_of(catalog, run) -> dict:
                                **{ax: float(cols[f"stage_{ax}"][i]) for ax in ("x", "y", "z")}}
     else:
         overview = run
-    ev = overview["overview_mosaic"].read()
+    stream = overview["overview_mosaic"]
     prefix = "overview_mosaic_"
+    # the mapping's fields only: the image is read once, below, as the TIFF it is
+    keys = [k for k in stream if k.startswith(prefix) and k != f"{prefix}image"]
+    ev = stream.read(variables=keys)
     mapping = {}
-    for key in ev.data_vars:
-        if key.startswith(prefix) and key != f"{prefix}image":
-            value = np.asarray(ev[key])[-1]
-            mapping[key[len(prefix):]] = value.item() if hasattr(value, "item") else value
+    for key in keys:
+        value = np.asarray(ev[key])[-1]
+        mapping[key[len(prefix):]] = value.item() if hasattr(value, "item") else value
     for name in sites:
         sites[name].update(r=float(mapping["stage_r"]), t=float(mapping["stage_t"]))
     (image,) = load_images(overview, "overview_mosaic")[-1:]
