@@ -113,6 +113,16 @@ PLAN_RECORDS: dict[str, dict[str, tuple[str, str | None]]] = {
         "pairs_total": ("integer", None),
         "max_correction": ("number", "px"),
     },
+    # save_position, import_experiment: the saved stage positions after the change, one
+    # event per position (stream "positions"), so the newest such run is the whole list
+    "position": {
+        "label": ("string", None),  # the position's name ("name" is ophyd's)
+        "x": ("number", "m"),
+        "y": ("number", "m"),
+        "z": ("number", "m"),
+        "r": ("number", "deg"),
+        "t": ("number", "deg"),
+    },
     # select_sites: one event per grid square
     "square": {
         "col": ("number", "px"),

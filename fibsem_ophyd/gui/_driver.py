@@ -67,6 +67,12 @@ class Driver(QObject):
         Milling progress, 0..1.
     message(str)
         Something to tell the user (refusals, errors).
+    positions_changed(dict)
+        The saved stage positions changed: all of them, ``{name: {x, y, z, r, t}}``.
+    overview(dict)
+        An overview read back from the catalog
+        (:func:`fibsem_ophyd.plans.stored_runs.overview_of`: ``mosaic``, ``mapping``,
+        ``sites``), the newest stored one (queue server).
     """
 
     frame = Signal(object)
@@ -74,6 +80,8 @@ class Driver(QObject):
     finished = Signal(str, object, object)
     progress = Signal(float)
     message = Signal(str)
+    positions_changed = Signal(object)
+    overview = Signal(object)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -198,6 +206,9 @@ class InProcessDriver(Driver):
         if milling is not None:
             cid = milling.progress.subscribe(self._on_progress, run=False)
             self._subs.append((milling.progress, cid))
+        saved = self.microscope.stage.positions
+        cid = saved.subscribe(self._on_positions, run=False)
+        self._subs.append((saved, cid))
 
     # -- devices ---------------------------------------------------------------------------
     def device(self, name: str):
@@ -233,6 +244,10 @@ class InProcessDriver(Driver):
 
     def _on_start(self, name, doc) -> None:
         self.run_uid = doc.get("uid")
+
+    def _on_positions(self, value=None, **_):
+        if value is not None:
+            self.positions_changed.emit(dict(value))
 
     def _on_progress(self, value=None, **_):
         if value is not None:

@@ -2,7 +2,9 @@
 
 A poller thread asks the queue server for its state and the catalog for new frames a few
 times a second and hands them to Qt's thread as signals; the window never waits on the
-network.
+network. The worker's devices are not in this process: the saved stage positions and the
+overview mosaic are what the stored runs say (:mod:`fibsem_ophyd.plans.stored_runs`), read
+again whenever a run closes.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ class RemoteDriver(Driver):
         self._pending: list[Call] = []
         self._submitted: list[str] = []
         self._stage: dict = {}
+        #: the saved positions as the newest run that changed them recorded, and its uid
+        self._positions: dict = {}
+        self._positions_uid: str | None = None
+        #: the uid of the overview (or site selection) run last shown
+        self._overview_uid: str | None = None
+        self._records_due = True  # read them at the first poll
         self._settings = {b: {"resolution": [1536, 1024], "hfw": 150e-6, "dwell_time": 1e-6}
                           for b in ("electron", "ion")}
         self._owned = False
@@ -186,7 +194,9 @@ class RemoteDriver(Driver):
         return dict(self._stage)
 
     def positions(self) -> dict:
-        return {}
+        """The saved stage positions as the newest run that changed them stored them
+        (``save_position``, ``import_experiment``; the catalog's, whoever ran them)."""
+        return {name: dict(pos) for name, pos in self._positions.items()}
 
     def close(self) -> None:
         """Stop polling; a driver made by :meth:`connect` also closes the queue-server
@@ -213,7 +223,10 @@ class RemoteDriver(Driver):
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.period):
             try:
-                self._poll_frames()
+                if self._poll_frames():
+                    self._records_due = True
+                if self._records_due:
+                    self._poll_records()
                 if self.manager is not None:
                     self._poll_state()
             except Exception as exc:  # noqa: BLE001 -- keep polling; tell the user once
@@ -247,9 +260,34 @@ class RemoteDriver(Driver):
             self.finished.emit(call.plan, runs[-1] if runs else None, error)
         self._pending, self._submitted = [], []
 
-    def _poll_frames(self) -> None:
+    def _poll_records(self) -> None:
+        """The saved positions and the overview, from the newest runs that closed with
+        success (two searches; a run is read only when it is not the one shown)."""
+        from ..plans.stored_runs import (
+            newest_run,
+            overview_of,
+            overview_query,
+            positions_of,
+            positions_query,
+        )
+
+        uid, run = newest_run(self.catalog, positions_query())
+        if uid is not None and uid != self._positions_uid:
+            self._positions = positions_of(run)
+            self._positions_uid = uid
+            self.positions_changed.emit(self.positions())
+        uid, run = newest_run(self.catalog, overview_query())
+        if uid is not None and uid != self._overview_uid:
+            overview = overview_of(self.catalog, run)
+            self._overview_uid = uid
+            self.overview.emit(overview)
+        self._records_due = False
+
+    def _poll_frames(self) -> bool:
+        """Show the new frames; ``True`` if a run closed since the last poll."""
         from ..storage import image_keys, load_images
 
+        ended = False
         # one request per poll while nothing happens: the newest run keys; a run is read
         # only while it is new or still open, and never again once closed and shown
         for uid in self._last_runs(3):
@@ -282,6 +320,8 @@ class RemoteDriver(Driver):
                 self._show(images[-1], uid, float(times[len(images) - 1]))
             if closed:
                 self._closed.add(uid)
+                ended = True
+        return ended
 
     def _show(self, image, uid: str, acquired: float) -> None:
         beam = image.beam

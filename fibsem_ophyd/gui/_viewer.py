@@ -57,6 +57,9 @@ class MicroscopeViewer:
         self.last_click: tuple | None = None
         #: seconds from acquisition to display of the last frame of each beam
         self.display_latency: dict[str, float] = {}
+        #: image layers besides the two views that take the focus under the mouse (the
+        #: minimap's mosaic), so each one's clicks reach it
+        self.hover_layers: list[str] = []
         for beam in BEAMS:
             data, px = _blank(driver.image_settings(beam))
             frame = ImageFrame(data.shape, px)
@@ -137,14 +140,23 @@ class MicroscopeViewer:
         # the image under the mouse becomes the active layer, so its click callbacks run;
         # the patterns layer keeps the focus while it is being edited
         active = viewer.layers.selection.active
-        if active is not None and active.name not in BEAMS:
+        if active is not None and active.name not in (*BEAMS, *self.hover_layers):
             return
+        under = None
         for beam in BEAMS:
             x, y = self.frames[beam].world_to_image(event.position)
             if self.frames[beam].contains(x, y):
-                if active is not self.layers[beam]:
-                    viewer.layers.selection.active = self.layers[beam]
-                return
+                under = self.layers[beam]
+                break
+        for name in self.hover_layers:
+            if under is None and name in viewer.layers:
+                layer = viewer.layers[name]
+                row, col = (float(v) for v in layer.world_to_data(event.position)[-2:])
+                h, w = layer.data.shape[-2:]
+                if -0.5 <= row < h - 0.5 and -0.5 <= col < w - 0.5:
+                    under = layer
+        if under is not None and active is not under:
+            viewer.layers.selection.active = under
 
     def _click_point(self, layer, event) -> tuple[str, float, float] | None:
         # whichever image layer is active gets the callback: the beam is the view under the

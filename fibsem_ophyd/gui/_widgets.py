@@ -142,6 +142,7 @@ class MovementWidget(_Base):
         lay.addWidget(self.after)
         lay.addStretch()
         self.driver.finished.connect(lambda *_: self.refresh())
+        self.driver.positions_changed.connect(lambda *_: self.refresh())
         self.refresh()
 
     def refresh(self) -> None:
@@ -291,9 +292,16 @@ class MillingWidget(_Base):
 
 class MinimapWidget(_Base):
     """Overview mosaic (``acquire_overview``), double-click on it to add a site, the sites
-    list (saved with ``save_position`` at each site), ``select_sites``' choice shown."""
+    list (saved with ``save_position`` at each site), ``select_sites``' choice shown.
+
+    The sites are marked on the mosaic (Points layer "sites", in metres like the mosaic) at
+    the mosaic pixel their stage position centres
+    (:func:`~fibsem_ophyd.plans.stage_to_mosaic_pixel`). Through the queue server the mosaic
+    and ``select_sites``' choice come from the stored runs (the driver's ``overview``
+    signal), the newest as it lands."""
 
     LAYER = "overview"
+    SITES_LAYER = "sites"
 
     def __init__(self, mv, parent=None):
         super().__init__(mv, parent)
@@ -321,7 +329,13 @@ class MinimapWidget(_Base):
         lay.addWidget(self.sites)
         lay.addWidget(_button("Save sites as positions", self.save_sites))
         lay.addStretch()
+        self.layer = None
+        self.sites_layer = None
+        mv.hover_layers.append(self.LAYER)  # the mosaic takes the focus under the mouse
+        #: the ``acquire_overview`` run of the mosaic shown, when it was read back stored
+        self.overview_uid: str | None = None
         self.driver.finished.connect(self._on_finished)
+        self.driver.overview.connect(self.show_stored)
 
     def _args(self) -> dict:
         return {"rows": int(self.rows.value()), "cols": int(self.cols.value()),
@@ -357,10 +371,60 @@ class MinimapWidget(_Base):
             layer = viewer.layers[self.LAYER]
             layer.data, layer.scale, layer.translate = mosaic, (px, px), translate
         else:
+            active = viewer.layers.selection.active
             layer = viewer.add_image(mosaic, name=self.LAYER, colormap="gray",
                                      scale=(px, px), translate=translate, units=("m", "m"))
             layer.mouse_double_click_callbacks.append(self._on_double_click)
+            # the views keep the focus (their clicks); the mosaic takes it under the mouse
+            viewer.layers.selection.active = active
         self.layer = layer
+        self._mark_sites()
+
+    def show_stored(self, stored: dict) -> None:
+        """Show an overview read back from the catalog
+        (:func:`fibsem_ophyd.plans.stored_runs.overview_of`): its mosaic in metres and, for
+        a ``select_sites`` run, the sites it chose (at their squares' centres)."""
+        if stored.get("uid") != self.overview_uid:
+            self.show_overview(stored["mosaic"], stored["mapping"])
+            self.overview_uid = stored.get("uid")
+        for name, site in stored.get("sites", {}).items():
+            self.add_site(name, {ax: float(site[ax]) for ax in ("x", "y", "z", "r", "t")})
+
+    def site_pixels(self) -> dict[str, tuple[float, float]]:
+        """``{site: (col, row)}``: the mosaic pixel each site's stage position centres (none
+        without a mosaic)."""
+        from ..plans import stage_to_mosaic_pixel
+
+        if self.mapping is None:
+            return {}
+        return {n: stage_to_mosaic_pixel(self.mapping, p) for n, p in self.site_positions.items()}
+
+    def _mark_sites(self) -> None:
+        """Mark the sites on the mosaic: the "sites" layer, placed like the mosaic layer."""
+        if self.layer is None:
+            return
+        pixels = self.site_pixels()
+        data = np.array([(r, c) for c, r in pixels.values()], float).reshape(-1, 2)
+        names = np.array(list(pixels), dtype=object)  # strings, also when there is none
+        px = float(self.mapping["pixel_size"]) if self.mapping else 1.0
+        size = max(self.layer.data.shape[-2:]) / 40
+        viewer = self.mv.viewer
+        if self.sites_layer is None or self.SITES_LAYER not in viewer.layers:
+            active = viewer.layers.selection.active
+            self.sites_layer = viewer.add_points(
+                data, name=self.SITES_LAYER, features={"name": names},
+                feature_defaults={"name": ""}, size=size, face_color="transparent",
+                border_color="yellow", border_width=0.2, symbol="disc",
+                scale=(px, px), translate=tuple(self.layer.translate), units=("m", "m"),
+                text={"string": "{name}", "color": "yellow", "size": 10,
+                      "anchor": "upper_left"})
+            viewer.layers.selection.active = active  # the markers take no clicks
+        else:
+            layer = self.sites_layer
+            layer.scale, layer.translate = (px, px), tuple(self.layer.translate)
+            layer.data = data
+            layer.features = {"name": names}
+            layer.size = size
 
     def _on_double_click(self, layer, event) -> None:
         if self.mapping is None:
@@ -379,6 +443,7 @@ class MinimapWidget(_Base):
         self.sites.clear()
         self.sites.addItems([f"{n}: x {p['x'] * 1e6:.1f} um, y {p['y'] * 1e6:.1f} um"
                              for n, p in self.site_positions.items()])
+        self._mark_sites()
 
     def save_sites(self) -> bool:
         calls = []
@@ -419,6 +484,7 @@ class BatchWidget(_Base):
         lay.addWidget(self.table)
         lay.addWidget(self.total)
         self.driver.finished.connect(lambda *_: self.refresh())
+        self.driver.positions_changed.connect(lambda *_: self.refresh())
         self.refresh()
 
     def selected_sites(self) -> list[str]:

@@ -42,7 +42,7 @@ from ._movement import (
     stable_move,
     vertical_move,
 )
-from ._overview import acquire_overview, mosaic_pixel_to_stage
+from ._overview import acquire_overview, mosaic_pixel_to_stage, stage_to_mosaic_pixel
 from ._safety import safe_state
 from ._safety import safe_state_decorator as safe_state_decorator  # a wrapper, not a plan
 from ._safety import safe_state_wrapper as safe_state_wrapper  # a wrapper, not a plan
@@ -65,6 +65,7 @@ __all__ = [
     "sputter_coat",
     "acquire_overview",
     "mosaic_pixel_to_stage",
+    "stage_to_mosaic_pixel",
     "auto_contrast_brightness",
     "autofocus",
     "AlignmentError",

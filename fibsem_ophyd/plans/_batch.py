@@ -32,7 +32,7 @@ from ._milling import (
     milled_boxes,
     read_ion_limits,
 )
-from ._movement import go_to_position, move_to_milling_angle
+from ._movement import change_positions, go_to_position, move_to_milling_angle
 from ._util import relay
 
 __all__ = ["mill_lamellae", "measure_lamella", "import_experiment"]
@@ -376,6 +376,8 @@ def import_experiment(microscope: Readable, source: Any,
     Returns the experiment as a batch: pass ``result["sites"]`` and ``imported=result`` (and
     ``batch=result["name"]``) to :func:`mill_lamellae`. Write a batch back with
     :func:`fibsem_ophyd.milling.write_experiment` and ``microscope.stage.positions.get()``.
+    The saved positions are recorded in a run (``plan_name: "import_experiment"``, stream
+    "positions"), as :func:`save_position` records them.
 
     Parameters
     ----------
@@ -390,8 +392,10 @@ def import_experiment(microscope: Readable, source: Any,
     from ..milling import read_experiment
 
     exp = read_experiment(source, protocol)
-    # the positions are checked against the stage limits before any is saved
-    yield from bps.mv(microscope.stage.positions, exp["positions"])
+    # the positions are checked against the stage limits before any is saved; the run
+    # records the saved positions after the change (see save_position)
+    yield from change_positions(microscope, exp["positions"], "import_experiment",
+                                {"microscope": microscope, "experiment": exp["name"]})
     return exp
 
 

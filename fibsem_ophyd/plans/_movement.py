@@ -1,21 +1,36 @@
 """Stage movement plan stubs: stable, vertical, flat-to-beam, safe absolute, named positions.
 
-They open no run (like ``bps.mv``): call them inside your own run to have the moves recorded,
-or on their own. Each computes its full target and validates it against the stage limits
-before anything moves; each returns the target it moved to (m, deg).
+The moves open no run (like ``bps.mv``): call them inside your own run to have the moves
+recorded, or on their own. Each computes its full target and validates it against the stage
+limits before anything moves; each returns the target it moved to (m, deg).
+
+Saving a position changes state that outlives the plan, so :func:`save_position` records it
+in a run of its own (its own run key, so it may also be called inside an open run): stream
+"primary" the stage as it reads, stream "positions" every saved position after the change
+(one "position" event each). The newest such run is the whole list; a viewer that has only
+the catalog (:func:`fibsem_ophyd.plans.stored_runs.saved_positions`) shows it.
 """
 
 import math
 from collections.abc import Mapping
 
 import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 
 from .. import geometry, validate
 from ..backend import STAGE_AXES
 from ..beams import as_beam
-from ._common import beam_device, check_stage_position, finite, read_stage_limits
+from ._common import (
+    beam_device,
+    check_stage_position,
+    finite,
+    in_run,
+    read_stage_limits,
+    record,
+    run_md,
+)
 
 __all__ = [
     "read_stage_position",
@@ -237,6 +252,10 @@ def check_milling_angle(milling_angle) -> float:
 def save_position(microscope: Readable, name: str) -> MsgGenerator[dict]:
     """Save the current stage position under ``name`` (persisted to positions.yaml).
 
+    Recorded in a run of its own (``plan_name: "save_position"``, ``positions_changed:
+    [name]``): the stage's reading (stream "primary") and every saved position after the
+    change (stream "positions", see :func:`change_positions`).
+
     Parameters
     ----------
     microscope : Readable
@@ -247,8 +266,45 @@ def save_position(microscope: Readable, name: str) -> MsgGenerator[dict]:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"position name must be a non-empty string, got {name!r}")
     pos = yield from read_stage_position(microscope)
-    yield from bps.mv(microscope.stage.positions, {name: pos})
+    yield from change_positions(microscope, {name: pos}, "save_position",
+                                {"microscope": microscope, "name": name},
+                                read=[microscope.stage])
     return pos
+
+
+#: the run key of the runs that record saved positions (so they may nest in an open run)
+POSITIONS_RUN_KEY = "saved_positions"
+
+
+def change_positions(microscope, changes: Mapping, plan_name: str, plan_args: dict,
+                     read=()) -> MsgGenerator[str]:
+    """Change the saved stage positions (``{name: position, or None to remove it}``, checked
+    by the stage before anything is recorded) in a run that records them; return its uid.
+
+    The run's start document has ``plan_name``, ``plan_args`` and ``positions_changed``
+    (the names, sorted); stream "primary" reads ``read`` (readables) first; stream
+    "positions" holds one event per saved position after the change (``position_label``,
+    ``position_x``/``_y``/``_z`` m, ``position_r``/``_t`` deg; NaN for an axis a position
+    leaves unset), none when no position is left.
+    """
+    stage = microscope.stage
+    stage.positions.check_value(changes)  # a bad position opens no run
+    rec = microscope.recorders.position
+
+    def body():
+        if read:
+            yield from bps.trigger_and_read(list(read))
+        yield from bps.mv(stage.positions, dict(changes))
+        positions = yield from bps.rd(stage.positions, default_value={})
+        for key in sorted(positions or {}):
+            pos = positions[key]
+            yield from record(rec, "positions", label=key,
+                              **{ax: float(pos.get(ax, math.nan)) for ax in _AXES})
+
+    # the key stored_runs.positions_query finds these runs by
+    md = run_md(plan_name, plan_args, None, positions_changed=sorted(changes))
+    uid, _ = yield from bpp.set_run_key_wrapper(in_run(body(), md), POSITIONS_RUN_KEY)
+    return uid
 
 
 def go_to_position(microscope: Readable, name: str) -> MsgGenerator[dict]:

@@ -34,7 +34,7 @@ from ._common import (
 from ._imaging import apply_image_settings
 from ._movement import read_geometry, read_stage_position
 
-__all__ = ["acquire_overview", "mosaic_pixel_to_stage"]
+__all__ = ["acquire_overview", "mosaic_pixel_to_stage", "stage_to_mosaic_pixel"]
 
 def mosaic_pixel_to_stage(mapping: dict, col: float, row: float) -> dict[str, float]:
     """Stage position (x, y, z m; r, t deg) that centres mosaic pixel (``col``, ``row``) in
@@ -55,6 +55,25 @@ def mosaic_pixel_to_stage(mapping: dict, col: float, row: float) -> dict[str, fl
     out["r"] = float(mapping["stage_r"])
     out["t"] = float(mapping["stage_t"])
     return out
+
+
+def stage_to_mosaic_pixel(mapping: dict, position: dict) -> tuple[float, float]:
+    """The mosaic pixel (``col``, ``row``) whose centring stage position is ``position``
+    (its x and y), the inverse of :func:`mosaic_pixel_to_stage`.
+
+    z is left out: a site saved after a coincidence search sits at the feature's height,
+    not on the overview's plane. A mapping whose x, y columns are degenerate (a stage that
+    does not move in x, y between pixels) raises ``ValueError``.
+    """
+    m = np.array([[float(mapping["dx_dcol"]), float(mapping["dx_drow"])],
+                  [float(mapping["dy_dcol"]), float(mapping["dy_drow"])]])
+    d = np.array([float(position["x"]) - float(mapping["stage_x"]),
+                  float(position["y"]) - float(mapping["stage_y"])])
+    if abs(np.linalg.det(m)) <= 1e-12 * float(np.abs(m).max() ** 2 or 1.0):
+        raise ValueError(f"the overview mapping's stage x, y per pixel {m.tolist()} is "
+                         "degenerate: no mosaic pixel for a stage position")
+    dc, dr = np.linalg.solve(m, d)
+    return float(mapping["centre_col"]) + float(dc), float(mapping["centre_row"]) + float(dr)
 
 
 def acquire_overview(

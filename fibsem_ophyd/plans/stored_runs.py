@@ -14,6 +14,10 @@ The batch's coating (sputter, cryo GIS) has runs with ``section: "coating"`` and
 (sections done, skip reason, every alignment measurement, the milling time per section, every
 lamella measurement) from a batch's documents, live or replayed (:func:`replay_batch`).
 
+The saved stage positions (:func:`saved_positions`) and the newest overview with the sites
+chosen on it (:func:`stored_overview`) are read back the same way, for a viewer that has only
+the catalog (the queue server's worker holds the devices).
+
 These functions know the plans' run vocabulary (plan names, the ``lamella`` recorder), so
 they live with the plans; they are not plans (they read a catalog) and are not in
 :data:`fibsem_ophyd.plans.__all__`. ``setup_session`` gives them to the microscope's
@@ -25,11 +29,22 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from event_model import DocumentRouter
 
-from ..storage import search_runs
+from ..storage import load_images, search_runs
 
-__all__ = ["batch_state", "batch_coating", "BatchSummary", "replay_batch"]
+__all__ = ["batch_state", "batch_coating", "BatchSummary", "replay_batch", "POSITIONS_KEY",
+           "OVERVIEW_PLANS", "newest_run", "positions_query", "overview_query",
+           "saved_positions", "positions_of", "stored_overview", "overview_of"]
+
+#: the start-document key of every run that changed the saved stage positions (the names
+#: changed); its stream "positions" holds all of them after the change (see
+#: :func:`fibsem_ophyd.plans.save_position`)
+POSITIONS_KEY = "positions_changed"
+#: the plans whose runs hold an overview mosaic, or the sites chosen on one
+OVERVIEW_PLANS = ("acquire_overview", "select_sites")
+_AXES = ("x", "y", "z", "r", "t")
 
 #: the plans whose runs coat the sample, by the kind of coat
 _COATINGS = {"sputter_coat": "sputter", "cryo_deposition": "cryo"}
@@ -192,3 +207,93 @@ def replay_batch(catalog, batch: str) -> dict[str, dict]:
         for name, doc in run.documents():
             summary(name, doc)
     return summary.summary()
+
+
+def positions_query():
+    """The Tiled query of the runs that changed the saved stage positions."""
+    from tiled.queries import KeyPresent
+
+    return KeyPresent(f"start.{POSITIONS_KEY}")
+
+
+def overview_query():
+    """The Tiled query of the :data:`OVERVIEW_PLANS` runs."""
+    from tiled.queries import In
+
+    return In("start.plan_name", list(OVERVIEW_PLANS))
+
+
+def newest_run(catalog, query) -> tuple[str | None, object]:
+    """``(uid, run)`` of the newest run that matches ``query`` and closed with exit_status
+    "success"; ``(None, None)`` if there is none. One search on the server."""
+    from tiled.queries import Key
+
+    found = catalog.search(query).search(Key("stop.exit_status") == "success")
+    keys = list(found.keys().tail(1))
+    return (keys[-1], found[keys[-1]]) if keys else (None, None)
+
+
+def positions_of(run) -> dict[str, dict[str, float]]:
+    """The saved stage positions a run that changed them recorded (all of them after the
+    change): ``{name: {x, y, z (m), r, t (deg)}}``, an axis left unset omitted."""
+    if "positions" not in set(run):
+        return {}  # no position left after the change: the stream has no event
+    table = run["positions"].read()
+    names = [str(n) for n in np.asarray(table["position_label"])]
+    axes = {ax: np.asarray(table[f"position_{ax}"], float) for ax in _AXES}
+    return {name: {ax: float(v[i]) for ax, v in axes.items() if np.isfinite(v[i])}
+            for i, name in enumerate(names)}
+
+
+def saved_positions(catalog) -> dict[str, dict[str, float]]:
+    """The saved stage positions as the newest successful run that changed them left them
+    (a removal included); ``{}`` if no run recorded any."""
+    _, run = newest_run(catalog, positions_query())
+    return {} if run is None else positions_of(run)
+
+
+def overview_of(catalog, run) -> dict:
+    """The overview of an :data:`OVERVIEW_PLANS` run: ``{"uid"`` (the ``acquire_overview``
+    run), ``"mosaic"`` (the stored uint8 mosaic), ``"mapping"`` (its "overview_mosaic"
+    event: the :func:`~fibsem_ophyd.plans.acquire_overview` result's ``mapping``),
+    ``"sites"`` (a ``select_sites`` run's choice: ``{name: {"col", "row"`` mosaic px, ``"x",
+    "y", "z"`` m of the square's centre, ``"r", "t"`` deg``}}``, in the order chosen; ``{}``
+    for an overview alone), ``"decisions"`` (the ``select_sites`` run's uid or ``None``)}."""
+    start = run.metadata["start"]
+    decisions = None
+    sites: dict[str, dict] = {}
+    if start.get("plan_name") == "select_sites":
+        decisions, overview = start["uid"], catalog[start["overview"]]
+        if "square" in set(run):
+            squares = run["square"].read()
+            names = [str(n) for n in np.asarray(squares["square_site"])]
+            cols = {k: np.asarray(squares[f"square_{k}"], float)
+                    for k in ("col", "row", "stage_x", "stage_y", "stage_z")}
+            chosen = {n: i for i, n in enumerate(names) if n}
+            for name in [n for n in start.get("sites", []) if n in chosen]:
+                i = chosen[name]
+                sites[name] = {"col": float(cols["col"][i]), "row": float(cols["row"][i]),
+                               **{ax: float(cols[f"stage_{ax}"][i]) for ax in ("x", "y", "z")}}
+    else:
+        overview = run
+    stream = overview["overview_mosaic"]
+    prefix = "overview_mosaic_"
+    # the mapping's fields only: the image is read once, below, as the TIFF it is
+    keys = [k for k in stream if k.startswith(prefix) and k != f"{prefix}image"]
+    ev = stream.read(variables=keys)
+    mapping = {}
+    for key in keys:
+        value = np.asarray(ev[key])[-1]
+        mapping[key[len(prefix):]] = value.item() if hasattr(value, "item") else value
+    for name in sites:
+        sites[name].update(r=float(mapping["stage_r"]), t=float(mapping["stage_t"]))
+    (image,) = load_images(overview, "overview_mosaic")[-1:]
+    return {"uid": overview.metadata["start"]["uid"], "mosaic": np.asarray(image.data),
+            "mapping": mapping, "sites": sites, "decisions": decisions}
+
+
+def stored_overview(catalog) -> dict | None:
+    """:func:`overview_of` the newest successful :data:`OVERVIEW_PLANS` run (``None`` if
+    there is none): the newest mosaic, with its sites if ``select_sites`` chose them."""
+    _, run = newest_run(catalog, overview_query())
+    return None if run is None else overview_of(catalog, run)

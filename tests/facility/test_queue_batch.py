@@ -10,7 +10,7 @@ import math
 import pytest
 from bluesky_queueserver_api import BPlan
 
-from fibsem_ophyd.plans.stored_runs import batch_coating, batch_state
+from fibsem_ophyd.plans.stored_runs import batch_coating, batch_state, saved_positions
 from fibsem_ophyd.storage import open_catalog
 
 from ..plans.test_batch import PROTOCOL as ICE_PROTOCOL
@@ -53,10 +53,12 @@ def test_overnight_batch_through_the_queue(queue_server):
     RM.wait_for_idle(timeout=60)
 
     catalog = open_catalog(qs.data_dir)
-    # the site choice: an overview, the decision run, a coincidence run per site
+    # the site choice: an overview, the decision run, per site a coincidence run and the
+    # run that records the site saved as a position
     plans = [catalog[u].start["plan_name"] for u in select_uids]
-    assert plans == ["acquire_overview", "select_sites", "find_coincidence",
-                     "find_coincidence"]
+    assert plans == ["acquire_overview", "select_sites", "find_coincidence", "save_position",
+                     "find_coincidence", "save_position"]
+    assert sorted(saved_positions(catalog)) == ["L1", "L2"]
     squares = catalog[select_uids[1]]["square"].read()
     assert sorted(n for n in squares["square_site"].values if n) == ["L1", "L2"]
     assert batch_coating(catalog, "qs-night") == ["cryo", "sputter"]

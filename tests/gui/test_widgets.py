@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
@@ -101,6 +102,11 @@ def test_minimap_overview_double_click_adds_the_site_under_the_mouse(qtbot, mv):
     near = mosaic_pixel_to_stage(minimap.mapping, col, row)
     px = minimap.mapping["pixel_size"]
     assert math.hypot(pos["x"] - near["x"], pos["y"] - near["y"]) < 10 * px
+    # the site is marked on the mosaic where it was clicked
+    marks = mv.viewer.layers["sites"]
+    assert list(marks.features["name"]) == [name]
+    assert np.asarray(marks.data_to_world(marks.data[0]), float)[-2:] == pytest.approx(
+        np.asarray(layer.data_to_world((r_clicked, c_clicked)), float)[-2:], abs=1e-3 * px)
     mv.viewer.reset_view()
 
 

@@ -104,11 +104,13 @@ def test_batch_bad_input_moves_nothing(session, microscope):
         session.RE(mill_lamellae(microscope, [], PROTOCOL))
     bad = copy.deepcopy(PROTOCOL)
     bad["milling"]["mill_rough"][0]["pattern"]["depth"] = -1.0
-    session.RE(save_position(microscope, "A"))
+    assert count_runs(session.catalog) == 0
+    session.RE(save_position(microscope, "A"))  # the one run: the saved position recorded
+    assert count_runs(session.catalog) == 1
     with pytest.raises(ValueError, match="depth"):
         session.RE(mill_lamellae(microscope, ["A"], bad))
     assert microscope.stage.x.position == x0
-    assert count_runs(session.catalog) == 0
+    assert count_runs(session.catalog) == 1
 
 
 def test_batch_coats_the_grid_once_before_the_references(session, microscope):

@@ -173,6 +173,58 @@ def test_named_positions_round_trip_in_openfibsem_layout(session, microscope):
     assert (pos["x"], pos["y"], pos["t"]) == pytest.approx((2e-4, -1e-4, 20.0))
 
 
+def test_saved_positions_are_recorded_and_read_back_from_the_catalog(session, microscope):
+    """Each save_position is a run: the stage's reading and every saved position after it;
+    the newest such run is the list (a removal included), also saved inside an open run."""
+    import bluesky.preprocessors as bpp
+
+    from fibsem_ophyd.plans._movement import change_positions
+    from fibsem_ophyd.plans.stored_runs import saved_positions
+
+    from .._catalog import count_runs
+
+    catalog = session.catalog
+    before = saved_positions(catalog)
+    session.RE(bps.mv(microscope.stage, {"x": 3e-4, "y": 1e-4, "t": 30.0}))
+    uid = session.RE(save_position(microscope, "rec-a")).run_start_uids[0]
+    run = catalog[uid]
+    assert run.start["plan_name"] == "save_position"
+    assert run.start["positions_changed"] == ["rec-a"]
+    read = run["primary"].read()
+    pos_a = microscope.stage.positions.get()["rec-a"]
+    assert {ax: float(read[f"microscope_stage_{ax}"][0]) for ax in "xyzrt"} == pos_a
+    assert pos_a == pytest.approx(microscope.stage.position)
+    stream = run["positions"].read()
+    assert "rec-a" in list(stream["position_label"].values)
+    assert saved_positions(catalog) == {**before, "rec-a": pos_a}
+
+    # saved inside a run of the caller's: its own run (run key), the caller's still open
+    session.RE(bps.mv(microscope.stage, {"x": -2e-4}))
+
+    def outer():
+        yield from bps.mv(microscope.stage, {"y": -3e-4})
+        yield from save_position(microscope, "rec-b")
+
+    res = session.RE(bpp.run_wrapper(outer(), md={"plan_name": "outer"}))
+    assert len(res.run_start_uids) == 2
+    pos_b = microscope.stage.positions.get()["rec-b"]
+    assert (pos_b["x"], pos_b["y"]) == pytest.approx((-2e-4, -3e-4))
+    assert saved_positions(catalog) == {**before, "rec-a": pos_a, "rec-b": pos_b}
+
+    # a removal is recorded the same way: the list no longer has it
+    session.RE(change_positions(microscope, {"rec-a": None}, "remove", {}))
+    assert saved_positions(catalog) == {**before, "rec-b": pos_b}
+    assert "rec-a" not in microscope.stage.positions.get()
+
+    # a bad name or position opens no run
+    n = count_runs(catalog)
+    with pytest.raises(ValueError, match="position name must be a non-empty string"):
+        session.RE(save_position(microscope, " "))
+    with pytest.raises(ValueError, match="stage.x = 1 m is outside"):
+        session.RE(change_positions(microscope, {"far": {"x": 1.0}}, "bad", {}))
+    assert count_runs(catalog) == n
+
+
 def test_unknown_position_name(session, microscope):
     with pytest.raises(ValueError, match="unknown position 'nope'"):
         session.RE(go_to_position(microscope, "nope"))

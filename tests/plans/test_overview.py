@@ -12,6 +12,7 @@ from fibsem_ophyd.plans import (
     acquire_reference,
     mosaic_pixel_to_stage,
     stable_move,
+    stage_to_mosaic_pixel,
 )
 from fibsem_ophyd.storage import load_images
 
@@ -119,3 +120,13 @@ def test_mosaic_pixel_to_stage_is_linear():
     out = mosaic_pixel_to_stage(mp, 12.0, 24.0)
     assert out == pytest.approx({"x": 2.0, "y": 1.0, "z": 3.4, "r": 0.0, "t": 35.0})
     assert np.isclose(mosaic_pixel_to_stage(mp, 10.0, 20.0)["x"], 1.0)
+    # the inverse, from x and y (z left out: a site's height may differ from the plane's)
+    assert stage_to_mosaic_pixel(mp, {**out, "z": 9.0}) == pytest.approx((12.0, 24.0))
+    # a rotated scan: x and y both change along a row and along a column
+    c, s = math.cos(0.3), math.sin(0.3)
+    rot = {**mp, "dx_dcol": 0.5 * c, "dy_dcol": 0.5 * s, "dx_drow": 0.25 * s,
+           "dy_drow": -0.25 * c}
+    assert stage_to_mosaic_pixel(rot, mosaic_pixel_to_stage(rot, -3.5, 41.25)) == \
+        pytest.approx((-3.5, 41.25))
+    with pytest.raises(ValueError, match="degenerate"):
+        stage_to_mosaic_pixel({**mp, "dx_dcol": 0.0, "dy_dcol": 0.0}, out)
