@@ -83,6 +83,41 @@ def _argmax0(logits: np.ndarray) -> np.ndarray:
     return idx
 
 
+def _expand(small: np.ndarray, logits: np.ndarray, f: int, h: int, w: int) -> np.ndarray:
+    """The mask at the image's size from the argmax ``small`` of ``logits`` at 1/f.
+
+    Each block is filled with its class; in the blocks with another class among their
+    8 neighbours (the object boundaries) each pixel gets the argmax of the logits
+    interpolated bilinearly at its centre, which places a boundary to the pixel rather than to
+    the block. Elsewhere that argmax equals the block's class (a convex combination of logit
+    vectors that all peak at one class peaks there too), so it is not computed."""
+    sh, sw = small.shape
+    big = np.empty((sh, f, sw, f), dtype=np.uint8)
+    big[...] = small[:, None, :, None]
+    mask = big.reshape(sh * f, sw * f)
+    p = np.pad(small, 1, mode="edge")
+    edge = np.zeros((sh, sw), dtype=bool)
+    for dy in range(3):
+        for dx in range(3):
+            if dy != 1 or dx != 1:
+                edge |= p[dy:dy + sh, dx:dx + sw] != small
+    bi, bj = np.nonzero(edge)
+    if bi.size:
+        oy, ox = np.divmod(np.arange(f * f), f)
+        rows = (bi[:, None] * f + oy[None]).ravel()
+        cols = (bj[:, None] * f + ox[None]).ravel()
+        ys = (rows + 0.5) / f - 0.5          # pixel centres on the 1/f grid
+        xs = (cols + 0.5) / f - 0.5
+        y0, x0 = np.floor(ys).astype(np.intp), np.floor(xs).astype(np.intp)
+        wy, wx = (ys - y0).astype(np.float32), (xs - x0).astype(np.float32)
+        y1, x1 = np.minimum(y0 + 1, sh - 1), np.minimum(x0 + 1, sw - 1)
+        y0, x0 = np.maximum(y0, 0), np.maximum(x0, 0)
+        val = ((logits[:, y0, x0] * (1 - wx) + logits[:, y0, x1] * wx) * (1 - wy)
+               + (logits[:, y1, x0] * (1 - wx) + logits[:, y1, x1] * wx) * wy)
+        mask[rows, cols] = _argmax0(val)
+    return mask[:h, :w]
+
+
 class SegmentationModel:
     """An ONNX segmentation model (module docstring for the contract).
 
@@ -179,10 +214,7 @@ class SegmentationModel:
             cols = np.minimum((np.arange(w) * sw // w), sw - 1)
             mask = small[rows][:, cols]
         elif f > 1:
-            sh, sw = small.shape
-            big = np.empty((sh, f, sw, f), dtype=np.uint8)
-            big[...] = small[:, None, :, None]
-            mask = big.reshape(sh * f, sw * f)[:h, :w]
+            mask = _expand(small, logits, f, h, w)
         else:
             mask = small
         mask = np.ascontiguousarray(mask)
