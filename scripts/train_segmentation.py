@@ -42,23 +42,42 @@ WIDTHS = (8, 16, 32, 64)
 IN_W, IN_H = 384, 256
 
 
-def make_data(out: str, count: int, start: int = 0) -> None:
-    from fibsem_ophyd.sim.liftout_scenes import liftout_scene
+def set_width(width: int) -> None:
+    """Set the working size (``IN_W`` x ``IN_H``, 3:2) the data, training and export use."""
+    global IN_W, IN_H
+    if width not in (384, 512, 768):
+        raise ValueError(f"width must be 384, 512 or 768 px (1536 / 4, 3, 2), got {width}")
+    IN_W, IN_H = width, (width * 2) // 3
 
+
+def make_data(out: str, count: int, start: int = 0) -> None:
+    """Frames of seeds ``start .. start+count-1`` at the working size with their exact masks.
+
+    Each scene is rendered at twice the working size with the dose per pixel scaled so that
+    averaging 2 x 2 gives the dose per input pixel of a 1536 x 1024 frame block-averaged to
+    the working width (what inference does)."""
+    from fibsem_ophyd.sim.liftout_scenes import HELD_OUT_SEEDS, liftout_scene
+
+    seeds = np.arange(start, start + count)
+    clash = set(seeds.tolist()) & set(HELD_OUT_SEEDS)
+    if clash:
+        raise ValueError(f"seeds {start}..{start + count - 1} overlap the held-out seeds "
+                         f"({min(clash)} ...)")
+    dose = (1536 / (2 * IN_W)) ** 2
     images = np.zeros((count, IN_H, IN_W), dtype=np.uint8)
     masks = np.zeros((count, IN_H, IN_W), dtype=np.uint8)
     t0 = time.time()
     for k in range(count):
         sim, beam = liftout_scene(start + k, resolution=(2 * IN_W, 2 * IN_H))
         dwell = sim.get("dwell_time", beam)
-        frame = sim.acquire_image(beam, {"dwell_time": min(4 * dwell, 1e-3)})
+        frame = sim.acquire_image(beam, {"dwell_time": min(dose * dwell, 1e-3)})
         images[k] = frame.reshape(IN_H, 2, IN_W, 2).mean(axis=(1, 3)).round().astype(np.uint8)
         masks[k] = sim.truth.mask(beam, {"resolution": [IN_W, IN_H]})
-        if k % 20 == 0:
-            print(f"{k}/{count} frames, {time.time() - t0:.0f} s", flush=True)
-            np.savez_compressed(out, images=images[:k + 1], masks=masks[:k + 1],
-                                seeds=np.arange(start, start + k + 1))
-    np.savez_compressed(out, images=images, masks=masks, seeds=np.arange(start, start + count))
+        if k % 100 == 99:     # a usable file at any time
+            print(f"{k + 1}/{count} frames, {time.time() - t0:.0f} s", flush=True)
+            np.savez(out, images=images[:k + 1], masks=masks[:k + 1], seeds=seeds[:k + 1],
+                     width=IN_W)
+    np.savez(out, images=images, masks=masks, seeds=seeds, width=IN_W)
     print(f"wrote {count} frames to {out} in {time.time() - t0:.0f} s")
 
 
@@ -66,10 +85,11 @@ def _model():
     import torch
     from torch import nn
 
-    def block(cin, cout):
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+    def block(cin, cout, dilation=1):
+        d = dilation
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=d, dilation=d, bias=False),
                              nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                             nn.Conv2d(cout, cout, 3, padding=d, dilation=d, bias=False),
                              nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
     class SmallUNet(nn.Module):
@@ -83,7 +103,7 @@ def _model():
             self.e1 = block(c[0], c[0])
             self.e2 = block(c[0], c[1])
             self.e3 = block(c[1], c[2])
-            self.b = block(c[2], c[3])
+            self.b = block(c[2], c[3], dilation=2)      # a wider view at no cost
             self.pool = nn.MaxPool2d(2)
             self.u3 = nn.Conv2d(c[3], c[2], 1)
             self.d3 = block(2 * c[2], c[2])
@@ -112,7 +132,7 @@ def _model():
     return SmallUNet()
 
 
-def _augment(rng, img, msk, crop=(128, 192)):
+def _augment(rng, img, msk, crop):
     h, w = img.shape
     ch, cw = crop
     r = int(rng.integers(0, h - ch + 1))
@@ -127,16 +147,29 @@ def _augment(rng, img, msk, crop=(128, 192)):
     return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(msk)
 
 
-def train(data: str, checkpoint: str, minutes: float, batch: int = 8, seed: int = 0,
-          init: str | None = None, lr: float = 3e-3) -> None:
+def _load(paths) -> tuple[np.ndarray, np.ndarray]:
+    parts = [np.load(p) for p in paths]
+    widths = {int(p["width"]) if "width" in p else 384 for p in parts}
+    if len(widths) != 1:
+        raise ValueError(f"data files have different working widths {sorted(widths)}")
+    set_width(widths.pop())
+    return (np.concatenate([p["images"] for p in parts]),
+            np.concatenate([p["masks"] for p in parts]))
+
+
+def train(data, checkpoint: str, minutes: float, batch: int = 8, seed: int = 0,
+          init: str | None = None, lr: float = 3e-3, dice: float = 1.0) -> None:
+    """Class-weighted cross-entropy plus ``dice`` x the soft Dice loss of the lamella and the
+    manipulator (an overlap loss: a thin slab counts as much as a large one), on crops of
+    half the working size in each direction."""
     import torch
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    d = np.load(data)
-    images, masks = d["images"], d["masks"]
+    images, masks = _load(data)
     n = len(images)
+    crop = (IN_H // 2, IN_W // 2)
     model = _model()
     if init:        # continue from an earlier run's weights
         model.load_state_dict(torch.load(init))
@@ -144,31 +177,48 @@ def train(data: str, checkpoint: str, minutes: float, batch: int = 8, seed: int 
     weights = torch.tensor(np.clip((counts.sum() / np.maximum(counts, 1)) ** 0.5, 1, 30)
                            / 1.0, dtype=torch.float32)
     weights = weights / weights.min()
-    print("pixels per class", counts.astype(int).tolist(), "weights", weights.tolist())
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    print(f"{n} frames {IN_W} x {IN_H}, crops {crop[1]} x {crop[0]}; pixels per class",
+          counts.astype(int).tolist(), "weights", [round(w, 2) for w in weights.tolist()])
+    ce = torch.nn.CrossEntropyLoss(weight=weights)
+    thin = [1, 2]
+
+    def loss_fn(logits, y):
+        loss = ce(logits, y)
+        if dice:
+            p = torch.softmax(logits, 1)[:, thin]
+            t = torch.stack([y == k for k in thin], 1).float()
+            inter = (p * t).sum((0, 2, 3))
+            total = p.sum((0, 2, 3)) + t.sum((0, 2, 3))
+            loss = loss + dice * (1 - (2 * inter + 1) / (total + 1)).mean()
+        return loss
+
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     budget = minutes * 60.0
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     step = 0
+    avg = None
     model.train()
     while time.time() - t0 < budget:
         frac = (time.time() - t0) / budget
         for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * frac)) + 1e-5
+            g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + np.cos(np.pi * frac)) + 1e-5
         idx = rng.integers(0, n, batch)
-        xs, ys = zip(*(_augment(rng, images[i], masks[i]) for i in idx), strict=True)
+        xs, ys = zip(*(_augment(rng, images[i], masks[i], crop) for i in idx), strict=True)
         x = torch.from_numpy(np.stack(xs))[:, None]
         y = torch.from_numpy(np.stack(ys).astype(np.int64))
         loss = loss_fn(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step % 50 == 0:
-            print(f"step {step} t={time.time() - t0:.0f}s loss={loss.item():.4f}", flush=True)
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        if step % 100 == 0:
+            print(f"step {step} t={time.time() - t0:.0f}s cpu={time.process_time() - c0:.0f}s "
+                  f"loss={avg:.4f}", flush=True)
             torch.save(model.state_dict(), checkpoint)
         step += 1
     torch.save(model.state_dict(), checkpoint)
-    print(f"trained {step} steps in {time.time() - t0:.0f} s -> {checkpoint}")
+    print(f"trained {step} steps in {time.time() - t0:.0f} s "
+          f"({time.process_time() - c0:.0f} s CPU) -> {checkpoint}")
 
 
 def export(checkpoint: str, onnx_path: str) -> None:
@@ -206,6 +256,7 @@ def main(argv=None) -> int:
     a.add_argument("--out", required=True)
     a.add_argument("--count", type=int, default=400)
     a.add_argument("--start", type=int, default=0)
+    a.add_argument("--width", type=int, default=768, help="working width (px)")
     b = sub.add_parser("train")
     b.add_argument("--data", required=True, nargs="+")
     b.add_argument("--checkpoint", required=True)
@@ -213,23 +264,21 @@ def main(argv=None) -> int:
     b.add_argument("--init", default=None, help="start from these weights (a checkpoint)")
     b.add_argument("--lr", type=float, default=3e-3)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--dice", type=float, default=1.0,
+                   help="weight of the lamella/manipulator soft Dice loss (0: none)")
     c = sub.add_parser("export")
     c.add_argument("--checkpoint", required=True)
     c.add_argument("--onnx", required=True)
+    c.add_argument("--width", type=int, default=768, help="working width (px)")
     args = ap.parse_args(argv)
     if args.cmd == "data":
+        set_width(args.width)
         make_data(args.out, args.count, args.start)
     elif args.cmd == "train":
-        if len(args.data) > 1:
-            parts = [np.load(p) for p in args.data]
-            merged = "/tmp/_seg_merged.npz"
-            np.savez(merged, images=np.concatenate([p["images"] for p in parts]),
-                     masks=np.concatenate([p["masks"] for p in parts]))
-            data = merged
-        else:
-            data = args.data[0]
-        train(data, args.checkpoint, args.minutes, seed=args.seed, init=args.init, lr=args.lr)
+        train(args.data, args.checkpoint, args.minutes, seed=args.seed, init=args.init,
+              lr=args.lr, dice=args.dice)
     else:
+        set_width(args.width)
         export(args.checkpoint, args.onnx)
     return 0
 

@@ -104,3 +104,57 @@ def test_shipped_model_is_small_and_follows_the_contract():
     assert [o.name for o in m.graph.output] == ["output"]
     mask = model.inference(np.full((1024, 1536), 90, dtype=np.uint8))
     assert mask.shape == (1024, 1536)
+
+
+def _free_size_with_width(path, width, classes=6):
+    """A 1x1-convolution model with free H, W that names its working width in its metadata,
+    like the shipped model; class k wins where grey / 255 is nearest (k + 0.5) / classes
+    (logits 2 c_k g - c_k^2 = -(g - c_k)^2 + g^2)."""
+    centres = (np.arange(classes) + 0.5) / classes
+    wts = (2 * centres).astype(np.float32).reshape(classes, 1, 1, 1)
+    bias = (-centres ** 2).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "W", "B"], ["output"])], "free",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", classes, "H", "W"])],
+        initializer=[numpy_helper.from_array(wts, "W"), numpy_helper.from_array(bias, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    prop = model.metadata_props.add()
+    prop.key, prop.value = "fibsem_ophyd.input_width", str(width)
+    onnx.save(model, str(path))
+    return wts[:, 0, 0, 0], bias
+
+
+@pytest.mark.parametrize(("shape", "width", "f"), [((1024, 1536), 768, 2),
+                                                   ((1001, 1535), 384, 4)])
+def test_working_width_mask_is_argmax_of_bilinear_logits(tmp_path, shape, width, f):
+    """A frame is block-averaged f x f to the working width; the mask at full size is the
+    argmax of the logits interpolated bilinearly at each pixel centre (computed by scipy here
+    over the whole frame; the model computes it only next to class boundaries)."""
+    from scipy import ndimage
+
+    path = tmp_path / "free.onnx"
+    w, b = _free_size_with_width(path, width)
+    model = load_model(path)
+    assert model.input_size is None and model.input_width == width
+    rng = np.random.default_rng(3)
+    # smooth regions and sharp edges, so that there are blocks inside and on boundaries
+    img = ndimage.zoom(rng.integers(0, 256, (8, 12)).astype(float), 128, order=0)
+    img = (img[:shape[0], :shape[1]] + rng.normal(0, 20, shape)).clip(0, 255).astype(np.uint8)
+    mask = model.inference(img)
+    h, wd = shape
+    padded = np.pad(img, ((0, -h % f), (0, -wd % f)), mode="edge").astype(np.float64)
+    small = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).mean(axis=(1, 3))
+    logits = w[:, None, None] * (small / 255)[None] + b[:, None, None]
+    rows, cols = np.mgrid[0:h, 0:wd]
+    ys = np.clip((rows + 0.5) / f - 0.5, 0, small.shape[0] - 1)
+    xs = np.clip((cols + 0.5) / f - 0.5, 0, small.shape[1] - 1)
+    full = np.stack([ndimage.map_coordinates(c, [ys, xs], order=1) for c in logits])
+    expect = np.argmax(full, axis=0)
+    assert mask.shape == shape
+    # float32 (model) against float64 (here): only exact ties may differ
+    assert np.mean(mask != expect) < 1e-4
+    nearest = np.repeat(np.repeat(np.argmax(logits, axis=0), f, 0), f, 1)[:h, :wd]
+    assert (mask != nearest).sum() > 100        # the refinement does move boundaries
