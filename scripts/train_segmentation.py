@@ -8,21 +8,27 @@ Needs the ``train`` extra (torch). Three steps::
     python scripts/train_segmentation.py export --checkpoint /tmp/seg.pt \
         --onnx fibsem_ophyd/detection/models/fibsem-ophyd-seg.onnx
 
-The shipped model: ``data --start 0 --count 141`` and ``data --start 180 --count 141``, then
-``train`` on both files for 20 min, again with ``--init`` (the first run's weights)
-``--lr 2e-3 --seed 1`` for 22 min, and with ``--lr 1.5e-3 --seed 2`` for 14 min (1628 steps).
+The shipped model (``nice -n 19``, one thread): seeds 0-299 and 900-1099 (``data --start 0``
+and ``data --start 900`` at the default ``--width 768``, stopped after 300 and 200 frames:
+the file holds the frames so far), then ``train`` from
+scratch (100 steps on the first 200 frames), again with ``--init`` on both files
+(1600 steps), and with ``--init --lr 2e-3 --seed 2 --band 2 --thin 10 --minutes 74``
+(7894 steps): 9594 steps in all.
 
 Data: scenes from :func:`fibsem_ophyd.sim.liftout_scenes.liftout_scene` with seeds
-``start .. start+count-1`` (the held-out seeds start at 100000), each rendered at
-768 x 512 px with four times the dwell time of the scene and block-averaged 2 x 2 to the
-model's 384 x 256 input (the same dose per input pixel as a 1536 x 1024 frame averaged
-4 x 4, which is what inference does); the target is the scene's exact class mask at
-384 x 256 (whose pixel centres are the centres of those blocks). Augmentations while
-training: horizontal flips (needles from either side), random crops of 192 x 128, grey-level
-gain/offset/gamma and added Gaussian noise.
+``start .. start+count-1`` (the held-out seeds, from 100000, are refused), each rendered at
+twice the working size with the dwell scaled so that averaging 2 x 2 gives the dose per
+input pixel of a 1536 x 1024 frame block-averaged to the working width (which is what
+inference does; at 768 px the render is the microscope's own 1536 x 1024 frame); the target
+is the scene's exact class mask at the working size (whose pixel centres are the centres of
+those blocks). Augmentations while training: horizontal flips (needles from either side),
+random crops of half the working size in each direction, grey-level gain/offset/gamma and
+added Gaussian noise.
 The network is :class:`SmallUNet`: a stride-2 stem, three levels of 8/16/32 channels, a
-64-channel bottleneck, logits at half the input size bilinearly upsampled to it;
-cross-entropy with class weights; AdamW with a cosine schedule; one CPU thread.
+64-channel bottleneck with dilated convolutions, logits at half the input size bilinearly
+upsampled to it; cross-entropy with class weights (optionally per-pixel weights on
+boundaries and thin parts, :func:`pixel_weights`) plus a soft Dice loss on lamella and
+needle; AdamW with warm-up and a cosine schedule; one CPU thread.
 """
 
 from __future__ import annotations
@@ -132,19 +138,44 @@ def _model():
     return SmallUNet()
 
 
-def _augment(rng, img, msk, crop):
+def pixel_weights(mask: np.ndarray, band: float, thin: float) -> np.ndarray:
+    """Per-pixel loss weights of one mask: ``1 + band`` within 2 px of a lamella or needle
+    boundary (either side), plus ``thin`` on lamella/needle pixels of parts thinner than
+    about 12 px (no pixel within 6 px lies deeper than 6 px inside: a thin slab, the needle's
+    tapered tip), which the network otherwise gives to the background."""
+    from scipy import ndimage
+
+    w = np.ones(mask.shape, dtype=np.float32)
+    for k in (1, 2):
+        rows, cols = np.nonzero(mask == k)
+        if not rows.size:
+            continue
+        r0, r1 = max(rows.min() - 8, 0), rows.max() + 9      # the object's box and a margin
+        c0, c1 = max(cols.min() - 8, 0), cols.max() + 9
+        m = mask[r0:r1, c0:c1] == k
+        inside = ndimage.distance_transform_edt(m)
+        outside = ndimage.distance_transform_edt(~m)
+        sub = w[r0:r1, c0:c1]
+        sub += band * (((inside > 0) & (inside <= 2)) | ((outside > 0) & (outside <= 2)))
+        sub += thin * (m & (ndimage.maximum_filter(inside, size=13) <= 6))
+    return w
+
+
+def _augment(rng, img, msk, crop, wts=None):
     h, w = img.shape
     ch, cw = crop
     r = int(rng.integers(0, h - ch + 1))
     c = int(rng.integers(0, w - cw + 1))
     img = img[r:r + ch, c:c + cw].astype(np.float32) / 255.0
     msk = msk[r:r + ch, c:c + cw]
+    wts = np.ones(msk.shape, np.float32) if wts is None else wts[r:r + ch, c:c + cw]
     if rng.uniform() < 0.5:
-        img, msk = img[:, ::-1], msk[:, ::-1]
+        img, msk, wts = img[:, ::-1], msk[:, ::-1], wts[:, ::-1]
     img = np.clip(img * rng.uniform(0.7, 1.3) + rng.uniform(-0.15, 0.15), 0, 1)
     img = img ** rng.uniform(0.7, 1.4)
     img = img + rng.normal(0, rng.uniform(0, 0.05), img.shape)
-    return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(msk)
+    return (np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(msk),
+            np.ascontiguousarray(wts))
 
 
 def _load(paths) -> tuple[np.ndarray, np.ndarray]:
@@ -158,8 +189,10 @@ def _load(paths) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train(data, checkpoint: str, minutes: float, batch: int = 8, seed: int = 0,
-          init: str | None = None, lr: float = 3e-3, dice: float = 1.0) -> None:
-    """Class-weighted cross-entropy plus ``dice`` x the soft Dice loss of the lamella and the
+          init: str | None = None, lr: float = 3e-3, dice: float = 1.0, band: float = 0.0,
+          thin: float = 0.0) -> None:
+    """Class-weighted cross-entropy (each pixel also weighted by :func:`pixel_weights` when
+    ``band`` or ``thin`` is set) plus ``dice`` x the soft Dice loss of the lamella and the
     manipulator (an overlap loss: a thin slab counts as much as a large one), on crops of
     half the working size in each direction."""
     import torch
@@ -179,14 +212,20 @@ def train(data, checkpoint: str, minutes: float, batch: int = 8, seed: int = 0,
     weights = weights / weights.min()
     print(f"{n} frames {IN_W} x {IN_H}, crops {crop[1]} x {crop[0]}; pixels per class",
           counts.astype(int).tolist(), "weights", [round(w, 2) for w in weights.tolist()])
-    ce = torch.nn.CrossEntropyLoss(weight=weights)
-    thin = [1, 2]
+    pix = None
+    if band or thin:
+        t1 = time.time()
+        pix = [pixel_weights(m, band, thin) for m in masks]
+        print(f"pixel weights (band {band}, thin {thin}) in {time.time() - t1:.0f} s", flush=True)
+    fg = [1, 2]
 
-    def loss_fn(logits, y):
-        loss = ce(logits, y)
+    def loss_fn(logits, y, wpix):
+        ce = torch.nn.functional.cross_entropy(logits, y, weight=weights, reduction="none")
+        wsum = weights[y] * wpix
+        loss = (ce * wpix).sum() / wsum.sum()
         if dice:
-            p = torch.softmax(logits, 1)[:, thin]
-            t = torch.stack([y == k for k in thin], 1).float()
+            p = torch.softmax(logits, 1)[:, fg]
+            t = torch.stack([y == k for k in fg], 1).float()
             inter = (p * t).sum((0, 2, 3))
             total = p.sum((0, 2, 3)) + t.sum((0, 2, 3))
             loss = loss + dice * (1 - (2 * inter + 1) / (total + 1)).mean()
@@ -203,10 +242,11 @@ def train(data, checkpoint: str, minutes: float, batch: int = 8, seed: int = 0,
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + np.cos(np.pi * frac)) + 1e-5
         idx = rng.integers(0, n, batch)
-        xs, ys = zip(*(_augment(rng, images[i], masks[i], crop) for i in idx), strict=True)
+        xs, ys, ws = zip(*(_augment(rng, images[i], masks[i], crop,
+                                    None if pix is None else pix[i]) for i in idx), strict=True)
         x = torch.from_numpy(np.stack(xs))[:, None]
         y = torch.from_numpy(np.stack(ys).astype(np.int64))
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(model(x), y, torch.from_numpy(np.stack(ws)))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -266,6 +306,10 @@ def main(argv=None) -> int:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--dice", type=float, default=1.0,
                    help="weight of the lamella/manipulator soft Dice loss (0: none)")
+    b.add_argument("--band", type=float, default=0.0,
+                   help="extra cross-entropy weight within 2 px of a lamella/needle boundary")
+    b.add_argument("--thin", type=float, default=0.0,
+                   help="extra cross-entropy weight on lamella/needle parts thinner than ~8 px")
     c = sub.add_parser("export")
     c.add_argument("--checkpoint", required=True)
     c.add_argument("--onnx", required=True)
@@ -276,7 +320,7 @@ def main(argv=None) -> int:
         make_data(args.out, args.count, args.start)
     elif args.cmd == "train":
         train(args.data, args.checkpoint, args.minutes, seed=args.seed, init=args.init,
-              lr=args.lr, dice=args.dice)
+              lr=args.lr, dice=args.dice, band=args.band, thin=args.thin)
     else:
         set_width(args.width)
         export(args.checkpoint, args.onnx)

@@ -7,8 +7,8 @@ logits ``[N, C, H, W]``; the class mask is the argmax over C. Their export fixes
 nearest-neighbour mask back up). A model whose H, W are free runs on the image as it is,
 unless the file names a working width in its metadata (``fibsem_ophyd.input_width``): then the
 image is block-averaged by the integer factor that brings it nearest that width and the mask
-is expanded back (the shipped model works at 384 px wide: a 1536 x 1024 frame is averaged
-4 x 4).
+is expanded back, each boundary placed to the pixel by the argmax of the logits interpolated
+bilinearly (the shipped model works at 768 px wide: a 1536 x 1024 frame is averaged 2 x 2).
 """
 
 from __future__ import annotations

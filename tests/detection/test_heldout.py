@@ -1,6 +1,7 @@
 """The shipped model on held-out simulator scenes (seeds never trained on) against the exact
 masks and keypoints: the issue's targets, asserted. ``benchmarks/bench_detection.py`` prints
-the same scores over more frames."""
+the same scores over more frames (over 30 frames the lamella IoU is lower than on these 8:
+README)."""
 
 import numpy as np
 import pytest
@@ -46,10 +47,14 @@ XFAIL = pytest.mark.xfail(
     reason="the shipped model misses the target (benchmarks/bench_detection.py: README)")
 
 
-@XFAIL
-def test_lamella_and_needle_iou(scored):
+def test_lamella_iou(scored):
     iou, _, _ = scored
-    assert iou[1] >= 0.85 and iou[2] >= 0.85
+    assert iou[1] >= 0.85
+
+
+def test_needle_iou(scored):
+    iou, _, _ = scored
+    assert iou[2] >= 0.85
 
 
 @XFAIL
