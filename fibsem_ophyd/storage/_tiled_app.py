@@ -21,10 +21,10 @@ from outside Tiled without changing a response (measured with cProfile/py-spy on
 - **The app outlives its client.** ``Context.from_app`` registers the TestClient's
   ``__exit__`` with ``threading._register_atexit`` (so the portal thread is stopped before
   the interpreter joins threads) and never removes it: every in-process catalog ever
-  opened, with its whole app (~5,500 FastAPI ``Dependant`` s, pydantic adapters; ~2.8
-  million tracked objects per 100 sessions in the test suite), stays alive until the
-  interpreter exits, and each full garbage collection walks all of it (7 s per collection
-  after the plan tests, 44 s after the whole suite in one process).
+  opened, with its whole app (~5,500 FastAPI ``Dependant`` s, pydantic adapters; 8.4
+  against 1.0 million tracked objects after the 126 plan tests in one process), stays
+  alive until the interpreter exits, and each full garbage collection walks all of it
+  (7 s per collection after the plan tests, 44 s late in the whole suite in one process).
   :func:`in_process_context` makes a context whose ``close()`` also drops that hook once
   the client has exited.
 - **The in-process transport.** ``Context.from_app`` talks to the app through
