@@ -31,6 +31,7 @@ from ._common import (
     record,
     run_md,
 )
+from .stored_runs import POSITIONS_KEY
 
 __all__ = [
     "read_stage_position",
@@ -302,7 +303,7 @@ def change_positions(microscope, changes: Mapping, plan_name: str, plan_args: di
                               **{ax: float(pos.get(ax, math.nan)) for ax in _AXES})
 
     # the key stored_runs.positions_query finds these runs by
-    md = run_md(plan_name, plan_args, None, positions_changed=sorted(changes))
+    md = run_md(plan_name, plan_args, None, **{POSITIONS_KEY: sorted(changes)})
     uid, _ = yield from bpp.set_run_key_wrapper(in_run(body(), md), POSITIONS_RUN_KEY)
     return uid
 

@@ -32,6 +32,7 @@ import math
 import numpy as np
 from event_model import DocumentRouter
 
+from ..backend import STAGE_AXES
 from ..storage import load_images, search_runs
 
 __all__ = ["batch_state", "batch_coating", "BatchSummary", "replay_batch", "POSITIONS_KEY",
@@ -44,7 +45,7 @@ __all__ = ["batch_state", "batch_coating", "BatchSummary", "replay_batch", "POSI
 POSITIONS_KEY = "positions_changed"
 #: the plans whose runs hold an overview mosaic, or the sites chosen on one
 OVERVIEW_PLANS = ("acquire_overview", "select_sites")
-_AXES = ("x", "y", "z", "r", "t")
+_AXES = STAGE_AXES
 
 #: the plans whose runs coat the sample, by the kind of coat
 _COATINGS = {"sputter_coat": "sputter", "cryo_deposition": "cryo"}
